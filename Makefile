@@ -1,0 +1,49 @@
+# The two commands the README promises: `make demo` and `make test`.
+SHELL := /bin/bash
+GO ?= go
+BIN := $(CURDIR)/bin
+
+.PHONY: demo test test-deps test-go test-e2e caddy vncdemo build bench fuzz
+
+## demo: build Caddy with the plugin, start vncdemo and open a console page
+demo:
+	./demo/run.sh
+
+## test: install what the tests need, then run every test (Go and browser)
+test: test-deps test-go test-e2e
+
+## test-deps: install the system and npm packages the tests need
+test-deps:
+	./scripts/test-deps.sh
+
+## test-go: Go unit, fuzz-corpus and in-process end-to-end tests
+test-go:
+	CI=$${CI:-} $(GO) test -race -count=1 -timeout 20m ./...
+
+## test-e2e: noVNC in Chromium through Caddy over TLS to real VNC servers
+test-e2e: caddy vncdemo
+	cd e2e && npm ci --no-audit --no-fund && node --test --test-concurrency=1
+
+## caddy: Caddy with the standard modules and this plugin, into bin/
+caddy:
+	$(GO) build -o $(BIN)/caddy ./cmd/caddy
+
+## vncdemo: the demo VNC server, into bin/
+vncdemo:
+	$(GO) build -o $(BIN)/vncdemo ./cmd/vncdemo
+
+## build: a production binary with xcaddy from xcaddy.json
+build:
+	./scripts/xcaddy-build.sh
+
+## bench: the side-by-side benchmark harness (not part of `make test`)
+bench:
+	./bench/run.sh
+
+## fuzz: run each fuzz target for a while (FUZZTIME, default 30s)
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $${FUZZTIME:-30s} $$pkg || exit 1; \
+	  done; \
+	done

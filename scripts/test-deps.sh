@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what the tests need on a fresh Debian machine with Go and Node:
+# Redis, TigerVNC, QEMU, websockify, Chromium, and the npm packages from the
+# lock files. Already-installed packages are left alone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+	redis-server               # tokenresolver and end-to-end tests: a real Redis
+	tigervnc-standalone-server # Xvnc: a real VNC server
+	tigervnc-tools             # vncpasswd, for VNC password tests
+	qemu-system-x86            # QEMU's VNC server, the one OpenStack uses
+	websockify                 # side-by-side comparison in tests and bench
+	chromium                   # the browser for e2e/
+)
+
+missing=()
+for p in "${packages[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+	sudo=""
+	[ "$(id -u)" = 0 ] || sudo="sudo"
+	echo "test-deps: installing ${missing[*]}"
+	$sudo apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+for dir in demo e2e bench; do
+	if [ -f "$dir/package-lock.json" ]; then
+		(cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+	fi
+done
