@@ -1,0 +1,149 @@
+// Package loadtarget is a TCP server that greets like a VNC server and then
+// moves bytes on command, for relay tests and benchmarks.
+//
+// After the greeting "RFB 003.008\n" the client sends a one-byte command:
+//
+//	'e'          echo: everything read is written back until EOF
+//	's' + n      send: n bytes (8-byte big-endian) of Stream(0..n) to the client
+//	'r' + n      receive: read n bytes, then answer with their SHA-256 (32 bytes)
+//	'i'          idle: read and discard until the client closes
+//
+// The connection closes after 's' and 'r' complete.
+package loadtarget
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"sync"
+)
+
+// Greeting is what the target sends first.
+const Greeting = "RFB 003.008\n"
+
+// Stream fills p with the deterministic byte stream that 's' sends, starting
+// at offset off of the stream. Clients check what they receive with it.
+func Stream(p []byte, off int64) {
+	for i := range p {
+		x := uint64(off) + uint64(i)
+		p[i] = byte(x*2654435761>>13) ^ byte(x>>8)
+	}
+}
+
+// Server serves the commands on every accepted connection.
+type Server struct {
+	wg    sync.WaitGroup
+	mu    sync.Mutex
+	l     net.Listener
+	conns map[net.Conn]struct{}
+}
+
+// Serve accepts connections on l until Close.
+func (s *Server) Serve(l net.Listener) error {
+	s.mu.Lock()
+	s.l = l
+	if s.conns == nil {
+		s.conns = make(map[net.Conn]struct{})
+	}
+	s.mu.Unlock()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		s.mu.Lock()
+		s.conns[c] = struct{}{}
+		s.mu.Unlock()
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer func() {
+				s.mu.Lock()
+				delete(s.conns, c)
+				s.mu.Unlock()
+				c.Close()
+			}()
+			_ = handle(c)
+		}()
+	}
+}
+
+// Close stops accepting, closes every connection and waits for their
+// goroutines.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.l != nil {
+		s.l.Close()
+	}
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return nil
+}
+
+// Conns returns how many connections are open.
+func (s *Server) Conns() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
+func handle(c net.Conn) error {
+	if _, err := io.WriteString(c, Greeting); err != nil {
+		return err
+	}
+	r := bufio.NewReaderSize(c, 64<<10)
+	cmd, err := r.ReadByte()
+	if err != nil {
+		return err
+	}
+	switch cmd {
+	case 'e':
+		_, err = r.WriteTo(c)
+		return err
+	case 'i':
+		_, err = io.Copy(io.Discard, r)
+		return err
+	case 's', 'r':
+		var hdr [8]byte
+		if _, err := io.ReadFull(r, hdr[:]); err != nil {
+			return err
+		}
+		n := int64(binary.BigEndian.Uint64(hdr[:]))
+		if cmd == 's' {
+			return send(c, n)
+		}
+		h := sha256.New()
+		if _, err := io.CopyN(h, r, n); err != nil {
+			return err
+		}
+		_, err = c.Write(h.Sum(nil))
+		return err
+	default:
+		return errors.New("loadtarget: unknown command")
+	}
+}
+
+func send(w io.Writer, n int64) error {
+	buf := make([]byte, 64<<10)
+	for off := int64(0); off < n; {
+		chunk := buf
+		if rest := n - off; rest < int64(len(chunk)) {
+			chunk = chunk[:rest]
+		}
+		Stream(chunk, off)
+		if _, err := w.Write(chunk); err != nil {
+			return err
+		}
+		off += int64(len(chunk))
+	}
+	return nil
+}
