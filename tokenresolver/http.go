@@ -1,0 +1,350 @@
+package tokenresolver
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Headers the HTTP callback sends with every request, so the service behind it
+// can see who is asking. When several browsers ask for the same token at once
+// they share one request, which carries the first caller's values.
+const (
+	HeaderClientAddr = "X-Vnc-Proxy-Client-Addr"
+	HeaderOrigin     = "X-Vnc-Proxy-Origin"
+)
+
+// TokenPlaceholder in an HTTPCallback's URL is replaced by the URL-escaped
+// token.
+const TokenPlaceholder = "{token}"
+
+// DefaultHTTPTimeout bounds one callback request when HTTPCallback.Timeout is
+// zero.
+const DefaultHTTPTimeout = 2 * time.Second
+
+// maxCallbackBody bounds how much of a callback's response is read: a target
+// record is a few dozen bytes.
+const maxCallbackBody = 64 << 10
+
+// defaultCacheEntries bounds the positive cache when MaxCacheEntries is zero.
+const defaultCacheEntries = 10000
+
+// HTTPCallback resolves a token by asking an HTTP service.
+//
+// A 200 answer carries the target in any format ParseValue accepts; 401, 403,
+// 404 and 410 mean the token is unknown (ErrNotFound); any other status, a
+// timeout, a failed connection or a body that does not parse is
+// ErrUnavailable. Redirects are not followed. Concurrent lookups of the same
+// token share one request; lookups of different tokens do not wait on each
+// other.
+//
+// Configure the exported fields, then call Init once before the first Resolve.
+type HTTPCallback struct {
+	// URL of the service; every TokenPlaceholder in it is replaced by the
+	// token, escaped so that it is one path segment or one query value.
+	URL string
+	// Method is GET or POST; POST sends {"token": "..."} as JSON. Default: GET.
+	Method string
+	// Header is sent with every request.
+	Header http.Header
+	// Timeout bounds one request, body included. Default: 2s.
+	Timeout time.Duration
+	// CacheTTL is how long a found token is remembered (never past its
+	// ExpiresAt). Default: 0, no cache.
+	CacheTTL time.Duration
+	// MaxCacheEntries bounds the cache. Default: 10000.
+	MaxCacheEntries int
+	// Client sends the requests. Default: a client with its own transport.
+	Client *http.Client
+
+	base     context.Context
+	stop     context.CancelFunc
+	flights  flightGroup
+	cacheMu  sync.Mutex
+	cache    map[string]cachedTarget
+	ownedTpt *http.Transport
+	now      func() time.Time
+}
+
+type cachedTarget struct {
+	target Target
+	until  time.Time
+}
+
+// Init checks the configuration and prepares the resolver.
+func (h *HTTPCallback) Init() error {
+	u, err := url.Parse(strings.ReplaceAll(h.URL, TokenPlaceholder, "t"))
+	if err != nil {
+		return fmt.Errorf("callback URL: %w", err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
+		return errors.New("callback URL must be an absolute http:// or https:// URL")
+	}
+	switch h.Method {
+	case "":
+		h.Method = http.MethodGet
+	case http.MethodGet, http.MethodPost:
+	default:
+		return fmt.Errorf("callback method %q: must be GET or POST", h.Method)
+	}
+	if h.Method == http.MethodGet && !strings.Contains(h.URL, TokenPlaceholder) {
+		return fmt.Errorf("callback URL must contain %s when the method is GET", TokenPlaceholder)
+	}
+	if h.Timeout < 0 || h.CacheTTL < 0 || h.MaxCacheEntries < 0 {
+		return errors.New("timeout, cache and cache size must not be negative")
+	}
+	if h.Timeout == 0 {
+		h.Timeout = DefaultHTTPTimeout
+	}
+	if h.MaxCacheEntries == 0 {
+		h.MaxCacheEntries = defaultCacheEntries
+	}
+	if h.Client == nil {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.MaxIdleConnsPerHost = 32
+		h.ownedTpt = t
+		h.Client = &http.Client{Transport: t}
+	}
+	// A copy, so that refusing redirects does not change the caller's client.
+	c := *h.Client
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	c.Timeout = 0 // the context bounds each request
+	h.Client = &c
+	h.base, h.stop = context.WithCancel(context.Background())
+	h.cache = make(map[string]cachedTarget)
+	if h.now == nil {
+		h.now = time.Now
+	}
+	return nil
+}
+
+// Close ends requests in flight and closes idle connections.
+func (h *HTTPCallback) Close() error {
+	if h.stop != nil {
+		h.stop()
+	}
+	if h.ownedTpt != nil {
+		h.ownedTpt.CloseIdleConnections()
+	}
+	return nil
+}
+
+// Resolve asks the service for the token's target.
+func (h *HTTPCallback) Resolve(ctx context.Context, q Query) (Target, error) {
+	if q.Token == "" {
+		return Target{}, ErrNotFound
+	}
+	now := h.now()
+	if t, ok := h.cached(q.Token, now); ok {
+		if t.Expired(now) {
+			return Target{}, ErrExpired
+		}
+		return t, nil
+	}
+	f := h.flights.start(q.Token, func() (Target, error) {
+		ctx, cancel := context.WithTimeout(h.base, h.Timeout)
+		defer cancel()
+		return h.fetch(ctx, q)
+	})
+	select {
+	case <-f.done:
+	case <-ctx.Done():
+		return Target{}, fmt.Errorf("%w: waiting for callback: %w", ErrUnavailable, ctx.Err())
+	}
+	if f.err != nil {
+		return Target{}, f.err
+	}
+	now = h.now()
+	if f.target.Expired(now) {
+		return Target{}, ErrExpired
+	}
+	h.remember(q.Token, f.target, now)
+	return f.target, nil
+}
+
+// fetch makes one callback request. Its errors name neither the token nor the
+// URL it was substituted into.
+func (h *HTTPCallback) fetch(ctx context.Context, q Query) (Target, error) {
+	var body io.Reader
+	if h.Method == http.MethodPost {
+		b, err := json.Marshal(struct {
+			Token string `json:"token"`
+		}{q.Token})
+		if err != nil {
+			return Target{}, fmt.Errorf("%w: encoding callback body: %v", ErrUnavailable, err)
+		}
+		body = bytes.NewReader(b)
+	}
+	u := strings.ReplaceAll(h.URL, TokenPlaceholder, escapeToken(q.Token))
+	req, err := http.NewRequestWithContext(ctx, h.Method, u, body)
+	if err != nil {
+		// url.Parse errors quote the URL, which now holds the token.
+		return Target{}, fmt.Errorf("%w: callback URL with the token does not parse", ErrUnavailable)
+	}
+	for name, values := range h.Header {
+		for _, v := range values {
+			req.Header.Add(name, v)
+		}
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if req.Header.Get("Accept") == "" {
+		req.Header.Set("Accept", "application/json, text/plain")
+	}
+	if req.Header.Get("User-Agent") == "" {
+		req.Header.Set("User-Agent", "caddy-vnc-proxy")
+	}
+	req.Header.Set(HeaderClientAddr, q.ClientAddr)
+	if q.Origin != "" {
+		req.Header.Set(HeaderOrigin, q.Origin)
+	}
+
+	resp, err := h.Client.Do(req)
+	if err != nil {
+		return Target{}, fmt.Errorf("%w: callback request: %v", ErrUnavailable, requestErrorReason(err))
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusOK:
+	case http.StatusNotFound, http.StatusForbidden, http.StatusUnauthorized, http.StatusGone:
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxCallbackBody))
+		return Target{}, fmt.Errorf("%w: callback answered %d", ErrNotFound, resp.StatusCode)
+	default:
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxCallbackBody))
+		return Target{}, fmt.Errorf("%w: callback answered %d", ErrUnavailable, resp.StatusCode)
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxCallbackBody+1))
+	if err != nil {
+		return Target{}, fmt.Errorf("%w: reading callback response: %v", ErrUnavailable, requestErrorReason(err))
+	}
+	if len(b) > maxCallbackBody {
+		return Target{}, fmt.Errorf("%w: callback response larger than %d bytes", ErrUnavailable, maxCallbackBody)
+	}
+	t, err := ParseValue(b)
+	if err != nil {
+		return Target{}, fmt.Errorf("%w: callback response: %w", ErrUnavailable, err)
+	}
+	return t, nil
+}
+
+// requestErrorReason drops the *url.Error wrapper, whose text quotes the URL
+// and with it the token.
+func requestErrorReason(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("timed out: %w", err)
+	}
+	return err
+}
+
+// escapeToken percent-encodes every byte but the unreserved ones of RFC 3986,
+// so the token is safe as a path segment and as a query value alike.
+func escapeToken(s string) string {
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	b.Grow(len(s))
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~' {
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteByte('%')
+		b.WriteByte(hex[c>>4])
+		b.WriteByte(hex[c&15])
+	}
+	return b.String()
+}
+
+func (h *HTTPCallback) cached(token string, now time.Time) (Target, bool) {
+	if h.CacheTTL <= 0 {
+		return Target{}, false
+	}
+	h.cacheMu.Lock()
+	defer h.cacheMu.Unlock()
+	e, ok := h.cache[token]
+	if !ok {
+		return Target{}, false
+	}
+	if !now.Before(e.until) {
+		delete(h.cache, token)
+		return Target{}, false
+	}
+	return e.target, true
+}
+
+func (h *HTTPCallback) remember(token string, t Target, now time.Time) {
+	if h.CacheTTL <= 0 {
+		return
+	}
+	until := now.Add(h.CacheTTL)
+	if !t.ExpiresAt.IsZero() && t.ExpiresAt.Before(until) {
+		until = t.ExpiresAt
+	}
+	h.cacheMu.Lock()
+	defer h.cacheMu.Unlock()
+	if _, ok := h.cache[token]; !ok && len(h.cache) >= h.MaxCacheEntries {
+		for k, e := range h.cache {
+			if !now.Before(e.until) {
+				delete(h.cache, k)
+			}
+		}
+		// Still full: drop an arbitrary entry; it is only a cache.
+		for k := range h.cache {
+			if len(h.cache) < h.MaxCacheEntries {
+				break
+			}
+			delete(h.cache, k)
+		}
+	}
+	h.cache[token] = cachedTarget{target: t, until: until}
+}
+
+// flightGroup lets concurrent lookups of one key share one call.
+type flightGroup struct {
+	mu sync.Mutex
+	m  map[string]*flight
+}
+
+type flight struct {
+	done   chan struct{}
+	target Target
+	err    error
+}
+
+// start returns the call in progress for key, or starts fn in its own
+// goroutine, so that no caller's cancellation ends it for the others.
+func (g *flightGroup) start(key string, fn func() (Target, error)) *flight {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if f, ok := g.m[key]; ok {
+		return f
+	}
+	if g.m == nil {
+		g.m = make(map[string]*flight)
+	}
+	f := &flight{done: make(chan struct{})}
+	g.m[key] = f
+	go func() {
+		f.target, f.err = fn()
+		g.mu.Lock()
+		delete(g.m, key)
+		g.mu.Unlock()
+		close(f.done)
+	}()
+	return f
+}
