@@ -1,0 +1,197 @@
+package main
+
+import (
+	"fmt"
+	"image"
+	"image/color"
+	"image/draw"
+	"image/png"
+	"math"
+	"os"
+)
+
+var (
+	colBackground = color.RGBA{0xff, 0xff, 0xff, 0xff}
+	colText       = color.RGBA{0x20, 0x20, 0x20, 0xff}
+	colGrey       = color.RGBA{0x90, 0x90, 0x90, 0xff}
+	colTarget     = color.RGBA{0xd0, 0x20, 0x20, 0xff}
+	colMet        = color.RGBA{0x10, 0x80, 0x30, 0xff}
+	variantColor  = map[string]color.RGBA{
+		vDirect:     {0x9e, 0x9e, 0x9e, 0xff},
+		vOurs:       {0x1f, 0x77, 0xb4, 0xff},
+		vOursTLS:    {0x6b, 0xae, 0xd6, 0xff},
+		vWebsockify: {0xff, 0x7f, 0x0e, 0xff},
+	}
+	variantShort = map[string]string{
+		vDirect:     "direct",
+		vOurs:       "ws",
+		vOursTLS:    "wss",
+		vWebsockify: "websockify",
+	}
+)
+
+// canvas draws rectangles and text in the 5×7 font at an integer scale.
+type canvas struct{ img *image.RGBA }
+
+func (c canvas) rect(x0, y0, x1, y1 int, col color.Color) {
+	draw.Draw(c.img, image.Rect(x0, y0, x1, y1), image.NewUniform(col), image.Point{}, draw.Src)
+}
+
+func textWidth(s string, scale int) int {
+	return len([]rune(s)) * 6 * scale
+}
+
+func (c canvas) text(x, y int, s string, scale int, col color.Color) {
+	for _, r := range s {
+		if r == ' ' {
+			x += 6 * scale
+			continue
+		}
+		g, ok := glyphs[r]
+		if !ok {
+			g = glyphs['?']
+		}
+		for row := range 7 {
+			for bit := range 5 {
+				if g[row]&(0x10>>bit) != 0 {
+					c.rect(x+bit*scale, y+row*scale, x+(bit+1)*scale, y+(row+1)*scale, col)
+				}
+			}
+		}
+		x += 6 * scale
+	}
+}
+
+func (c canvas) centered(cx, y int, s string, scale int, col color.Color) {
+	c.text(cx-textWidth(s, scale)/2, y, s, scale, col)
+}
+
+// dashed draws a horizontal dashed line.
+func (c canvas) dashed(x0, x1, y int, col color.Color) {
+	for x := x0; x < x1; x += 12 {
+		c.rect(x, y-1, min(x+7, x1), y+1, col)
+	}
+}
+
+// targetLine is where the target sits for a metric, in its unit.
+func targetLine(rw row) (float64, bool) {
+	v := func(k string) (float64, bool) {
+		c := rw.Values[k]
+		if c == nil {
+			return 0, false
+		}
+		return c.Median, true
+	}
+	switch rw.Key {
+	case mDown, mUp:
+		d, ok1 := v(vDirect)
+		w, ok2 := v(vWebsockify)
+		if !ok1 && !ok2 {
+			return 0, false
+		}
+		return math.Max(0.5*d, 3*w), true
+	case mRTT50:
+		d, ok := v(vDirect)
+		return d + 25, ok
+	case mIdle:
+		return 16, true
+	case mOpen:
+		return 4000, true
+	}
+	return 0, false
+}
+
+// writeChart draws one panel per metric, a bar per variant, the target as a
+// red dashed line.
+func writeChart(path string, rep *report) error {
+	const (
+		cols   = 2
+		panelW = 700
+		panelH = 300
+		top    = 110
+		scale  = 2
+	)
+	rowsN := (len(rep.Rows) + cols - 1) / cols
+	W, H := cols*panelW, top+rowsN*panelH+20
+	c := canvas{image.NewRGBA(image.Rect(0, 0, W, H))}
+	c.rect(0, 0, W, H, colBackground)
+
+	c.text(20, 16, "caddy-vnc-proxy: vnc_proxy vs direct TCP vs websockify (loopback, medians)", scale, colText)
+	m := rep.Machine
+	c.text(20, 44, fmt.Sprintf("%d x %s, Linux %s, %s - %s", m.CPUs, m.CPUModel, m.Kernel, m.GoVersion, rep.Generated), 1, colGrey)
+	x := 20
+	for _, v := range rep.Variants {
+		c.rect(x, 66, x+20, 86, variantColor[v])
+		c.text(x+28, 69, variantLabel[v], scale, colText)
+		x += 28 + textWidth(variantLabel[v], scale) + 30
+	}
+	c.dashed(x, x+40, 76, colTarget)
+	c.text(x+48, 69, "target", scale, colTarget)
+
+	for i, rw := range rep.Rows {
+		px, py := (i%cols)*panelW, top+(i/cols)*panelH
+		drawPanel(c, px, py, panelW, panelH, rw, rep.Variants)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := png.Encode(f, c.img); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func drawPanel(c canvas, px, py, w, h int, rw row, variants []string) {
+	const scale = 2
+	better := "lower is better"
+	if rw.HigherBetter {
+		better = "higher is better"
+	}
+	c.text(px+20, py+10, rw.Title, scale, colText)
+	c.text(px+20, py+32, rw.Unit+", "+better, 1, colGrey)
+	if s := rw.met(); s != "" {
+		col := colTarget
+		if s == "met" {
+			col = colMet
+		}
+		c.text(px+w-20-textWidth(s, scale), py+10, s, scale, col)
+	}
+
+	plotTop, plotBottom := py+70, py+h-40
+	maxV := 0.0
+	for _, v := range variants {
+		if cl := rw.Values[v]; cl != nil {
+			maxV = math.Max(maxV, cl.Median)
+		}
+	}
+	tv, hasTarget := targetLine(rw)
+	if hasTarget {
+		maxV = math.Max(maxV, tv)
+	}
+	if maxV <= 0 {
+		maxV = 1
+	}
+	yOf := func(v float64) int {
+		return plotBottom - int(float64(plotBottom-plotTop)*v/maxV)
+	}
+	slot := (w - 60) / max(len(variants), 1)
+	barW := slot * 3 / 5
+	for j, v := range variants {
+		cx := px + 30 + j*slot + slot/2
+		c.centered(cx, plotBottom+10, variantShort[v], scale, colText)
+		cl := rw.Values[v]
+		if cl == nil {
+			c.centered(cx, plotBottom-20, "n/a", scale, colGrey)
+			continue
+		}
+		y := yOf(cl.Median)
+		c.rect(cx-barW/2, y, cx+barW/2, plotBottom, variantColor[v])
+		c.centered(cx, y-20, fmtNum(cl.Median), scale, colText)
+	}
+	c.rect(px+20, plotBottom, px+w-20, plotBottom+2, colText)
+	if hasTarget {
+		c.dashed(px+20, px+w-20, yOf(tv), colTarget)
+	}
+}

@@ -1,0 +1,372 @@
+// Command vncbench measures the vnc_proxy handler side by side with a direct
+// TCP connection to the VNC server (the limit) and with websockify, all on
+// loopback, through the same WebSocket client: throughput each way, echo
+// round trip, memory per idle session, session open rate and CPU per GB
+// relayed. It writes the medians of several runs as a table (stdout and
+// Markdown), JSON and a PNG bar chart.
+//
+// The VNC server is internal/loadtarget, serving in this process; Caddy is
+// the bin/caddy built from this repository with the Caddyfile template in
+// bench/; websockify is Debian's. Every process started is stopped on exit,
+// also on Ctrl-C.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/vncgate/caddy-vnc-proxy/internal/loadtarget"
+)
+
+// Variants, in table order.
+const (
+	vDirect     = "direct"
+	vOurs       = "vnc_proxy"
+	vOursTLS    = "vnc_proxy_tls"
+	vWebsockify = "websockify"
+)
+
+var allVariants = []string{vDirect, vOurs, vOursTLS, vWebsockify}
+
+type options struct {
+	runs           int
+	quick          bool
+	caddyBin       string
+	websockifyBin  string
+	template       string
+	outDir         string
+	variants       string
+	downMiB        int
+	upMiB          int
+	websockifyMiB  int
+	rttCount       int
+	idleSessions   int
+	wsIdleSessions int
+	openers        int
+	openDuration   time.Duration
+	cmdline        string
+	profileDir     string
+	profileSeconds int
+}
+
+// benchEnv is what every variant's run shares.
+type benchEnv struct {
+	opts              options
+	dir               string
+	caddyBin          string
+	websockifyBin     string
+	caddyfileTemplate string
+	tokenFile         string
+	token             string
+	targetAddr        string
+	seq               int
+	corpus            *corpus
+	loadAvg           string
+}
+
+func main() {
+	var o options
+	flag.IntVar(&o.runs, "runs", 5, "repeat each measurement this many times and report medians")
+	flag.BoolVar(&o.quick, "quick", false, "small sizes and counts, for a quick check")
+	flag.StringVar(&o.caddyBin, "caddy", "bin/caddy", "Caddy built from this repository")
+	flag.StringVar(&o.websockifyBin, "websockify", "/usr/bin/websockify", "websockify to compare with (empty: skip)")
+	flag.StringVar(&o.template, "caddyfile", "bench/Caddyfile.tmpl", "Caddyfile template for the proxy")
+	flag.StringVar(&o.outDir, "out", "bench/results", "directory for latest.json, latest.md and latest.png (empty: none)")
+	flag.StringVar(&o.variants, "variants", strings.Join(allVariants, ","), "comma-separated variants to measure")
+	flag.IntVar(&o.downMiB, "down", 256, "MiB per target-to-browser throughput run")
+	flag.IntVar(&o.upMiB, "up", 256, "MiB per browser-to-target throughput run")
+	flag.IntVar(&o.websockifyMiB, "websockify-mib", 128, "cap on MiB per throughput run through websockify (it is slow)")
+	flag.IntVar(&o.rttCount, "rtt", 2000, "echo round trips per run")
+	flag.IntVar(&o.idleSessions, "sessions", 10000, "idle sessions for the memory measurement")
+	flag.IntVar(&o.wsIdleSessions, "websockify-sessions", 200, "idle sessions through websockify (a process each)")
+	flag.IntVar(&o.openers, "openers", 8, "concurrent session openers")
+	flag.DurationVar(&o.openDuration, "open-duration", 2*time.Second, "how long to open sessions per run")
+	flag.StringVar(&o.cmdline, "cmdline", "", "the command to record in the results (default: this program's arguments)")
+	flag.StringVar(&o.profileDir, "profile", "", "instead of the table: profile vnc_proxy under load and write pprof files here")
+	flag.IntVar(&o.profileSeconds, "profile-seconds", 10, "seconds per CPU profile")
+	flag.Parse()
+	if o.quick {
+		setIfUnset := func(name string, set func()) {
+			seen := false
+			flag.Visit(func(f *flag.Flag) { seen = seen || f.Name == name })
+			if !seen {
+				set()
+			}
+		}
+		setIfUnset("runs", func() { o.runs = 2 })
+		setIfUnset("down", func() { o.downMiB = 32 })
+		setIfUnset("up", func() { o.upMiB = 32 })
+		setIfUnset("websockify-mib", func() { o.websockifyMiB = 16 })
+		setIfUnset("rtt", func() { o.rttCount = 500 })
+		setIfUnset("sessions", func() { o.idleSessions = 1000 })
+		setIfUnset("websockify-sessions", func() { o.wsIdleSessions = 50 })
+		setIfUnset("open-duration", func() { o.openDuration = 500 * time.Millisecond })
+	}
+	if o.cmdline == "" {
+		o.cmdline = strings.Join(os.Args, " ")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, o)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "vncbench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, o options) error {
+	lim, err := raiseNoFile(uint64(4*o.idleSessions + 4096))
+	if err != nil {
+		return fmt.Errorf("raising RLIMIT_NOFILE: %w", err)
+	}
+	if need := uint64(2*o.idleSessions + 1024); lim < need {
+		return fmt.Errorf("RLIMIT_NOFILE is %d, %d idle sessions need about %d: lower -sessions or raise the limit", lim, o.idleSessions, need)
+	}
+
+	dir, err := os.MkdirTemp("", "vncbench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+
+	env := &benchEnv{opts: o, dir: dir, caddyfileTemplate: o.template}
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		env.loadAvg = strings.Join(strings.Fields(string(b))[:3], " ")
+	}
+	variants, err := selectVariants(o, env)
+	if err != nil {
+		return err
+	}
+
+	// The VNC server stand-in, in this process.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	target := &loadtarget.Server{}
+	go target.Serve(l)
+	defer target.Close()
+	env.targetAddr = l.Addr().String()
+
+	if err := writeTokenFile(env); err != nil {
+		return err
+	}
+	maxMiB := max(o.downMiB, o.upMiB)
+	env.corpus = &corpus{data: make([]byte, maxMiB<<20)}
+	loadtarget.Stream(env.corpus.data, 0)
+
+	if o.profileDir != "" {
+		return profile(ctx, env)
+	}
+
+	res := newResults(o, variants)
+	for r := 1; r <= o.runs; r++ {
+		for _, v := range variants {
+			fmt.Fprintf(os.Stderr, "run %d/%d: %s\n", r, o.runs, v)
+			if err := measureVariant(ctx, env, v, res); err != nil {
+				return fmt.Errorf("%s, run %d: %w", v, r, err)
+			}
+		}
+	}
+	res.machine = describeMachine(env)
+	rep := res.report()
+	fmt.Println(rep.text())
+	if o.outDir != "" {
+		if err := rep.write(o.outDir); err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "wrote %s/latest.{json,md,png}\n", o.outDir)
+	}
+	return nil
+}
+
+func selectVariants(o options, env *benchEnv) ([]string, error) {
+	want := map[string]bool{}
+	for _, v := range strings.Split(o.variants, ",") {
+		v = strings.TrimSpace(v)
+		if v == "" {
+			continue
+		}
+		known := false
+		for _, a := range allVariants {
+			known = known || a == v
+		}
+		if !known {
+			return nil, fmt.Errorf("unknown variant %q (have %s)", v, strings.Join(allVariants, ", "))
+		}
+		want[v] = true
+	}
+	if want[vWebsockify] && o.websockifyBin == "" {
+		delete(want, vWebsockify)
+	}
+	if want[vWebsockify] {
+		p, err := exec.LookPath(o.websockifyBin)
+		if err != nil {
+			return nil, fmt.Errorf("websockify not found (Debian package websockify; or -websockify '' to skip): %w", err)
+		}
+		env.websockifyBin = p
+	}
+	if want[vOurs] || want[vOursTLS] || o.profileDir != "" {
+		p, err := filepath.Abs(o.caddyBin)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := os.Stat(p); err != nil {
+			return nil, fmt.Errorf("caddy binary: %w (go build -o bin/caddy ./cmd/caddy)", err)
+		}
+		env.caddyBin = p
+	}
+	var out []string
+	for _, v := range allVariants {
+		if want[v] {
+			out = append(out, v)
+		}
+	}
+	return out, nil
+}
+
+// writeTokenFile writes a websockify-format token file with a hundred
+// tokens; the benchmark uses one of them.
+func writeTokenFile(env *benchEnv) error {
+	var b strings.Builder
+	b.WriteString("# vncbench tokens\n")
+	for i := range 100 {
+		var k [16]byte
+		rand.Read(k[:])
+		tok := hex.EncodeToString(k[:])
+		if i == 50 {
+			env.token = tok
+		}
+		fmt.Fprintf(&b, "%s: %s\n", tok, env.targetAddr)
+	}
+	env.tokenFile = filepath.Join(env.dir, "tokens")
+	return os.WriteFile(env.tokenFile, []byte(b.String()), 0o600)
+}
+
+// measureVariant runs every measurement once against a freshly started
+// proxy, memory first so that the baseline is a proxy that has not yet
+// relayed much.
+func measureVariant(ctx context.Context, env *benchEnv, v string, res *results) error {
+	o := env.opts
+	var pp *proxyProc
+	var err error
+	switch v {
+	case vOurs, vOursTLS:
+		pp, err = startCaddy(ctx, env)
+	case vWebsockify:
+		pp, err = startWebsockify(ctx, env)
+	}
+	if err != nil {
+		return err
+	}
+	var dial, idleDial dialFunc
+	pid := 0
+	idleN := o.idleSessions
+	limitMiB := int64(1 << 40)
+	switch v {
+	case vDirect:
+		dial = dialTCP(env.targetAddr)
+	case vOurs:
+		dial, idleDial = dialWS(pp.wsURL, 64<<10), dialWS(pp.wsURL, 1024)
+	case vOursTLS:
+		dial, idleDial = dialWS(pp.wssURL, 64<<10), dialWS(pp.wssURL, 1024)
+	case vWebsockify:
+		dial, idleDial = dialWS(pp.wsURL, 64<<10), dialWS(pp.wsURL, 1024)
+		idleN = o.wsIdleSessions
+		limitMiB = int64(o.websockifyMiB)
+	}
+	if pp != nil {
+		defer pp.proc.stop()
+		pid = pp.proc.pid()
+		if err := waitSession(ctx, dial, pp); err != nil {
+			return err
+		}
+	}
+
+	if pid != 0 {
+		ir, err := measureIdle(ctx, idleDial, idleN, pid)
+		if err != nil {
+			return fmt.Errorf("idle sessions: %w", err)
+		}
+		res.add(mIdle, v, ir.perKiB)
+		res.idle[v] = append(res.idle[v], ir)
+		fmt.Fprintf(os.Stderr, "  idle: %d sessions, %.1f KiB each, %d answered\n", ir.sessions, ir.perKiB, ir.answered)
+	}
+
+	rate, err := measureOpenRate(ctx, dial, o.openers, o.openDuration)
+	if err != nil {
+		return fmt.Errorf("open rate: %w", err)
+	}
+	res.add(mOpen, v, rate)
+
+	p50, p99, err := measureRTT(ctx, dial, o.rttCount)
+	if err != nil {
+		return fmt.Errorf("round trip: %w", err)
+	}
+	res.add(mRTT50, v, p50)
+	res.add(mRTT99, v, p99)
+
+	down := min(int64(o.downMiB), limitMiB) << 20
+	up := min(int64(o.upMiB), limitMiB) << 20
+	var cpu0, cpu1, cpu2 procSample
+	if pid != 0 {
+		cpu0, _ = sampleTree(pid)
+	}
+	dmb, err := measureDown(ctx, dial, down, env.corpus)
+	if err != nil {
+		return fmt.Errorf("target to browser: %w", err)
+	}
+	res.add(mDown, v, dmb)
+	if pid != 0 {
+		cpu1, _ = sampleTree(pid)
+	}
+	sum := sha256.Sum256(env.corpus.data[:up])
+	umb, err := measureUp(ctx, dial, up, env.corpus, sum[:])
+	if err != nil {
+		return fmt.Errorf("browser to target: %w", err)
+	}
+	res.add(mUp, v, umb)
+	if pid != 0 {
+		time.Sleep(100 * time.Millisecond) // let the session's process finish and be reaped
+		cpu2, _ = sampleTree(pid)
+		gb := float64(down+up) / 1e9
+		res.add(mCPU, v, (cpu2.cpuSeconds-cpu0.cpuSeconds)/gb)
+		res.addExtra("cpu_s_per_gb_down", v, (cpu1.cpuSeconds-cpu0.cpuSeconds)/(float64(down)/1e9))
+		res.addExtra("cpu_s_per_gb_up", v, (cpu2.cpuSeconds-cpu1.cpuSeconds)/(float64(up)/1e9))
+	}
+	fmt.Fprintf(os.Stderr, "  open %.0f/s, rtt p50 %.0f µs p99 %.0f µs, down %.0f MB/s, up %.0f MB/s\n", rate, p50, p99, dmb, umb)
+	return nil
+}
+
+// waitSession waits until a session through the proxy works (Caddy may
+// still be issuing its internal certificate).
+func waitSession(ctx context.Context, dial dialFunc, pp *proxyProc) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		s, err := openSession(ctx, dial, nil)
+		if err == nil {
+			s.Close()
+			return nil
+		}
+		if pp.proc.exited() {
+			return fmt.Errorf("%s exited:\n%s", pp.proc.name, pp.proc.logTail())
+		}
+		if time.Now().After(deadline) || errors.Is(err, context.Canceled) {
+			return fmt.Errorf("no working session through %s: %w\n%s", pp.proc.name, err, pp.proc.logTail())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -1,0 +1,343 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/template"
+	"time"
+)
+
+// process is a program the harness started, in its own process group so that
+// stopping it also stops the children it forks (websockify forks one per
+// session).
+type process struct {
+	name string
+	cmd  *exec.Cmd
+	done chan struct{}
+	log  string
+}
+
+func startProcess(name, logPath string, env []string, argv ...string) (*process, error) {
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdout = logf
+	cmd.Stderr = logf
+	cmd.Env = append(os.Environ(), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %s: %w", name, err)
+	}
+	p := &process{name: name, cmd: cmd, done: make(chan struct{}), log: logPath}
+	go func() {
+		_ = cmd.Wait()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+func (p *process) pid() int { return p.cmd.Process.Pid }
+
+// stop sends SIGTERM to the process group, then SIGKILL if it has not ended
+// within a few seconds, and waits for the leader to be reaped.
+func (p *process) stop() {
+	pgid := p.pid()
+	select {
+	case <-p.done:
+	default:
+		_ = syscall.Kill(-pgid, syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(5 * time.Second):
+			_ = syscall.Kill(-pgid, syscall.SIGKILL)
+			<-p.done
+		}
+	}
+	// Forked children that outlived the leader.
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+}
+
+func (p *process) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// logTail returns the last lines of the process's output, for error messages.
+func (p *process) logTail() string {
+	b, _ := os.ReadFile(p.log)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > 15 {
+		lines = lines[len(lines)-15:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func waitDial(ctx context.Context, p *process, addr string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if p != nil && p.exited() {
+			return fmt.Errorf("%s exited:\n%s", p.name, p.logTail())
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("nothing accepts on %s after %v: %w", addr, timeout, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// caddyConfig fills the Caddyfile template.
+type caddyConfig struct {
+	Admin     string
+	Storage   string
+	HTTPPort  int
+	HTTPSPort int
+	TokenFile string
+}
+
+// startCaddy starts bin/caddy with the vnc_proxy Caddyfile, plain ws on one
+// port and wss with `tls internal` on another, admin (and pprof) on a third.
+func startCaddy(ctx context.Context, env *benchEnv) (*proxyProc, error) {
+	httpPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	httpsPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	adminPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	tmpl, err := template.ParseFiles(env.caddyfileTemplate)
+	if err != nil {
+		return nil, fmt.Errorf("reading Caddyfile template: %w", err)
+	}
+	var buf bytes.Buffer
+	err = tmpl.Execute(&buf, caddyConfig{
+		Admin:     fmt.Sprintf("127.0.0.1:%d", adminPort),
+		Storage:   filepath.Join(env.dir, "caddy-storage"),
+		HTTPPort:  httpPort,
+		HTTPSPort: httpsPort,
+		TokenFile: env.tokenFile,
+	})
+	if err != nil {
+		return nil, err
+	}
+	cfgPath := filepath.Join(env.dir, "Caddyfile")
+	if err := os.WriteFile(cfgPath, buf.Bytes(), 0o600); err != nil {
+		return nil, err
+	}
+	env.seq++
+	p, err := startProcess("caddy", filepath.Join(env.dir, fmt.Sprintf("caddy-%d.log", env.seq)),
+		[]string{
+			"XDG_DATA_HOME=" + filepath.Join(env.dir, "xdg-data"),
+			"XDG_CONFIG_HOME=" + filepath.Join(env.dir, "xdg-config"),
+			"HOME=" + env.dir,
+		},
+		env.caddyBin, "run", "--config", cfgPath, "--adapter", "caddyfile")
+	if err != nil {
+		return nil, err
+	}
+	pp := &proxyProc{
+		proc:      p,
+		wsURL:     fmt.Sprintf("ws://127.0.0.1:%d/websockify?token=%s", httpPort, env.token),
+		wssURL:    fmt.Sprintf("wss://127.0.0.1:%d/websockify?token=%s", httpsPort, env.token),
+		adminAddr: fmt.Sprintf("127.0.0.1:%d", adminPort),
+	}
+	for _, port := range []int{httpPort, httpsPort} {
+		if err := waitDial(ctx, p, fmt.Sprintf("127.0.0.1:%d", port), 60*time.Second); err != nil {
+			p.stop()
+			return nil, err
+		}
+	}
+	return pp, nil
+}
+
+// startWebsockify starts Debian's websockify with a TokenFile plugin.
+func startWebsockify(ctx context.Context, env *benchEnv) (*proxyProc, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	env.seq++
+	p, err := startProcess("websockify", filepath.Join(env.dir, fmt.Sprintf("websockify-%d.log", env.seq)), nil,
+		env.websockifyBin, "--token-plugin", "TokenFile", "--token-source", env.tokenFile,
+		fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		return nil, err
+	}
+	if err := waitDial(ctx, p, fmt.Sprintf("127.0.0.1:%d", port), 30*time.Second); err != nil {
+		p.stop()
+		return nil, err
+	}
+	return &proxyProc{
+		proc:  p,
+		wsURL: fmt.Sprintf("ws://127.0.0.1:%d/websockify?token=%s", port, env.token),
+	}, nil
+}
+
+// proxyProc is a running proxy and where to reach it.
+type proxyProc struct {
+	proc      *process
+	wsURL     string
+	wssURL    string
+	adminAddr string
+}
+
+// procSample is what /proc says about a process and its descendants.
+type procSample struct {
+	cpuSeconds float64 // user+sys, including reaped children
+	pssKiB     int64   // proportional set size, summed over the tree
+	rssKiB     int64
+	procs      int
+}
+
+const clockTicks = 100 // USER_HZ on Linux
+
+// sampleTree reads CPU time and memory of pid and every live descendant.
+func sampleTree(pid int) (procSample, error) {
+	pids, err := descendants(pid)
+	if err != nil {
+		return procSample{}, err
+	}
+	var s procSample
+	for i, p := range pids {
+		f, err := statFields(p)
+		if err != nil {
+			if i == 0 {
+				return procSample{}, err
+			}
+			continue // a child that ended meanwhile: its time moves to the parent's cutime
+		}
+		// utime stime cutime cstime are fields 14-17; f starts at field 3.
+		var ticks int64
+		for _, k := range []int{14, 15, 16, 17} {
+			v, _ := strconv.ParseInt(f[k-3], 10, 64)
+			ticks += v
+		}
+		s.cpuSeconds += float64(ticks) / clockTicks
+		pss, rss := smapsRollup(p)
+		s.pssKiB += pss
+		s.rssKiB += rss
+		s.procs++
+	}
+	return s, nil
+}
+
+// statFields returns /proc/pid/stat from field 3 (state) on.
+func statFields(pid int) ([]string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil, err
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return nil, errors.New("malformed stat")
+	}
+	return strings.Fields(string(b[i+1:])), nil
+}
+
+func descendants(root int) ([]int, error) {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	children := map[int][]int{}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		f, err := statFields(pid)
+		if err != nil || len(f) < 2 {
+			continue
+		}
+		ppid, _ := strconv.Atoi(f[1])
+		children[ppid] = append(children[ppid], pid)
+	}
+	out := []int{root}
+	for i := 0; i < len(out); i++ {
+		out = append(out, children[out[i]]...)
+	}
+	return out, nil
+}
+
+func smapsRollup(pid int) (pss, rss int64) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		return 0, 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 2 {
+			continue
+		}
+		v, _ := strconv.ParseInt(fields[1], 10, 64)
+		switch fields[0] {
+		case "Pss:":
+			pss = v
+		case "Rss:":
+			rss = v
+		}
+	}
+	return pss, rss
+}
+
+// raiseNoFile raises RLIMIT_NOFILE as far as allowed; children inherit it.
+func raiseNoFile(want uint64) (uint64, error) {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return 0, err
+	}
+	if lim.Cur >= want {
+		return lim.Cur, nil
+	}
+	// Root may raise the hard limit too.
+	nl := syscall.Rlimit{Cur: want, Max: max(want, lim.Max)}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &nl); err == nil {
+		return want, nil
+	}
+	nl = syscall.Rlimit{Cur: lim.Max, Max: lim.Max}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &nl); err != nil {
+		return lim.Cur, err
+	}
+	return lim.Max, nil
+}

@@ -1,0 +1,250 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// profile starts vnc_proxy with the admin endpoint and, under each load,
+// fetches pprof profiles from it and counts allocations per message from
+// /debug/vars.
+func profile(ctx context.Context, env *benchEnv) error {
+	o := env.opts
+	if err := os.MkdirAll(o.profileDir, 0o755); err != nil {
+		return err
+	}
+	pp, err := startCaddy(ctx, env)
+	if err != nil {
+		return err
+	}
+	defer pp.proc.stop()
+	dial := dialWS(pp.wsURL, 64<<10)
+	if err := waitSession(ctx, dial, pp); err != nil {
+		return err
+	}
+	admin := "http://" + pp.adminAddr
+	var summary strings.Builder
+
+	// Allocations per relayed message, each direction.
+	for _, dir := range []string{"down", "up"} {
+		n := int64(o.downMiB) << 20
+		if dir == "up" {
+			n = int64(o.upMiB) << 20
+		}
+		before, err := memstats(admin)
+		if err != nil {
+			return err
+		}
+		msgs, err := transferCounting(ctx, dial, dir, n, env)
+		if err != nil {
+			return err
+		}
+		after, err := memstats(admin)
+		if err != nil {
+			return err
+		}
+		line := fmt.Sprintf("%s: %d MiB in %d messages: %.1f mallocs/message, %.0f bytes allocated/message",
+			dir, n>>20, msgs, float64(after.Mallocs-before.Mallocs)/float64(msgs),
+			float64(after.TotalAlloc-before.TotalAlloc)/float64(msgs))
+		fmt.Fprintln(os.Stderr, line)
+		summary.WriteString(line + "\n")
+	}
+
+	// CPU profiles under continuous load.
+	loads := []struct {
+		name string
+		run  func(ctx context.Context) error
+	}{
+		{"down", func(ctx context.Context) error {
+			_, err := measureDown(ctx, dial, int64(o.downMiB)<<20, env.corpus)
+			return err
+		}},
+		{"up", func(ctx context.Context) error {
+			n := int64(o.upMiB) << 20
+			sum := sha256.Sum256(env.corpus.data[:n])
+			_, err := measureUp(ctx, dial, n, env.corpus, sum[:])
+			return err
+		}},
+		{"open", func(ctx context.Context) error {
+			_, err := measureOpenRate(ctx, dial, o.openers, time.Second)
+			return err
+		}},
+	}
+	for _, l := range loads {
+		file := filepath.Join(o.profileDir, "cpu-"+l.name+".pprof")
+		fmt.Fprintf(os.Stderr, "CPU profile under %s load, %ds\n", l.name, o.profileSeconds)
+		if err := underLoad(ctx, l.run, func() error {
+			return fetch(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", admin, o.profileSeconds), file)
+		}); err != nil {
+			return fmt.Errorf("%s: %w", l.name, err)
+		}
+	}
+
+	// Heap and goroutines with idle sessions open.
+	before, _ := sampleTree(pp.proc.pid())
+	done := make(chan idleResult, 1)
+	hold := make(chan struct{})
+	errc := make(chan error, 1)
+	go func() {
+		ir, err := holdIdle(ctx, dialWS(pp.wsURL, 1024), o.idleSessions, hold, func() {
+			errc <- nil
+		})
+		if err != nil {
+			errc <- err
+		}
+		done <- ir
+	}()
+	if err := <-errc; err != nil {
+		return err
+	}
+	time.Sleep(2 * time.Second)
+	loaded, _ := sampleTree(pp.proc.pid())
+	ms, _ := memstats(admin)
+	for _, p := range []string{"heap", "goroutine"} {
+		if err := fetch(admin+"/debug/pprof/"+p, filepath.Join(o.profileDir, p+"-idle.pprof")); err != nil {
+			return err
+		}
+	}
+	line := fmt.Sprintf("idle: %d sessions: PSS %.1f → %.1f MiB (%.1f KiB/session); Go heap in use %.1f MiB, stacks %.1f MiB, goroutines see goroutine-idle.pprof",
+		o.idleSessions, float64(before.pssKiB)/1024, float64(loaded.pssKiB)/1024,
+		float64(loaded.pssKiB-before.pssKiB)/float64(o.idleSessions),
+		float64(ms.HeapInuse)/(1<<20), float64(ms.StackInuse)/(1<<20))
+	close(hold)
+	<-done
+	fmt.Fprintln(os.Stderr, line)
+	summary.WriteString(line + "\n")
+	if err := os.WriteFile(filepath.Join(o.profileDir, "summary.txt"), []byte(summary.String()), 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "wrote profiles to %s; e.g. go tool pprof -top %s %s\n", o.profileDir, env.caddyBin, filepath.Join(o.profileDir, "cpu-down.pprof"))
+	return nil
+}
+
+// underLoad runs load repeatedly until measure returns.
+func underLoad(ctx context.Context, load func(context.Context) error, measure func() error) error {
+	lctx, cancel := context.WithCancel(ctx)
+	loadErr := make(chan error, 1)
+	go func() {
+		for lctx.Err() == nil {
+			if err := load(lctx); err != nil && lctx.Err() == nil {
+				loadErr <- err
+				return
+			}
+		}
+		loadErr <- nil
+	}()
+	err := measure()
+	cancel()
+	if lerr := <-loadErr; lerr != nil && err == nil {
+		err = lerr
+	}
+	return err
+}
+
+// transferCounting moves n bytes one way and returns how many WebSocket
+// messages carried them.
+func transferCounting(ctx context.Context, dial dialFunc, dir string, n int64, env *benchEnv) (int64, error) {
+	if dir == "up" {
+		sum := sha256.Sum256(env.corpus.data[:n])
+		if _, err := measureUp(ctx, dial, n, env.corpus, sum[:]); err != nil {
+			return 0, err
+		}
+		return (n + 64<<10 - 1) / (64 << 10), nil
+	}
+	s, err := openSession(ctx, dial, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer s.Close()
+	ws := s.(*wsStream)
+	if err := s.send(sizedCommand('s', n)); err != nil {
+		return 0, err
+	}
+	var msgs int64
+	for got := int64(0); got < n; {
+		_, r, err := ws.c.NextReader()
+		if err != nil {
+			return 0, err
+		}
+		k, err := io.Copy(io.Discard, r)
+		if err != nil {
+			return 0, err
+		}
+		got += k
+		msgs++
+	}
+	return msgs, nil
+}
+
+// holdIdle opens n echo sessions, calls opened, and keeps them until hold
+// is closed.
+func holdIdle(ctx context.Context, dial dialFunc, n int, hold chan struct{}, opened func()) (idleResult, error) {
+	sessions := make([]stream, 0, n)
+	defer func() {
+		for _, s := range sessions {
+			s.Close()
+		}
+	}()
+	for range n {
+		s, err := openSession(ctx, dial, []byte{'e'})
+		if err != nil {
+			return idleResult{}, err
+		}
+		s.setDeadline(time.Time{})
+		sessions = append(sessions, s)
+	}
+	opened()
+	<-hold
+	return idleResult{sessions: n}, nil
+}
+
+type goMemStats struct {
+	Mallocs    uint64
+	TotalAlloc uint64
+	HeapInuse  uint64
+	StackInuse uint64
+}
+
+func memstats(admin string) (goMemStats, error) {
+	resp, err := http.Get(admin + "/debug/vars")
+	if err != nil {
+		return goMemStats{}, err
+	}
+	defer resp.Body.Close()
+	var v struct {
+		Memstats goMemStats `json:"memstats"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+		return goMemStats{}, fmt.Errorf("reading /debug/vars: %w", err)
+	}
+	return v.Memstats, nil
+}
+
+func fetch(url, file string) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("%s: %s: %s", url, resp.Status, b)
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}

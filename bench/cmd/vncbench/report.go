@@ -1,0 +1,437 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Metric keys.
+const (
+	mDown   = "down_mb_s"
+	mUp     = "up_mb_s"
+	mRTT50  = "rtt_p50_us"
+	mRTT99  = "rtt_p99_us"
+	mIdle   = "idle_kib_per_session"
+	mOpen   = "open_sessions_s"
+	mCPU    = "cpu_s_per_gb"
+	notMeas = "–"
+)
+
+type metricDef struct {
+	Key          string `json:"key"`
+	Title        string `json:"title"`
+	Unit         string `json:"unit"`
+	HigherBetter bool   `json:"higher_is_better"`
+}
+
+var metricDefs = []metricDef{
+	{mDown, "target→browser throughput", "MB/s", true},
+	{mUp, "browser→target throughput", "MB/s", true},
+	{mRTT50, "round trip p50 (16 B echo)", "µs", false},
+	{mRTT99, "round trip p99 (16 B echo)", "µs", false},
+	{mIdle, "memory per idle session", "KiB", false},
+	{mOpen, "session open rate", "sessions/s", true},
+	{mCPU, "proxy CPU per GB relayed", "s/GB", false},
+}
+
+type results struct {
+	opts     options
+	variants []string
+	samples  map[string]map[string][]float64 // metric → variant → per-run values
+	extra    map[string]map[string][]float64
+	idle     map[string][]idleResult
+	machine  machine
+}
+
+func newResults(o options, variants []string) *results {
+	return &results{
+		opts:     o,
+		variants: variants,
+		samples:  map[string]map[string][]float64{},
+		extra:    map[string]map[string][]float64{},
+		idle:     map[string][]idleResult{},
+	}
+}
+
+func (r *results) add(metric, variant string, v float64) {
+	if r.samples[metric] == nil {
+		r.samples[metric] = map[string][]float64{}
+	}
+	r.samples[metric][variant] = append(r.samples[metric][variant], v)
+}
+
+func (r *results) addExtra(key, variant string, v float64) {
+	if r.extra[key] == nil {
+		r.extra[key] = map[string][]float64{}
+	}
+	r.extra[key][variant] = append(r.extra[key][variant], v)
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+type machine struct {
+	CPUs       int    `json:"nproc"`
+	CPUModel   string `json:"cpu_model"`
+	Kernel     string `json:"kernel"`
+	MemoryGiB  int    `json:"memory_gib"`
+	GoVersion  string `json:"go_version"`
+	LoadAvg    string `json:"load_average_at_start"`
+	Caddy      string `json:"caddy,omitempty"`
+	Websockify string `json:"websockify,omitempty"`
+}
+
+func describeMachine(env *benchEnv) machine {
+	m := machine{CPUs: runtime.NumCPU(), GoVersion: runtime.Version()}
+	m.LoadAvg = env.loadAvg
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	if f, err := os.Open("/proc/cpuinfo"); err == nil {
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPUModel = strings.TrimSpace(v)
+				break
+			}
+		}
+		f.Close()
+	}
+	if f, err := os.Open("/proc/meminfo"); err == nil {
+		var kb int64
+		fmt.Fscanf(f, "MemTotal: %d kB", &kb)
+		m.MemoryGiB = int((kb + 1<<19) >> 20)
+		f.Close()
+	}
+	if env.caddyBin != "" {
+		if out, err := exec.Command(env.caddyBin, "version").Output(); err == nil {
+			m.Caddy = strings.Fields(string(out) + " ")[0]
+		}
+	}
+	if env.websockifyBin != "" {
+		m.Websockify = "0.10 (Debian " + debVersion("websockify") + ", /usr/bin/python3)"
+	}
+	return m
+}
+
+func debVersion(pkg string) string {
+	out, err := exec.Command("dpkg-query", "-W", "-f=${Version}", pkg).Output()
+	if err != nil {
+		return "?"
+	}
+	return string(out)
+}
+
+// cell is one metric's median for one variant.
+type cell struct {
+	Median  float64   `json:"median"`
+	Samples []float64 `json:"samples"`
+}
+
+type row struct {
+	metricDef
+	Values         map[string]*cell `json:"values"`
+	RatioDirect    *float64         `json:"ratio_ours_direct,omitempty"`
+	RatioWebsocify *float64         `json:"ratio_ours_websockify,omitempty"`
+	Target         string           `json:"target,omitempty"`
+	Met            *bool            `json:"met,omitempty"`
+}
+
+type idleSummary struct {
+	Sessions int     `json:"sessions"`
+	Answered int     `json:"answered"`
+	BaseMiB  float64 `json:"baseline_pss_mib"`
+	LoadMiB  float64 `json:"loaded_pss_mib"`
+}
+
+type report struct {
+	Generated string                        `json:"generated"`
+	Command   string                        `json:"command"`
+	Machine   machine                       `json:"machine"`
+	Config    map[string]any                `json:"config"`
+	Variants  []string                      `json:"variants"`
+	Rows      []row                         `json:"metrics"`
+	Idle      map[string]idleSummary        `json:"idle_sessions"`
+	Extra     map[string]map[string]float64 `json:"extra_medians"`
+}
+
+var variantLabel = map[string]string{
+	vDirect:     "direct TCP",
+	vOurs:       "vnc_proxy ws",
+	vOursTLS:    "vnc_proxy wss",
+	vWebsockify: "websockify 0.10",
+}
+
+func (r *results) report() *report {
+	o := r.opts
+	rep := &report{
+		Generated: time.Now().UTC().Format(time.RFC3339),
+		Command:   o.cmdline,
+		Machine:   r.machine,
+		Variants:  r.variants,
+		Idle:      map[string]idleSummary{},
+		Extra:     map[string]map[string]float64{},
+		Config: map[string]any{
+			"runs":                o.runs,
+			"quick":               o.quick,
+			"down_mib":            o.downMiB,
+			"up_mib":              o.upMiB,
+			"websockify_mib":      o.websockifyMiB,
+			"up_message_kib":      64,
+			"rtt_echoes":          o.rttCount,
+			"idle_sessions":       o.idleSessions,
+			"websockify_sessions": o.wsIdleSessions,
+			"openers":             o.openers,
+			"open_duration":       o.openDuration.String(),
+		},
+	}
+	for _, d := range metricDefs {
+		rw := row{metricDef: d, Values: map[string]*cell{}}
+		for _, v := range r.variants {
+			if xs := r.samples[d.Key][v]; len(xs) > 0 {
+				rw.Values[v] = &cell{Median: median(xs), Samples: xs}
+			}
+		}
+		ours, direct, ws := rw.Values[vOurs], rw.Values[vDirect], rw.Values[vWebsockify]
+		if ours != nil && direct != nil {
+			x := ours.Median / direct.Median
+			rw.RatioDirect = &x
+		}
+		if ours != nil && ws != nil {
+			x := ours.Median / ws.Median
+			rw.RatioWebsocify = &x
+		}
+		r.judge(&rw)
+		rep.Rows = append(rep.Rows, rw)
+	}
+	for v, irs := range r.idle {
+		s := idleSummary{Sessions: irs[0].sessions, Answered: irs[0].answered}
+		var base, load []float64
+		for _, ir := range irs {
+			s.Answered = min(s.Answered, ir.answered)
+			base = append(base, float64(ir.baseKiB)/1024)
+			load = append(load, float64(ir.loadedKiB)/1024)
+		}
+		s.BaseMiB, s.LoadMiB = median(base), median(load)
+		rep.Idle[v] = s
+	}
+	for k, m := range r.extra {
+		rep.Extra[k] = map[string]float64{}
+		for v, xs := range m {
+			rep.Extra[k][v] = median(xs)
+		}
+	}
+	return rep
+}
+
+// judge sets the issue's target for a row and whether vnc_proxy (plain ws)
+// meets it.
+func (r *results) judge(rw *row) {
+	ours, direct, ws := rw.Values[vOurs], rw.Values[vDirect], rw.Values[vWebsockify]
+	set := func(target string, ok bool, known bool) {
+		rw.Target = target
+		if known {
+			rw.Met = &ok
+		}
+	}
+	switch rw.Key {
+	case mDown, mUp:
+		known := ours != nil && direct != nil && ws != nil
+		ok := known && ours.Median >= 0.5*direct.Median && ours.Median >= 3*ws.Median
+		set("≥ 50% of direct and ≥ 3× websockify", ok, known)
+	case mRTT50:
+		known := ours != nil && direct != nil
+		set("≤ direct + 25 µs", known && ours.Median <= direct.Median+25, known)
+	case mIdle:
+		irs := r.idle[vOurs]
+		known := ours != nil && len(irs) > 0
+		ok := known && ours.Median <= 16 && irs[0].sessions >= 10000
+		for _, ir := range irs {
+			ok = ok && ir.answered == ir.sessions
+		}
+		set("≤ 16 KiB at 10,000 sessions, all answering", ok, known)
+	case mOpen:
+		known := ours != nil
+		set("≥ 4,000/s", known && ours.Median >= 4000, known)
+	}
+}
+
+func fmtNum(x float64) string {
+	switch {
+	case math.IsNaN(x):
+		return notMeas
+	case math.Abs(x) >= 100:
+		return fmt.Sprintf("%.0f", x)
+	case math.Abs(x) >= 10:
+		return fmt.Sprintf("%.1f", x)
+	default:
+		return fmt.Sprintf("%.2f", x)
+	}
+}
+
+func fmtRatio(x *float64) string {
+	if x == nil {
+		return notMeas
+	}
+	return fmt.Sprintf("%.2f×", *x)
+}
+
+func (rw row) value(v string) string {
+	c := rw.Values[v]
+	if c == nil {
+		return notMeas
+	}
+	return fmtNum(c.Median)
+}
+
+func (rw row) met() string {
+	switch {
+	case rw.Target == "":
+		return ""
+	case rw.Met == nil:
+		return "n/a"
+	case *rw.Met:
+		return "met"
+	default:
+		return "NOT met"
+	}
+}
+
+func (rep *report) header() []string {
+	h := []string{"metric"}
+	for _, v := range rep.Variants {
+		h = append(h, variantLabel[v])
+	}
+	return append(h, "ours/direct", "ours/websockify", "target (vnc_proxy ws)", "")
+}
+
+func (rep *report) cells() [][]string {
+	var out [][]string
+	for _, rw := range rep.Rows {
+		line := []string{rw.Title + " (" + rw.Unit + ")"}
+		for _, v := range rep.Variants {
+			line = append(line, rw.value(v))
+		}
+		line = append(line, fmtRatio(rw.RatioDirect), fmtRatio(rw.RatioWebsocify), rw.Target, rw.met())
+		out = append(out, line)
+	}
+	return out
+}
+
+func (rep *report) footnotes() []string {
+	var n []string
+	for _, v := range rep.Variants {
+		if s, ok := rep.Idle[v]; ok {
+			n = append(n, fmt.Sprintf("%s: memory measured with %d idle sessions (PSS growth over the process tree, %.1f → %.1f MiB); %d of %d still answered a 1-byte echo afterwards (worst run).",
+				variantLabel[v], s.Sessions, s.BaseMiB, s.LoadMiB, s.Answered, s.Sessions))
+		}
+	}
+	if d, ok := rep.Extra["cpu_s_per_gb_down"]; ok {
+		u := rep.Extra["cpu_s_per_gb_up"]
+		for _, v := range rep.Variants {
+			if _, ok := d[v]; ok {
+				n = append(n, fmt.Sprintf("%s CPU: %.2f s/GB target→browser, %.2f s/GB browser→target.", variantLabel[v], d[v], u[v]))
+			}
+		}
+	}
+	o := rep.Config
+	n = append(n, fmt.Sprintf("Medians of %v runs; a fresh proxy process per run. Throughput: %v MiB down, %v MiB up in 64 KiB messages (websockify capped at %v MiB); round trip: %v echoes; open rate: %v concurrent openers for %v, each session a full WebSocket upgrade, token lookup and RFB greeting read.",
+		o["runs"], o["down_mib"], o["up_mib"], o["websockify_mib"], o["rtt_echoes"], o["openers"], o["open_duration"]))
+	return n
+}
+
+// text is the table for a terminal.
+func (rep *report) text() string {
+	rows := append([][]string{rep.header()}, rep.cells()...)
+	widths := make([]int, len(rows[0]))
+	for _, r := range rows {
+		for i, c := range r {
+			widths[i] = max(widths[i], len([]rune(c)))
+		}
+	}
+	var b strings.Builder
+	for _, r := range rows {
+		for i, c := range r {
+			pad := widths[i] - len([]rune(c))
+			if i == 0 || i >= len(r)-2 {
+				b.WriteString(c + strings.Repeat(" ", pad))
+			} else {
+				b.WriteString(strings.Repeat(" ", pad) + c)
+			}
+			b.WriteString("  ")
+		}
+		b.WriteString("\n")
+	}
+	for _, n := range rep.footnotes() {
+		b.WriteString("\n" + n)
+	}
+	return b.String()
+}
+
+// markdown is the table for the README.
+func (rep *report) markdown() string {
+	var b strings.Builder
+	m := rep.Machine
+	fmt.Fprintf(&b, "Machine: %d × %s, %d GiB, Linux %s, %s", m.CPUs, m.CPUModel, m.MemoryGiB, m.Kernel, m.GoVersion)
+	if m.Caddy != "" {
+		fmt.Fprintf(&b, ", Caddy %s", m.Caddy)
+	}
+	if m.Websockify != "" {
+		fmt.Fprintf(&b, ", websockify %s", m.Websockify)
+	}
+	fmt.Fprintf(&b, ". Load average before the run: %s. Everything on loopback; client, VNC server stand-in and proxy share the CPUs.\n\n", m.LoadAvg)
+	fmt.Fprintf(&b, "Command: `%s` (%s)\n\n", rep.Command, rep.Generated)
+	h := rep.header()
+	b.WriteString("| " + strings.Join(h, " | ") + " |\n|")
+	for i := range h {
+		if i == 0 || i >= len(h)-2 {
+			b.WriteString("---|")
+		} else {
+			b.WriteString("---:|")
+		}
+	}
+	b.WriteString("\n")
+	for _, r := range rep.cells() {
+		b.WriteString("| " + strings.Join(r, " | ") + " |\n")
+	}
+	b.WriteString("\n")
+	for _, n := range rep.footnotes() {
+		b.WriteString("- " + n + "\n")
+	}
+	return b.String()
+}
+
+func (rep *report) write(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	j, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "latest.json"), append(j, '\n'), 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "latest.md"), []byte(rep.markdown()), 0o644); err != nil {
+		return err
+	}
+	return writeChart(filepath.Join(dir, "latest.png"), rep)
+}
