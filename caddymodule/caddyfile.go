@@ -1,0 +1,164 @@
+package caddymodule
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dustin/go-humanize"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("vnc_proxy", parseCaddyfile)
+	httpcaddyfile.RegisterDirectiveOrder("vnc_proxy", httpcaddyfile.Before, "reverse_proxy")
+}
+
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	var handler Handler
+	err := handler.UnmarshalCaddyfile(h.Dispenser)
+	return &handler, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens:
+//
+//	vnc_proxy [<matcher>] {
+//		resolver <source> [<args...>] {
+//			<source-specific options>
+//		}
+//		token            <placeholder>
+//		allowed_origins  <origin...>
+//		dial_timeout     <duration>
+//		ping_interval    <duration>
+//		idle_timeout     <duration>
+//		max_message_size <size>
+//		check_rfb        on|off
+//	}
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the directive's name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	seen := make(map[string]bool)
+	for d.NextBlock(0) {
+		opt := d.Val()
+		if seen[opt] {
+			return d.Errf("%s already specified", opt)
+		}
+		seen[opt] = true
+		switch opt {
+		case "resolver":
+			if !d.NextArg() {
+				return d.Err("resolver needs a source: file, http, redis or jwt")
+			}
+			source := d.Val()
+			unm, err := caddyfile.UnmarshalModule(d, "http.vnc_proxy.resolvers."+source)
+			if err != nil {
+				return err
+			}
+			h.ResolverRaw = caddyconfig.JSONModuleObject(unm, "source", source, nil)
+
+		case "token":
+			if !d.AllArgs(&h.Token) {
+				return d.ArgErr()
+			}
+
+		case "allowed_origins":
+			h.AllowedOrigins = d.RemainingArgs()
+			if len(h.AllowedOrigins) == 0 {
+				return d.ArgErr()
+			}
+			for _, o := range h.AllowedOrigins {
+				if o == "*" {
+					continue
+				}
+				if _, err := normalizeOrigin(o); err != nil {
+					return d.Err(err.Error())
+				}
+			}
+
+		case "dial_timeout":
+			dur, err := parseDuration(d)
+			if err != nil {
+				return err
+			}
+			h.DialTimeout = dur
+
+		case "ping_interval":
+			dur, err := parseDuration(d)
+			if err != nil {
+				return err
+			}
+			h.PingInterval = &dur
+
+		case "idle_timeout":
+			dur, err := parseDuration(d)
+			if err != nil {
+				return err
+			}
+			h.IdleTimeout = dur
+
+		case "max_message_size":
+			var s string
+			if !d.AllArgs(&s) {
+				return d.ArgErr()
+			}
+			size, err := humanize.ParseBytes(s)
+			if err != nil || size == 0 || size > 1<<40 {
+				return d.Errf("max_message_size: invalid size %q", s)
+			}
+			h.MaxMessageSize = int64(size)
+
+		case "check_rfb":
+			var s string
+			if !d.AllArgs(&s) {
+				return d.ArgErr()
+			}
+			on, err := parseOnOff(s)
+			if err != nil {
+				return d.Errf("check_rfb: %v", err)
+			}
+			h.CheckRFB = &on
+
+		default:
+			return d.Errf("unrecognized vnc_proxy option %q", opt)
+		}
+	}
+	if h.ResolverRaw == nil {
+		return d.Err("vnc_proxy needs a resolver (resolver file|http|redis|jwt ...)")
+	}
+	return nil
+}
+
+// parseDuration reads the one duration argument of the current option.
+func parseDuration(d *caddyfile.Dispenser) (caddy.Duration, error) {
+	opt := d.Val()
+	var s string
+	if !d.AllArgs(&s) {
+		return 0, d.ArgErr()
+	}
+	dur, err := caddy.ParseDuration(s)
+	if err != nil {
+		return 0, d.Errf("%s: invalid duration %q: %v", opt, s, err)
+	}
+	if dur < 0 {
+		return 0, d.Errf("%s: duration %q is negative", opt, s)
+	}
+	return caddy.Duration(time.Duration(dur)), nil
+}
+
+func parseOnOff(s string) (bool, error) {
+	switch s {
+	case "on":
+		return true, nil
+	case "off":
+		return false, nil
+	}
+	return false, strconv.ErrSyntax
+}
+
+// Interface guard
+var _ caddyfile.Unmarshaler = (*Handler)(nil)

@@ -1,0 +1,431 @@
+// Package caddymodule is the Caddy side of caddy-vnc-proxy: the vnc_proxy
+// HTTP handler, its Caddyfile syntax, the Caddy modules that wrap the token
+// resolvers of package tokenresolver, and the handler's metrics.
+package caddymodule
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/gorilla/websocket"
+	"go.uber.org/zap"
+
+	"github.com/vncgate/caddy-vnc-proxy/tokenresolver"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Defaults of the handler's options.
+const (
+	defaultDialTimeout    = 5 * time.Second
+	defaultPingInterval   = 30 * time.Second
+	defaultMaxMessageSize = 1 << 20
+)
+
+// Handler is the vnc_proxy HTTP handler. It takes a token from a WebSocket
+// upgrade request, asks a resolver which VNC server the token stands for,
+// dials that server and checks that it speaks RFB, and only then upgrades the
+// request and relays the RFB byte stream both ways.
+//
+// Before the upgrade every failure is a plain HTTP response: 400 for a request
+// that is not a WebSocket upgrade, 401 without a token, 403 for an unknown,
+// expired or used token or a refused Origin, 503 when the resolver cannot
+// answer, 502 when the VNC server cannot be reached or does not speak RFB.
+type Handler struct {
+	// The token resolver: which VNC server a token stands for. Required.
+	// Modules in the namespace http.vnc_proxy.resolvers, chosen by "source":
+	// file, http, redis or jwt.
+	ResolverRaw json.RawMessage `json:"resolver,omitempty" caddy:"namespace=http.vnc_proxy.resolvers inline_key=source"`
+
+	// Where the token comes from, as a placeholder, for example
+	// "{http.request.header.X-Console-Token}". Default: the query parameter
+	// "token", else the cookie "token".
+	Token string `json:"token,omitempty"`
+
+	// Origins (scheme://host[:port]) whose pages may open consoles; "*"
+	// allows any. A request without an Origin header is not from a browser
+	// and is always allowed. Default: only the origin whose host equals the
+	// request's Host.
+	AllowedOrigins []string `json:"allowed_origins,omitempty"`
+
+	// How long dialing the VNC server and receiving its RFB greeting may
+	// take. Default: 5s.
+	DialTimeout caddy.Duration `json:"dial_timeout,omitempty"`
+
+	// How often the proxy pings the browser; a browser that answers neither
+	// ping nor data within two intervals is gone and its session ends. Zero
+	// disables pings. Default: 30s.
+	PingInterval *caddy.Duration `json:"ping_interval,omitempty"`
+
+	// A session in which no bytes move either way for this long ends.
+	// Default: 0 (no idle timeout).
+	IdleTimeout caddy.Duration `json:"idle_timeout,omitempty"`
+
+	// The largest WebSocket message accepted from the browser, in bytes; a
+	// larger one ends the session with close code 1009. Default: 1048576 (1 MiB).
+	MaxMessageSize int64 `json:"max_message_size,omitempty"`
+
+	// Whether the VNC server must greet with "RFB xxx.yyy\n" before the
+	// browser's request is upgraded. Default: true.
+	CheckRFB *bool `json:"check_rfb,omitempty"`
+
+	resolver       tokenresolver.Resolver
+	logger         *zap.Logger
+	upgrader       websocket.Upgrader
+	allowedOrigins map[string]bool
+	anyOrigin      bool
+	dialer         net.Dialer
+	pingInterval   time.Duration
+	checkRFB       bool
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.vnc_proxy",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision sets up the handler and loads its resolver.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return err
+	}
+
+	if h.ResolverRaw == nil {
+		return errors.New("a resolver is required (resolver file|http|redis|jwt ...)")
+	}
+	mod, err := ctx.LoadModule(h, "ResolverRaw")
+	if err != nil {
+		return fmt.Errorf("loading resolver: %w", err)
+	}
+	resolver, ok := mod.(tokenresolver.Resolver)
+	if !ok {
+		return fmt.Errorf("module %T is not a token resolver", mod)
+	}
+	h.resolver = resolver
+
+	if h.DialTimeout < 0 || h.IdleTimeout < 0 || (h.PingInterval != nil && *h.PingInterval < 0) {
+		return errors.New("durations must not be negative")
+	}
+	if h.MaxMessageSize < 0 {
+		return errors.New("max_message_size must not be negative")
+	}
+	if h.DialTimeout == 0 {
+		h.DialTimeout = caddy.Duration(defaultDialTimeout)
+	}
+	h.pingInterval = defaultPingInterval
+	if h.PingInterval != nil {
+		h.pingInterval = time.Duration(*h.PingInterval)
+	}
+	if h.MaxMessageSize == 0 {
+		h.MaxMessageSize = defaultMaxMessageSize
+	}
+	h.checkRFB = h.CheckRFB == nil || *h.CheckRFB
+	h.dialer = net.Dialer{Timeout: time.Duration(h.DialTimeout)}
+
+	h.allowedOrigins = make(map[string]bool, len(h.AllowedOrigins))
+	for _, o := range h.AllowedOrigins {
+		if o == "*" {
+			h.anyOrigin = true
+			continue
+		}
+		norm, err := normalizeOrigin(o)
+		if err != nil {
+			return fmt.Errorf("allowed_origins: %w", err)
+		}
+		h.allowedOrigins[norm] = true
+	}
+
+	h.upgrader = websocket.Upgrader{
+		// The Origin was checked before the target was dialed.
+		CheckOrigin:     func(*http.Request) bool { return true },
+		Subprotocols:    []string{"binary"},
+		WriteBufferPool: writeBufferPool,
+		Error: func(w http.ResponseWriter, _ *http.Request, status int, reason error) {
+			http.Error(w, "bad WebSocket handshake", status)
+		},
+	}
+	return nil
+}
+
+// Cleanup keeps live consoles running across a config reload; when the
+// process exits it ends them with close code 1001.
+func (h *Handler) Cleanup() error {
+	if caddy.Exiting() {
+		sessions.closeAll(websocket.CloseGoingAway, "server shutting down")
+	}
+	return nil
+}
+
+// ServeHTTP checks the request, resolves its token, dials the VNC server and
+// hands the upgraded connection to a session. It returns once the session
+// runs; the session ends on its own.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	if err := checkUpgradeRequest(r); err != nil {
+		return h.refuse(w, r, http.StatusBadRequest, "not a WebSocket upgrade request", "bad_request", err)
+	}
+	if !h.originAllowed(r) {
+		return h.refuse(w, r, http.StatusForbidden, "origin not allowed", "origin_refused", nil)
+	}
+	token := h.token(r)
+	if token == "" {
+		return h.refuse(w, r, http.StatusUnauthorized, "missing token", "no_token", nil)
+	}
+
+	clientAddr := clientAddress(r)
+	start := time.Now()
+	target, err := h.resolver.Resolve(r.Context(), tokenresolver.Query{
+		Token:      token,
+		ClientAddr: clientAddr,
+		Origin:     r.Header.Get("Origin"),
+	})
+	resolveDuration.Observe(time.Since(start).Seconds())
+	if err == nil && target.Expired(time.Now()) {
+		err = tokenresolver.ErrExpired
+	}
+	if err != nil {
+		switch {
+		case errors.Is(err, tokenresolver.ErrNotFound), errors.Is(err, tokenresolver.ErrExpired):
+			return h.refuse(w, r, http.StatusForbidden, "invalid or expired token", "token_refused", err, tokenHashField(token))
+		case r.Context().Err() != nil:
+			// The browser went away while the resolver worked.
+			return nil
+		default:
+			return h.refuse(w, r, http.StatusServiceUnavailable, "token service unavailable", "resolver_unavailable", err, tokenHashField(token))
+		}
+	}
+
+	conn, greeting, err := h.dialTarget(r.Context(), target)
+	if err != nil {
+		return h.refuse(w, r, http.StatusBadGateway, "VNC server unavailable", "target_unavailable", err,
+			tokenHashField(token), zap.Stringer("target", target))
+	}
+
+	ws, err := h.upgrader.Upgrade(hijackWriter{w}, r, nil)
+	if err != nil {
+		// The upgrader has answered the browser already.
+		conn.Close()
+		sessionsTotal.WithLabelValues("bad_request").Inc()
+		h.logger.Debug("upgrade failed", zap.String("client", clientAddr), zap.Error(err))
+		return nil
+	}
+	sessionsTotal.WithLabelValues("started").Inc()
+
+	s := newSession(h, ws, conn, target, clientAddr, tokenHash(token))
+	if err := s.start(greeting); err != nil {
+		h.logger.Debug("session did not start", zap.String("session", s.id), zap.Error(err))
+	}
+	return nil
+}
+
+// refuse answers a request that cannot be proxied with a short plain-text
+// reason. The reason never contains the token, the target or err's text;
+// err and fields go to the log.
+func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, status int, reason, result string, err error, fields ...zap.Field) error {
+	sessionsTotal.WithLabelValues(result).Inc()
+	level := zap.InfoLevel
+	if status >= 500 {
+		level = zap.WarnLevel
+	}
+	if ce := h.logger.Check(level, "request refused"); ce != nil {
+		fields = append(fields,
+			zap.Int("status", status),
+			zap.String("reason", reason),
+			zap.String("client", clientAddress(r)))
+		if err != nil {
+			fields = append(fields, zap.Error(err))
+		}
+		ce.Write(fields...)
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, _ = io.WriteString(w, reason+"\n")
+	return nil
+}
+
+// checkUpgradeRequest reports why r is not a WebSocket upgrade that the
+// upgrader would accept, so that such requests are refused before a token
+// is resolved (and perhaps used up).
+func checkUpgradeRequest(r *http.Request) error {
+	if r.Method == http.MethodConnect {
+		// RFC 8441/9220 extended CONNECT (WebSocket over HTTP/2 or HTTP/3).
+		return errors.New("WebSocket over HTTP/2 or HTTP/3 is not supported; connect over HTTP/1.1")
+	}
+	if r.Method != http.MethodGet {
+		return fmt.Errorf("method %s is not GET", r.Method)
+	}
+	if !websocket.IsWebSocketUpgrade(r) {
+		return errors.New("missing Connection: Upgrade and Upgrade: websocket")
+	}
+	if r.Header.Get("Sec-WebSocket-Version") != "13" {
+		return errors.New("Sec-WebSocket-Version is not 13")
+	}
+	if r.Header.Get("Sec-WebSocket-Key") == "" {
+		return errors.New("missing Sec-WebSocket-Key")
+	}
+	return nil
+}
+
+// token returns the request's token: from the configured placeholder, or
+// else the query parameter "token", or else the cookie "token".
+func (h *Handler) token(r *http.Request) string {
+	if h.Token != "" {
+		repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+		if repl == nil {
+			return ""
+		}
+		return repl.ReplaceKnown(h.Token, "")
+	}
+	if t := r.URL.Query().Get("token"); t != "" {
+		return t
+	}
+	if c, err := r.Cookie("token"); err == nil {
+		return c.Value
+	}
+	return ""
+}
+
+// originAllowed reports whether the page that opened the WebSocket may use
+// consoles here.
+func (h *Handler) originAllowed(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	if h.anyOrigin {
+		return true
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	if len(h.allowedOrigins) == 0 {
+		return strings.EqualFold(u.Host, r.Host)
+	}
+	norm, err := normalizeOrigin(origin)
+	return err == nil && h.allowedOrigins[norm]
+}
+
+// normalizeOrigin returns scheme://host[:port] in lower case, without a
+// default port.
+func normalizeOrigin(origin string) (string, error) {
+	u, err := url.Parse(origin)
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		return "", fmt.Errorf("origin %q is not scheme://host[:port]", origin)
+	}
+	if u.Path != "" && u.Path != "/" || u.RawQuery != "" || u.User != nil {
+		return "", fmt.Errorf("origin %q has more than scheme://host[:port]", origin)
+	}
+	scheme, host, port := strings.ToLower(u.Scheme), strings.ToLower(u.Hostname()), u.Port()
+	if (scheme == "https" && port == "443") || (scheme == "http" && port == "80") {
+		port = ""
+	}
+	if port != "" {
+		host = net.JoinHostPort(host, port)
+	} else if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	return scheme + "://" + host, nil
+}
+
+// dialTarget connects to the VNC server and, when check_rfb is on, reads and
+// checks its greeting, which it returns so that the browser gets it first.
+func (h *Handler) dialTarget(ctx context.Context, t tokenresolver.Target) (net.Conn, []byte, error) {
+	conn, err := h.dialer.DialContext(ctx, t.Network, t.Address)
+	if err != nil {
+		return nil, nil, fmt.Errorf("dialing target: %w", err)
+	}
+	if !h.checkRFB {
+		return conn, nil, nil
+	}
+	greeting := make([]byte, greetingLen)
+	_ = conn.SetReadDeadline(time.Now().Add(time.Duration(h.DialTimeout)))
+	if _, err := io.ReadFull(conn, greeting); err != nil {
+		conn.Close()
+		return nil, nil, fmt.Errorf("reading RFB greeting: %w", err)
+	}
+	_ = conn.SetReadDeadline(time.Time{})
+	if err := checkGreeting(greeting); err != nil {
+		conn.Close()
+		return nil, nil, fmt.Errorf("target does not speak RFB: %w", err)
+	}
+	return conn, greeting, nil
+}
+
+// clientAddress is the browser's address: Caddy's client IP (which honours
+// trusted proxies) with the connection's port, or the connection's address.
+func clientAddress(r *http.Request) string {
+	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok && ip != "" {
+		if _, port, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+			return net.JoinHostPort(ip, port)
+		}
+		return ip
+	}
+	return r.RemoteAddr
+}
+
+// tokenHash is what logs carry instead of the token: the first 12 hex digits
+// of its SHA-256, enough to correlate log lines with a control plane that
+// hashes its tokens the same way.
+func tokenHash(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:6])
+}
+
+func tokenHashField(token string) zap.Field {
+	return zap.String("token_hash", tokenHash(token))
+}
+
+// hijackWriter exposes Hijack to gorilla/websocket, which asserts
+// http.Hijacker directly, while Caddy's response writer wrappers offer it
+// only through Unwrap.
+type hijackWriter struct {
+	http.ResponseWriter
+}
+
+func (w hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return http.NewResponseController(w.ResponseWriter).Hijack()
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+	_ http.Hijacker               = hijackWriter{}
+)
+
+// greetingLen is the length of an RFB server's greeting, "RFB xxx.yyy\n".
+const greetingLen = 12
+
+func checkGreeting(b []byte) error {
+	if len(b) != greetingLen || string(b[:4]) != "RFB " || b[7] != '.' || b[11] != '\n' {
+		return errors.New("greeting is not \"RFB xxx.yyy\\n\"")
+	}
+	for _, i := range []int{4, 5, 6, 8, 9, 10} {
+		if b[i] < '0' || b[i] > '9' {
+			return errors.New("greeting is not \"RFB xxx.yyy\\n\"")
+		}
+	}
+	return nil
+}

@@ -1,0 +1,67 @@
+package caddymodule
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// The collectors are process-wide so that counts carry over config reloads;
+// each config's registry gets them registered anew.
+var (
+	sessionsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy",
+		Subsystem: "vnc_proxy",
+		Name:      "requests_total",
+		Help:      "Console requests by result: started, or why they were refused.",
+	}, []string{"result"})
+
+	sessionsActive = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "caddy",
+		Subsystem: "vnc_proxy",
+		Name:      "sessions_active",
+		Help:      "Consoles being relayed now.",
+	}, func() float64 { return float64(sessions.len()) })
+
+	bytesTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy",
+		Subsystem: "vnc_proxy",
+		Name:      "bytes_total",
+		Help:      "Bytes relayed, by direction: to_browser or to_target.",
+	}, []string{"direction"})
+	bytesToBrowser = bytesTotal.WithLabelValues("to_browser")
+	bytesToTarget  = bytesTotal.WithLabelValues("to_target")
+
+	resolveDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: "caddy",
+		Subsystem: "vnc_proxy",
+		Name:      "resolve_duration_seconds",
+		Help:      "How long token resolvers took to answer.",
+		Buckets:   []float64{.0001, .0005, .001, .005, .01, .05, .1, .5, 1, 2, 5},
+	})
+
+	sessionDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: "caddy",
+		Subsystem: "vnc_proxy",
+		Name:      "session_duration_seconds",
+		Help:      "How long consoles stayed open.",
+		Buckets:   []float64{1, 10, 60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600},
+	})
+)
+
+// registerMetrics adds the handler's collectors to a config's registry; a
+// second handler in the same config finds them there already.
+func registerMetrics(reg prometheus.Registerer) error {
+	if reg == nil {
+		return nil
+	}
+	for _, c := range []prometheus.Collector{sessionsTotal, sessionsActive, bytesTotal, resolveDuration, sessionDuration} {
+		if err := reg.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) {
+				return err
+			}
+		}
+	}
+	return nil
+}

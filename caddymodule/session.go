@@ -1,0 +1,419 @@
+package caddymodule
+
+import (
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"go.uber.org/zap"
+
+	"github.com/vncgate/caddy-vnc-proxy/tokenresolver"
+)
+
+// relayBufferSize is the size of the pooled buffers the pumps read into. A
+// session holds one only while bytes are moving, never while idle.
+const relayBufferSize = 64 << 10
+
+// closeGrace is how long a session waits for the browser to answer its
+// close frame before it drops the connection.
+const closeGrace = time.Second
+
+var (
+	relayBuffers = sync.Pool{New: func() any {
+		b := make([]byte, relayBufferSize)
+		return &b
+	}}
+	writeBufferPool = &sync.Pool{}
+)
+
+// Why a session ended, as logged.
+const (
+	reasonTargetClosed   = "vnc server closed"
+	reasonBrowserClosed  = "browser closed"
+	reasonBrowserGone    = "browser connection lost"
+	reasonPingTimeout    = "browser did not answer pings"
+	reasonIdleTimeout    = "idle timeout"
+	reasonTooBig         = "message too big"
+	reasonTextMessage    = "text message refused"
+	reasonShutdown       = "server shutting down"
+	reasonTargetReadErr  = "reading from vnc server failed"
+	reasonTargetWriteErr = "writing to vnc server failed"
+)
+
+// session is one console: a browser's WebSocket and the VNC server's
+// connection, with a pump each way.
+type session struct {
+	id             string
+	ws             *websocket.Conn
+	target         net.Conn
+	targetAddr     tokenresolver.Target
+	client         string
+	tokenHash      string
+	logger         *zap.Logger
+	pingInterval   time.Duration
+	idleTimeout    time.Duration
+	maxMessageSize int64
+	started        time.Time
+
+	toBrowser atomic.Int64
+	toTarget  atomic.Int64
+	pumps     atomic.Int32
+	done      chan struct{}
+
+	mu         sync.Mutex // guards the fields below
+	ended      bool
+	reason     string
+	endErr     error
+	pingTimer  *time.Timer
+	idleTimer  *time.Timer
+	closeTimer *time.Timer
+	idleSeen   int64
+	lastActive time.Time
+}
+
+func newSession(h *Handler, ws *websocket.Conn, target net.Conn, t tokenresolver.Target, client, tokenHash string) *session {
+	return &session{
+		id:             strconv.FormatUint(rand.Uint64(), 36),
+		ws:             ws,
+		target:         target,
+		targetAddr:     t,
+		client:         client,
+		tokenHash:      tokenHash,
+		logger:         h.logger,
+		pingInterval:   h.pingInterval,
+		idleTimeout:    time.Duration(h.IdleTimeout),
+		maxMessageSize: h.MaxMessageSize,
+		started:        time.Now(),
+		done:           make(chan struct{}),
+	}
+}
+
+// start registers the session and runs its pumps; greeting, the VNC
+// server's bytes read while checking it, goes to the browser first.
+func (s *session) start(greeting []byte) error {
+	nc := s.ws.NetConn()
+	// Deadlines the HTTP server set on the connection no longer apply.
+	if err := nc.SetDeadline(time.Time{}); err != nil {
+		nc.Close()
+		s.target.Close()
+		return err
+	}
+	s.ws.SetReadLimit(s.maxMessageSize)
+	if s.pingInterval > 0 {
+		_ = s.ws.SetReadDeadline(time.Now().Add(2 * s.pingInterval))
+		s.ws.SetPongHandler(func(string) error {
+			return s.ws.SetReadDeadline(time.Now().Add(2 * s.pingInterval))
+		})
+	}
+
+	s.pumps.Store(2)
+	sessions.add(s)
+	s.logger.Info("session started",
+		zap.String("session", s.id),
+		zap.String("client", s.client),
+		zap.Stringer("target", s.targetAddr),
+		zap.String("token_hash", s.tokenHash))
+
+	s.mu.Lock()
+	if s.pingInterval > 0 {
+		s.pingTimer = time.AfterFunc(s.pingInterval, s.ping)
+	}
+	if s.idleTimeout > 0 {
+		s.lastActive = s.started
+		s.idleTimer = time.AfterFunc(s.idleCheckInterval(), s.checkIdle)
+	}
+	s.mu.Unlock()
+
+	go s.pumpToBrowser(greeting)
+	go s.pumpToTarget()
+	return nil
+}
+
+// pumpToBrowser relays the VNC server's bytes to the browser, one binary
+// message per read. It waits for the server's data before it takes a buffer,
+// so an idle session holds none.
+func (s *session) pumpToBrowser(greeting []byte) {
+	defer s.pumpDone()
+	if len(greeting) > 0 {
+		if err := s.ws.WriteMessage(websocket.BinaryMessage, greeting); err != nil {
+			s.end(reasonBrowserGone, 0, "", err)
+			return
+		}
+		s.countToBrowser(len(greeting))
+	}
+	readable := readinessWaiter(s.target)
+	drained := true
+	for {
+		if drained && readable != nil {
+			if err := readable(); err != nil {
+				s.end(reasonTargetReadErr, websocket.CloseInternalServerErr, "", err)
+				return
+			}
+		}
+		bp := relayBuffers.Get().(*[]byte)
+		n, rerr := s.target.Read(*bp)
+		if n > 0 {
+			if werr := s.ws.WriteMessage(websocket.BinaryMessage, (*bp)[:n]); werr != nil {
+				relayBuffers.Put(bp)
+				s.end(reasonBrowserGone, 0, "", werr)
+				return
+			}
+			s.countToBrowser(n)
+		}
+		// A short read means the socket had no more for now.
+		drained = n < len(*bp)
+		relayBuffers.Put(bp)
+		if rerr != nil {
+			if errors.Is(rerr, io.EOF) {
+				s.end(reasonTargetClosed, websocket.CloseNormalClosure, "VNC server closed the connection", nil)
+			} else {
+				s.end(reasonTargetReadErr, websocket.CloseNormalClosure, "VNC server closed the connection", rerr)
+			}
+			return
+		}
+	}
+}
+
+// pumpToTarget relays the browser's binary messages to the VNC server. It
+// takes a buffer only once a message has begun.
+func (s *session) pumpToTarget() {
+	defer s.pumpDone()
+	for {
+		mt, r, err := s.ws.NextReader()
+		if err != nil {
+			s.endOnBrowserError(err)
+			return
+		}
+		if mt != websocket.BinaryMessage {
+			s.end(reasonTextMessage, websocket.CloseUnsupportedData, "only binary messages are accepted", nil)
+			return
+		}
+		if s.pingInterval > 0 {
+			_ = s.ws.SetReadDeadline(time.Now().Add(2 * s.pingInterval))
+		}
+		bp := relayBuffers.Get().(*[]byte)
+		err = s.copyMessage(r, *bp)
+		relayBuffers.Put(bp)
+		if err != nil {
+			return
+		}
+	}
+}
+
+// copyMessage writes one message from the browser to the VNC server. It ends
+// the session on error.
+func (s *session) copyMessage(r io.Reader, buf []byte) error {
+	for {
+		n, rerr := r.Read(buf)
+		if n > 0 {
+			if _, werr := s.target.Write(buf[:n]); werr != nil {
+				s.end(reasonTargetWriteErr, websocket.CloseNormalClosure, "VNC server closed the connection", werr)
+				return werr
+			}
+			s.countToTarget(n)
+		}
+		if rerr == io.EOF {
+			return nil
+		}
+		if rerr != nil {
+			s.endOnBrowserError(rerr)
+			return rerr
+		}
+	}
+}
+
+func (s *session) endOnBrowserError(err error) {
+	var ne net.Error
+	switch {
+	case errors.Is(err, websocket.ErrReadLimit):
+		// gorilla has sent close 1009 already.
+		s.end(reasonTooBig, 0, "", nil)
+	case websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway, websocket.CloseNoStatusReceived):
+		s.end(reasonBrowserClosed, 0, "", nil)
+	case errors.As(err, &ne) && ne.Timeout():
+		s.end(reasonPingTimeout, 0, "", nil)
+	default:
+		s.end(reasonBrowserGone, 0, "", err)
+	}
+}
+
+func (s *session) countToBrowser(n int) {
+	s.toBrowser.Add(int64(n))
+	bytesToBrowser.Add(float64(n))
+}
+
+func (s *session) countToTarget(n int) {
+	s.toTarget.Add(int64(n))
+	bytesToTarget.Add(float64(n))
+}
+
+// end ends the session once: it records why, sends the browser a close
+// frame with code (none when code is 0), and closes the VNC server's
+// connection, which ends pumpToBrowser. After a close frame the browser gets
+// closeGrace to answer before its connection is dropped; without one it is
+// dropped at once. Either way both pumps return promptly.
+func (s *session) end(reason string, code int, text string, err error) {
+	s.mu.Lock()
+	if s.ended {
+		s.mu.Unlock()
+		return
+	}
+	s.ended = true
+	s.reason = reason
+	s.endErr = err
+	stopTimer(s.pingTimer)
+	stopTimer(s.idleTimer)
+	s.mu.Unlock()
+
+	s.target.Close()
+	if code == 0 {
+		s.ws.NetConn().Close()
+		return
+	}
+	werr := s.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, text), time.Now().Add(closeGrace))
+	if werr != nil {
+		s.ws.NetConn().Close()
+		return
+	}
+	s.mu.Lock()
+	s.closeTimer = time.AfterFunc(closeGrace, func() { s.ws.NetConn().Close() })
+	s.mu.Unlock()
+}
+
+// pumpDone is called by each pump as it returns; the last one closes what
+// is left, unregisters the session and logs its end.
+func (s *session) pumpDone() {
+	if s.pumps.Add(-1) != 0 {
+		return
+	}
+	s.mu.Lock()
+	stopTimer(s.closeTimer)
+	reason, err := s.reason, s.endErr
+	s.mu.Unlock()
+	s.ws.NetConn().Close()
+	s.target.Close()
+	sessions.remove(s)
+
+	duration := time.Since(s.started)
+	sessionDuration.Observe(duration.Seconds())
+	fields := []zap.Field{
+		zap.String("session", s.id),
+		zap.String("client", s.client),
+		zap.Stringer("target", s.targetAddr),
+		zap.String("token_hash", s.tokenHash),
+		zap.Int64("bytes_to_browser", s.toBrowser.Load()),
+		zap.Int64("bytes_to_target", s.toTarget.Load()),
+		zap.Duration("duration", duration),
+		zap.String("reason", reason),
+	}
+	if err != nil {
+		fields = append(fields, zap.Error(err))
+	}
+	s.logger.Info("session ended", fields...)
+	close(s.done)
+}
+
+// ping sends the browser a ping and schedules the next one.
+func (s *session) ping() {
+	if err := s.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(s.pingInterval)); err != nil {
+		// The read deadline ends the session if the browser is gone.
+		if ce := s.logger.Check(zap.DebugLevel, "ping failed"); ce != nil {
+			ce.Write(zap.String("session", s.id), zap.Error(err))
+		}
+	}
+	s.mu.Lock()
+	if !s.ended {
+		s.pingTimer.Reset(s.pingInterval)
+	}
+	s.mu.Unlock()
+}
+
+// checkIdle ends the session when no bytes moved for idleTimeout.
+func (s *session) checkIdle() {
+	now := time.Now()
+	moved := s.toBrowser.Load() + s.toTarget.Load()
+	s.mu.Lock()
+	if s.ended {
+		s.mu.Unlock()
+		return
+	}
+	if moved != s.idleSeen {
+		s.idleSeen, s.lastActive = moved, now
+	}
+	idle := now.Sub(s.lastActive) >= s.idleTimeout
+	if !idle {
+		s.idleTimer.Reset(s.idleCheckInterval())
+	}
+	s.mu.Unlock()
+	if idle {
+		s.end(reasonIdleTimeout, websocket.CloseNormalClosure, "idle timeout", nil)
+	}
+}
+
+// idleCheckInterval: an idle session ends between idleTimeout and
+// 1.25 × idleTimeout after its last byte.
+func (s *session) idleCheckInterval() time.Duration {
+	return max(s.idleTimeout/4, 10*time.Millisecond)
+}
+
+func stopTimer(t *time.Timer) {
+	if t != nil {
+		t.Stop()
+	}
+}
+
+// registry holds the live sessions of the process. It outlives config
+// reloads, so that the handler of the newest config can end, on exit, the
+// sessions that older configs started.
+type registry struct {
+	mu sync.Mutex
+	m  map[*session]struct{}
+}
+
+var sessions = &registry{m: make(map[*session]struct{})}
+
+func (r *registry) add(s *session) {
+	r.mu.Lock()
+	r.m[s] = struct{}{}
+	r.mu.Unlock()
+}
+
+func (r *registry) remove(s *session) {
+	r.mu.Lock()
+	delete(r.m, s)
+	r.mu.Unlock()
+}
+
+func (r *registry) len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.m)
+}
+
+// closeAll ends every live session with the close code and waits, at most
+// a few seconds, for them to finish.
+func (r *registry) closeAll(code int, text string) {
+	r.mu.Lock()
+	live := make([]*session, 0, len(r.m))
+	for s := range r.m {
+		live = append(live, s)
+	}
+	r.mu.Unlock()
+	for _, s := range live {
+		s.end(reasonShutdown, code, text, nil)
+	}
+	deadline := time.After(closeGrace + time.Second)
+	for _, s := range live {
+		select {
+		case <-s.done:
+		case <-deadline:
+			return
+		}
+	}
+}
