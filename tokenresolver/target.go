@@ -1,18 +1,384 @@
 package tokenresolver
 
-import "errors"
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+// MaxValueSize is the largest resolver answer ParseValue accepts, in bytes.
+// A record for one token is a few dozen bytes; anything near this size is a
+// misconfigured callback (an HTML error page, say), not a target.
+const MaxValueSize = 64 << 10
+
+// maxQuoted bounds how much of a malformed input an error message repeats.
+const maxQuoted = 80
 
 // ParseTarget parses a target as written in a websockify token file:
 // host:port, [v6addr]:port, bare IPv6 with the port after the last colon
-// (fe80::1:5900), unix_socket:/path or unix:/path.
+// (fe80::1:5900), unix_socket:/path or unix:/path. Surrounding whitespace is
+// ignored.
+//
+// A tcp target's Address is normalised with net.JoinHostPort, so IPv6 hosts
+// come back in brackets. "unix_socket:" takes any non-empty path, as
+// websockify does; "unix:" takes an absolute path only, so that "unix:5900"
+// still means the host named unix.
+//
+// Errors repeat the target text (shortened) and nothing else.
 func ParseTarget(s string) (Target, error) {
-	return Target{}, errors.New("not implemented")
+	s = strings.TrimFunc(s, isSpace)
+	if s == "" {
+		return Target{}, errors.New("empty target")
+	}
+	if path, ok := strings.CutPrefix(s, "unix_socket:"); ok {
+		return unixTarget(path, s)
+	}
+	if path, ok := strings.CutPrefix(s, "unix:"); ok && strings.HasPrefix(path, "/") {
+		return unixTarget(path, s)
+	}
+
+	var host, port string
+	if strings.HasPrefix(s, "[") {
+		end := strings.IndexByte(s, ']')
+		if end < 0 {
+			return Target{}, fmt.Errorf("invalid target %s: missing ']' after IPv6 address", quote(s))
+		}
+		host = s[1:end]
+		rest := s[end+1:]
+		if !strings.HasPrefix(rest, ":") {
+			return Target{}, fmt.Errorf("invalid target %s: missing ':<port>' after ']'", quote(s))
+		}
+		port = rest[1:]
+		if host == "" || !isIPv6(host) {
+			return Target{}, fmt.Errorf("invalid target %s: %s is not an IPv6 address", quote(s), quote(host))
+		}
+	} else {
+		i := strings.LastIndexByte(s, ':')
+		if i < 0 {
+			return Target{}, fmt.Errorf("invalid target %s: missing ':<port>'", quote(s))
+		}
+		host, port = s[:i], s[i+1:]
+	}
+	return tcpTarget(host, port, s)
+}
+
+// TargetFromHostPort builds a target from a separate host and port, as in
+// websockify's JSONTokenApi answers and JWTTokenApi claims. port may be an
+// integer of any Go integer type, a float64 or json.Number holding an
+// integer (as encoding/json decodes numbers), or a string of digits. A host of
+// "unix_socket" makes port the socket path, as in websockify. The host may be
+// an IPv6 address with or without brackets.
+func TargetFromHostPort(host string, port any) (Target, error) {
+	if host == "unix_socket" {
+		path, ok := port.(string)
+		if !ok {
+			return Target{}, errors.New(`invalid target: host "unix_socket" needs the socket path as a string port`)
+		}
+		return unixTarget(path, "unix_socket:"+path)
+	}
+	if len(host) > 1 && host[0] == '[' && host[len(host)-1] == ']' {
+		host = host[1 : len(host)-1]
+		if !isIPv6(host) {
+			return Target{}, fmt.Errorf("invalid host %s: not an IPv6 address", quote("["+host+"]"))
+		}
+	}
+	p, err := portString(port)
+	if err != nil {
+		return Target{}, err
+	}
+	return tcpTarget(host, p, host+":"+p)
+}
+
+// portString turns a decoded port of any accepted type into its decimal text,
+// leaving range checks to tcpTarget.
+func portString(port any) (string, error) {
+	switch p := port.(type) {
+	case nil:
+		return "", errors.New("invalid target: missing port")
+	case string:
+		return p, nil
+	case json.Number:
+		return p.String(), nil
+	case float64:
+		if p != math.Trunc(p) || p < 0 || p > math.MaxUint16 {
+			return "", fmt.Errorf("invalid port %v", p)
+		}
+		return strconv.FormatFloat(p, 'f', 0, 64), nil
+	case float32:
+		return portString(float64(p))
+	case int:
+		return strconv.FormatInt(int64(p), 10), nil
+	case int8:
+		return strconv.FormatInt(int64(p), 10), nil
+	case int16:
+		return strconv.FormatInt(int64(p), 10), nil
+	case int32:
+		return strconv.FormatInt(int64(p), 10), nil
+	case int64:
+		return strconv.FormatInt(p, 10), nil
+	case uint:
+		return strconv.FormatUint(uint64(p), 10), nil
+	case uint8:
+		return strconv.FormatUint(uint64(p), 10), nil
+	case uint16:
+		return strconv.FormatUint(uint64(p), 10), nil
+	case uint32:
+		return strconv.FormatUint(uint64(p), 10), nil
+	case uint64:
+		return strconv.FormatUint(p, 10), nil
+	default:
+		return "", fmt.Errorf("invalid port: a %T, want a number or a string of digits", port)
+	}
+}
+
+// tcpTarget validates host and port and joins them; orig is the text they
+// came from, for error messages.
+func tcpTarget(host, port, orig string) (Target, error) {
+	if host == "" {
+		return Target{}, fmt.Errorf("invalid target %s: empty host", quote(orig))
+	}
+	if strings.IndexByte(host, ':') >= 0 {
+		// Only an IPv6 address may contain colons; websockify's rule puts
+		// the port after the last one.
+		if !isIPv6(host) {
+			return Target{}, fmt.Errorf("invalid target %s: %s is neither a host name nor an IPv6 address", quote(orig), quote(host))
+		}
+	} else if !isHostName(host) {
+		return Target{}, fmt.Errorf("invalid target %s: invalid host %s", quote(orig), quote(host))
+	}
+	n, ok := parsePort(port)
+	if !ok {
+		return Target{}, fmt.Errorf("invalid target %s: invalid port %s (want 1-65535)", quote(orig), quote(port))
+	}
+	return Target{Network: "tcp", Address: net.JoinHostPort(host, strconv.Itoa(n))}, nil
+}
+
+func unixTarget(path, orig string) (Target, error) {
+	path = strings.TrimFunc(path, isSpace)
+	if path == "" {
+		return Target{}, fmt.Errorf("invalid target %s: empty socket path", quote(orig))
+	}
+	if strings.IndexByte(path, 0) >= 0 {
+		return Target{}, fmt.Errorf("invalid target %s: NUL byte in socket path", quote(orig))
+	}
+	return Target{Network: "unix", Address: path}, nil
+}
+
+// parsePort accepts 1 to 5 decimal digits with a value in 1..65535.
+func parsePort(s string) (int, bool) {
+	if s == "" || len(s) > 5 {
+		return 0, false
+	}
+	n := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n, n >= 1 && n <= 65535
+}
+
+// isIPv6 accepts an IPv6 address with an optional zone made of host name
+// characters (an interface name or index).
+func isIPv6(s string) bool {
+	a, err := netip.ParseAddr(s)
+	return err == nil && a.Is6() && isHostName(a.Zone())
+}
+
+// isHostName accepts DNS names and IPv4 literals: letters, digits, '-', '.',
+// and '_' (common in internal names), at most 253 bytes.
+func isHostName(s string) bool {
+	if len(s) > 253 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case c == '-', c == '.', c == '_':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// isSpace matches Python's str.isspace, which websockify's strip() and
+// re.split(r':\s') use: Unicode white space plus the ASCII separators
+// U+001C..U+001F.
+func isSpace(r rune) bool {
+	return unicode.IsSpace(r) || (r >= 0x1c && r <= 0x1f)
+}
+
+// quote returns s quoted for an error message, shortened to maxQuoted bytes
+// on a rune boundary.
+func quote(s string) string {
+	if len(s) <= maxQuoted {
+		return strconv.Quote(s)
+	}
+	cut := maxQuoted
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return strconv.Quote(s[:cut]) + "..."
 }
 
 // ParseValue parses a resolver's answer for one token (a Redis value, an HTTP
-// callback's 200 body): plain text host:port, JSON {"host": "h:p"}, JSON
-// {"host": "h", "port": 5901}, with the optional fields "expires_at" (RFC 3339
-// or Unix seconds) and "password".
+// callback's 200 body): plain text host:port (or any other ParseTarget form),
+// JSON {"host": "h:p"}, JSON {"host": "h", "port": 5901} (port a number or a
+// string of digits), with the optional fields "expires_at" (RFC 3339 string,
+// or Unix seconds as a number or a string of digits) and "password". Other
+// JSON fields are ignored. Values over MaxValueSize bytes are rejected.
+//
+// ParseValue does not judge expiry: the caller compares the result with its
+// clock through Target.Expired.
 func ParseValue(b []byte) (Target, error) {
-	return Target{}, errors.New("not implemented")
+	if len(b) > MaxValueSize {
+		return Target{}, fmt.Errorf("value too large: %d bytes, limit %d", len(b), MaxValueSize)
+	}
+	b = bytes.TrimFunc(b, isSpace)
+	if len(b) == 0 {
+		return Target{}, errors.New("empty value")
+	}
+	if b[0] != '{' {
+		return ParseTarget(string(b))
+	}
+
+	var v struct {
+		Host      json.RawMessage `json:"host"`
+		Port      json.RawMessage `json:"port"`
+		ExpiresAt json.RawMessage `json:"expires_at"`
+		Password  json.RawMessage `json:"password"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return Target{}, fmt.Errorf("invalid JSON value: %w", err)
+	}
+	host, err := jsonString(v.Host, "host")
+	if err != nil {
+		return Target{}, err
+	}
+	if host == nil {
+		return Target{}, errors.New(`JSON value has no "host"`)
+	}
+
+	var t Target
+	if isNull(v.Port) {
+		t, err = ParseTarget(*host)
+	} else {
+		var port any
+		port, err = jsonPort(v.Port)
+		if err == nil {
+			t, err = TargetFromHostPort(*host, port)
+		}
+	}
+	if err != nil {
+		return Target{}, err
+	}
+
+	if t.ExpiresAt, err = parseExpiresAt(v.ExpiresAt); err != nil {
+		return Target{}, err
+	}
+	password, err := jsonString(v.Password, "password")
+	if err != nil {
+		return Target{}, err
+	}
+	if password != nil {
+		t.Password = *password
+	}
+	return t, nil
+}
+
+func isNull(raw json.RawMessage) bool {
+	return len(raw) == 0 || string(raw) == "null"
+}
+
+// jsonString decodes an optional JSON string field; nil when absent or null.
+func jsonString(raw json.RawMessage, field string) (*string, error) {
+	if isNull(raw) {
+		return nil, nil
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return nil, fmt.Errorf("JSON field %q must be a string", field)
+	}
+	return &s, nil
+}
+
+// jsonPort decodes "port" as a json.Number or a string.
+func jsonPort(raw json.RawMessage) (any, error) {
+	if raw[0] == '"' {
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return nil, errors.New(`JSON field "port" must be a number or a string of digits`)
+		}
+		return s, nil
+	}
+	var n json.Number
+	if err := json.Unmarshal(raw, &n); err != nil {
+		return nil, errors.New(`JSON field "port" must be a number or a string of digits`)
+	}
+	return n, nil
+}
+
+// maxUnixSeconds is the year 5138: a larger expires_at is almost certainly
+// milliseconds, and saying so beats accepting a token that never expires.
+const maxUnixSeconds = 1e11
+
+func parseExpiresAt(raw json.RawMessage) (time.Time, error) {
+	if isNull(raw) {
+		return time.Time{}, nil
+	}
+	var text string
+	if raw[0] == '"' {
+		if err := json.Unmarshal(raw, &text); err != nil {
+			return time.Time{}, errors.New(`JSON field "expires_at" must be an RFC 3339 string or Unix seconds`)
+		}
+		if t, err := time.Parse(time.RFC3339, text); err == nil {
+			return t, nil
+		}
+		if !allDigits(text) {
+			return time.Time{}, fmt.Errorf(`JSON field "expires_at": %s is neither RFC 3339 nor Unix seconds`, quote(text))
+		}
+	} else {
+		var n json.Number
+		if err := json.Unmarshal(raw, &n); err != nil {
+			return time.Time{}, errors.New(`JSON field "expires_at" must be an RFC 3339 string or Unix seconds`)
+		}
+		text = n.String()
+	}
+	secs, err := strconv.ParseFloat(text, 64)
+	if err != nil || math.IsNaN(secs) || math.IsInf(secs, 0) {
+		return time.Time{}, fmt.Errorf(`JSON field "expires_at": invalid Unix seconds %s`, quote(text))
+	}
+	if secs <= 0 {
+		return time.Time{}, fmt.Errorf(`JSON field "expires_at": Unix seconds %s must be positive`, quote(text))
+	}
+	if secs >= maxUnixSeconds {
+		return time.Time{}, fmt.Errorf(`JSON field "expires_at": %s is too far in the future for Unix seconds (milliseconds?)`, quote(text))
+	}
+	whole, frac := math.Modf(secs)
+	return time.Unix(int64(whole), int64(frac*1e9)).UTC(), nil
+}
+
+func allDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
