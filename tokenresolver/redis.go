@@ -83,6 +83,7 @@ func (r *Redis) Init() error {
 		PoolTimeout:           r.Timeout,
 		ContextTimeoutEnabled: true,
 		MaxRetries:            1,
+		DialerRetries:         1,
 		DisableIdentity:       true,
 		Protocol:              2,
 		MaintNotificationsConfig: &maintnotifications.Config{
