@@ -23,6 +23,7 @@ import (
 	"github.com/gorilla/websocket"
 	"go.uber.org/zap"
 
+	"github.com/vncgate/caddy-vnc-proxy/internal/rfb"
 	"github.com/vncgate/caddy-vnc-proxy/tokenresolver"
 )
 
@@ -358,14 +359,14 @@ func (h *Handler) dialTarget(ctx context.Context, t tokenresolver.Target) (net.C
 	if !h.checkRFB {
 		return conn, nil, nil
 	}
-	greeting := make([]byte, greetingLen)
+	greeting := make([]byte, rfb.VersionLen)
 	_ = conn.SetReadDeadline(time.Now().Add(time.Duration(h.DialTimeout)))
 	if _, err := io.ReadFull(conn, greeting); err != nil {
 		conn.Close()
 		return nil, nil, fmt.Errorf("reading RFB greeting: %w", err)
 	}
 	_ = conn.SetReadDeadline(time.Time{})
-	if err := checkGreeting(greeting); err != nil {
+	if _, _, err := rfb.ParseVersion(greeting); err != nil {
 		conn.Close()
 		return nil, nil, fmt.Errorf("target does not speak RFB: %w", err)
 	}
@@ -415,17 +416,3 @@ var (
 	_ http.Hijacker               = hijackWriter{}
 )
 
-// greetingLen is the length of an RFB server's greeting, "RFB xxx.yyy\n".
-const greetingLen = 12
-
-func checkGreeting(b []byte) error {
-	if len(b) != greetingLen || string(b[:4]) != "RFB " || b[7] != '.' || b[11] != '\n' {
-		return errors.New("greeting is not \"RFB xxx.yyy\\n\"")
-	}
-	for _, i := range []int{4, 5, 6, 8, 9, 10} {
-		if b[i] < '0' || b[i] > '9' {
-			return errors.New("greeting is not \"RFB xxx.yyy\\n\"")
-		}
-	}
-	return nil
-}
