@@ -415,4 +415,3 @@ var (
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
 	_ http.Hijacker               = hijackWriter{}
 )
-
