@@ -1,7 +1,6 @@
 package tokenresolver
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -9,12 +8,9 @@ import (
 	"crypto/elliptic"
 	"crypto/rsa"
 	"crypto/x509"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"net"
-	"strconv"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -122,34 +118,11 @@ func ParsePublicKeyPEM(data []byte) (crypto.PublicKey, error) {
 // consoleClaims are the claims of a console JWT.
 type consoleClaims struct {
 	jwt.RegisteredClaims
-	Host     string    `json:"host"`
-	Port     claimPort `json:"port"`
-	Password string    `json:"password,omitempty"`
-}
-
-// claimPort is a port given as a JSON number or string.
-type claimPort string
-
-func (p *claimPort) UnmarshalJSON(b []byte) error {
-	b = bytes.TrimSpace(b)
-	if bytes.Equal(b, []byte("null")) {
-		*p = ""
-		return nil
-	}
-	if len(b) > 0 && b[0] == '"' {
-		var s string
-		if err := json.Unmarshal(b, &s); err != nil {
-			return err
-		}
-		*p = claimPort(s)
-		return nil
-	}
-	var n json.Number
-	if err := json.Unmarshal(b, &n); err != nil {
-		return errors.New("port claim is neither a number nor a string")
-	}
-	*p = claimPort(n.String())
-	return nil
+	Host string `json:"host"`
+	// Port is a JSON number or a string; with the host "unix_socket", the
+	// socket's path (as in websockify).
+	Port     any    `json:"port"`
+	Password string `json:"password,omitempty"`
 }
 
 // Resolve verifies the token and returns the target from its claims.
@@ -170,20 +143,19 @@ func (j *JWT) Resolve(_ context.Context, q Query) (Target, error) {
 func (j *JWT) keyFunc(*jwt.Token) (any, error) { return j.key, nil }
 
 // targetFromClaims turns verified claims into a target; a missing or bad host
-// or port means the token is not a console token (ErrNotFound).
+// or port means the token is not a console token (ErrNotFound). Without a
+// port claim, the host claim may hold a whole target such as "h:5900".
 func targetFromClaims(c *consoleClaims) (Target, error) {
 	if c.Host == "" {
 		return Target{}, fmt.Errorf("%w: jwt: no host claim", ErrNotFound)
 	}
-	addr := c.Host
-	if c.Port != "" {
-		port, err := strconv.ParseUint(string(c.Port), 10, 16)
-		if err != nil || port == 0 {
-			return Target{}, fmt.Errorf("%w: jwt: port claim is not a port number", ErrNotFound)
-		}
-		addr = net.JoinHostPort(c.Host, strconv.FormatUint(port, 10))
+	var t Target
+	var err error
+	if c.Port == nil {
+		t, err = ParseTarget(c.Host)
+	} else {
+		t, err = TargetFromHostPort(c.Host, c.Port)
 	}
-	t, err := ParseTarget(addr)
 	if err != nil {
 		return Target{}, fmt.Errorf("%w: jwt: host and port claims: %w", ErrNotFound, err)
 	}
