@@ -18,12 +18,14 @@ var (
 	colMet        = color.RGBA{0x10, 0x80, 0x30, 0xff}
 	variantColor  = map[string]color.RGBA{
 		vDirect:     {0x9e, 0x9e, 0x9e, 0xff},
+		vRelay:      {0xc8, 0xc8, 0xc8, 0xff},
 		vOurs:       {0x1f, 0x77, 0xb4, 0xff},
 		vOursTLS:    {0x6b, 0xae, 0xd6, 0xff},
 		vWebsockify: {0xff, 0x7f, 0x0e, 0xff},
 	}
 	variantShort = map[string]string{
 		vDirect:     "direct",
+		vRelay:      "relay",
 		vOurs:       "ws",
 		vOursTLS:    "wss",
 		vWebsockify: "websockify",
@@ -132,6 +134,9 @@ func writeChart(path string, rep *report) error {
 		px, py := (i%cols)*panelW, top+(i/cols)*panelH
 		drawPanel(c, px, py, panelW, panelH, rw, rep.Variants)
 	}
+	if n := len(rep.Rows); n%cols != 0 {
+		drawTargets(c, (n%cols)*panelW, top+(n/cols)*panelH, rep)
+	}
 	f, err := os.Create(path)
 	if err != nil {
 		return err
@@ -160,21 +165,32 @@ func drawPanel(c canvas, px, py, w, h int, rw row, variants []string) {
 	}
 
 	plotTop, plotBottom := py+70, py+h-40
-	maxV := 0.0
+	lo, hi := math.Inf(1), 0.0
 	for _, v := range variants {
-		if cl := rw.Values[v]; cl != nil {
-			maxV = math.Max(maxV, cl.Median)
+		if cl := rw.Values[v]; cl != nil && cl.Median > 0 {
+			lo, hi = math.Min(lo, cl.Median), math.Max(hi, cl.Median)
 		}
 	}
 	tv, hasTarget := targetLine(rw)
-	if hasTarget {
-		maxV = math.Max(maxV, tv)
+	if hasTarget && tv > 0 {
+		lo, hi = math.Min(lo, tv), math.Max(hi, tv)
 	}
-	if maxV <= 0 {
-		maxV = 1
+	if hi <= 0 {
+		hi, lo = 1, 1
 	}
+	// Values that span more than two decades (websockify's memory per
+	// session against ours) get a log scale, or the small bars vanish.
+	logScale := hi/lo > 100
 	yOf := func(v float64) int {
-		return plotBottom - int(float64(plotBottom-plotTop)*v/maxV)
+		frac := v / hi
+		if logScale {
+			floor := math.Log10(lo) - 0.5
+			frac = (math.Log10(math.Max(v, lo/3)) - floor) / (math.Log10(hi) - floor)
+		}
+		return plotBottom - int(float64(plotBottom-plotTop)*frac)
+	}
+	if logScale {
+		c.text(px+w-20-textWidth("log scale", 1), py+32, "log scale", 1, colGrey)
 	}
 	slot := (w - 60) / max(len(variants), 1)
 	barW := slot * 3 / 5
@@ -193,5 +209,27 @@ func drawPanel(c canvas, px, py, w, h int, rw row, variants []string) {
 	c.rect(px+20, plotBottom, px+w-20, plotBottom+2, colText)
 	if hasTarget {
 		c.dashed(px+20, px+w-20, yOf(tv), colTarget)
+	}
+}
+
+// drawTargets lists the targets for vnc_proxy and whether each is
+// met, in the panel grid's spare cell.
+func drawTargets(c canvas, px, py int, rep *report) {
+	const scale = 2
+	c.text(px+20, py+10, "targets for vnc_proxy (ws)", scale, colText)
+	y := py + 50
+	for _, rw := range rep.Rows {
+		if rw.Target == "" {
+			continue
+		}
+		s := rw.met()
+		col := colTarget
+		if s == "met" {
+			col = colMet
+		}
+		c.text(px+20, y, s, scale, col)
+		c.text(px+20+textWidth("NOT met ", scale), y, rw.Title, scale, colText)
+		c.text(px+20+textWidth("NOT met ", scale), y+18, rw.Target, 1, colGrey)
+		y += 40
 	}
 }

@@ -37,9 +37,10 @@ const (
 	vOurs       = "vnc_proxy"
 	vOursTLS    = "vnc_proxy_tls"
 	vWebsockify = "websockify"
+	vRelay      = "tcp_relay"
 )
 
-var allVariants = []string{vDirect, vOurs, vOursTLS, vWebsockify}
+var allVariants = []string{vDirect, vRelay, vOurs, vOursTLS, vWebsockify}
 
 type options struct {
 	runs           int
@@ -60,6 +61,8 @@ type options struct {
 	cmdline        string
 	profileDir     string
 	profileSeconds int
+	relayListen    string
+	relayTarget    string
 }
 
 // benchEnv is what every variant's run shares.
@@ -97,7 +100,16 @@ func main() {
 	flag.StringVar(&o.cmdline, "cmdline", "", "the command to record in the results (default: this program's arguments)")
 	flag.StringVar(&o.profileDir, "profile", "", "instead of the table: profile vnc_proxy under load and write pprof files here")
 	flag.IntVar(&o.profileSeconds, "profile-seconds", 10, "seconds per CPU profile")
+	flag.StringVar(&o.relayListen, "relay-listen", "", "internal: run as the tcp_relay variant's process, listening here")
+	flag.StringVar(&o.relayTarget, "relay-target", "", "internal: the tcp_relay variant's target")
 	flag.Parse()
+	if o.relayListen != "" {
+		if err := serveRelay(o.relayListen, o.relayTarget); err != nil {
+			fmt.Fprintln(os.Stderr, "vncbench relay:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if o.quick {
 		setIfUnset := func(name string, set func()) {
 			seen := false
@@ -268,6 +280,8 @@ func measureVariant(ctx context.Context, env *benchEnv, v string, res *results) 
 		pp, err = startCaddy(ctx, env)
 	case vWebsockify:
 		pp, err = startWebsockify(ctx, env)
+	case vRelay:
+		pp, err = startRelay(ctx, env)
 	}
 	if err != nil {
 		return err
@@ -279,6 +293,8 @@ func measureVariant(ctx context.Context, env *benchEnv, v string, res *results) 
 	switch v {
 	case vDirect:
 		dial = dialTCP(env.targetAddr)
+	case vRelay:
+		dial, idleDial = dialTCP(pp.tcpAddr), dialTCP(pp.tcpAddr)
 	case vOurs:
 		dial, idleDial = dialWS(pp.wsURL, 64<<10), dialWS(pp.wsURL, 1024)
 	case vOursTLS:

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -212,9 +213,63 @@ func startWebsockify(ctx context.Context, env *benchEnv) (*proxyProc, error) {
 	}, nil
 }
 
+// startRelay starts this program again as a plain TCP relay: a separate
+// process that copies bytes both ways with io.Copy, no WebSocket. It shows
+// what any proxy process costs on this machine.
+func startRelay(ctx context.Context, env *benchEnv) (*proxyProc, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	env.seq++
+	p, err := startProcess("tcp relay", filepath.Join(env.dir, fmt.Sprintf("relay-%d.log", env.seq)), nil,
+		self, "-relay-listen", addr, "-relay-target", env.targetAddr)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitDial(ctx, p, addr, 10*time.Second); err != nil {
+		p.stop()
+		return nil, err
+	}
+	return &proxyProc{proc: p, tcpAddr: addr}, nil
+}
+
+// serveRelay is the tcp_relay variant's process.
+func serveRelay(listen, target string) error {
+	l, err := net.Listen("tcp", listen)
+	if err != nil {
+		return err
+	}
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return err
+		}
+		go func() {
+			defer c.Close()
+			t, err := net.Dial("tcp", target)
+			if err != nil {
+				return
+			}
+			defer t.Close()
+			go func() {
+				_, _ = io.Copy(t, c)
+				t.(*net.TCPConn).CloseWrite()
+			}()
+			_, _ = io.Copy(c, t)
+		}()
+	}
+}
+
 // proxyProc is a running proxy and where to reach it.
 type proxyProc struct {
 	proc      *process
+	tcpAddr   string
 	wsURL     string
 	wssURL    string
 	adminAddr string

@@ -33,27 +33,41 @@ func profile(ctx context.Context, env *benchEnv) error {
 	admin := "http://" + pp.adminAddr
 	var summary strings.Builder
 
-	// Allocations per relayed message, each direction.
+	// Allocations per relayed message, each direction: a session moving
+	// one message and one moving n bytes, so that the session's own setup
+	// cancels out. The allocs profiles around each transfer show where
+	// (go tool pprof -sample_index=alloc_space -base).
+	if err := fetch(admin+"/debug/pprof/allocs", filepath.Join(o.profileDir, "allocs-0.pprof")); err != nil {
+		return err
+	}
 	for _, dir := range []string{"down", "up"} {
 		n := int64(o.downMiB) << 20
 		if dir == "up" {
 			n = int64(o.upMiB) << 20
 		}
-		before, err := memstats(admin)
-		if err != nil {
+		var mallocs, bytes [2]uint64
+		var msgs [2]int64
+		for i, size := range []int64{64 << 10, n} {
+			before, err := memstats(admin)
+			if err != nil {
+				return err
+			}
+			if msgs[i], err = transferCounting(ctx, dial, dir, size, env); err != nil {
+				return err
+			}
+			after, err := memstats(admin)
+			if err != nil {
+				return err
+			}
+			mallocs[i], bytes[i] = after.Mallocs-before.Mallocs, after.TotalAlloc-before.TotalAlloc
+		}
+		if err := fetch(admin+"/debug/pprof/allocs", filepath.Join(o.profileDir, "allocs-"+dir+".pprof")); err != nil {
 			return err
 		}
-		msgs, err := transferCounting(ctx, dial, dir, n, env)
-		if err != nil {
-			return err
-		}
-		after, err := memstats(admin)
-		if err != nil {
-			return err
-		}
-		line := fmt.Sprintf("%s: %d MiB in %d messages: %.1f mallocs/message, %.0f bytes allocated/message",
-			dir, n>>20, msgs, float64(after.Mallocs-before.Mallocs)/float64(msgs),
-			float64(after.TotalAlloc-before.TotalAlloc)/float64(msgs))
+		dm := float64(msgs[1] - msgs[0])
+		line := fmt.Sprintf("%s: %d MiB in %d messages: %.2f mallocs/message, %.0f bytes allocated/message (session setup and teardown: %d mallocs, %d bytes)",
+			dir, n>>20, msgs[1], (float64(mallocs[1])-float64(mallocs[0]))/dm,
+			(float64(bytes[1])-float64(bytes[0]))/dm, mallocs[0], bytes[0])
 		fmt.Fprintln(os.Stderr, line)
 		summary.WriteString(line + "\n")
 	}
@@ -71,6 +85,10 @@ func profile(ctx context.Context, env *benchEnv) error {
 			n := int64(o.upMiB) << 20
 			sum := sha256.Sum256(env.corpus.data[:n])
 			_, err := measureUp(ctx, dial, n, env.corpus, sum[:])
+			return err
+		}},
+		{"echo", func(ctx context.Context) error {
+			_, _, err := measureRTT(ctx, dial, 20000)
 			return err
 		}},
 		{"open", func(ctx context.Context) error {

@@ -175,6 +175,7 @@ type report struct {
 
 var variantLabel = map[string]string{
 	vDirect:     "direct TCP",
+	vRelay:      "Go TCP relay",
 	vOurs:       "vnc_proxy ws",
 	vOursTLS:    "vnc_proxy wss",
 	vWebsockify: "websockify 0.10",
@@ -352,10 +353,22 @@ func (rep *report) footnotes() []string {
 			}
 		}
 	}
+	if _, ok := rep.Idle[vRelay]; ok || rep.has(vRelay) {
+		n = append(n, "Go TCP relay: a separate process copying bytes both ways with io.Copy, no WebSocket: what any proxy process costs on this machine.")
+	}
 	o := rep.Config
 	n = append(n, fmt.Sprintf("Medians of %v runs; a fresh proxy process per run. Throughput: %v MiB down, %v MiB up in 64 KiB messages (websockify capped at %v MiB); round trip: %v echoes; open rate: %v concurrent openers for %v, each session a full WebSocket upgrade, token lookup and RFB greeting read.",
 		o["runs"], o["down_mib"], o["up_mib"], o["websockify_mib"], o["rtt_echoes"], o["openers"], o["open_duration"]))
 	return n
+}
+
+func (rep *report) has(v string) bool {
+	for _, x := range rep.Variants {
+		if x == v {
+			return true
+		}
+	}
+	return false
 }
 
 // text is the table for a terminal.
