@@ -65,9 +65,8 @@ trap 'echo; echo "demo: stopping"; exit 0' INT TERM
 
 # The demo VNC server on a port the kernel picks; it prints the address once
 # it accepts connections.
-vnc_args=(-listen 127.0.0.1:0 -geometry 800x600)
-[ -n "${VNC_PASSWORD:-}" ] && vnc_args+=(-password "$VNC_PASSWORD")
-bin/vncdemo "${vnc_args[@]}" >"$tmp/vncdemo.log" 2>&1 &
+# The password travels in the environment, not on the command line.
+VNCDEMO_PASSWORD="${VNC_PASSWORD:-}" bin/vncdemo -listen 127.0.0.1:0 -geometry 800x600 >"$tmp/vncdemo.log" 2>&1 &
 pids+=($!)
 vnc_addr=""
 for _ in $(seq 100); do
