@@ -144,7 +144,9 @@ function connect() {
   });
 
   rfb.addEventListener('securityfailure', (e) => {
-    securityFailure = e.detail.reason || 'the password was not accepted';
+    securityFailure = e.detail.reason
+      ? `the VNC server says “${e.detail.reason}”`
+      : 'the VNC server did not accept the credentials';
   });
 
   rfb.addEventListener('disconnect', (e) => {

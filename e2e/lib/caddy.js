@@ -60,6 +60,12 @@ export async function startCaddy(tokens) {
       const read = (f) => { try { return fs.readFileSync(path.join(dir, f), 'utf8'); } catch { return ''; } };
       return [proc.output(), read('caddy.log'), read('access.log')].join('\n');
     },
+    // accessLog returns the access log's entries, parsed.
+    accessLog() {
+      let text = '';
+      try { text = fs.readFileSync(path.join(dir, 'access.log'), 'utf8'); } catch { return []; }
+      return text.split('\n').filter((l) => l.trim() !== '').map((l) => JSON.parse(l));
+    },
     async stop() {
       await proc.stop();
       fs.rmSync(dir, { recursive: true, force: true });
