@@ -107,8 +107,12 @@ for _ in $(seq 100); do
 		break
 	fi
 	if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-		ready=1
-		break
+		# Over HTTPS, also wait for the certificate from the internal CA.
+		if [ "$scheme" = http ] || ! command -v curl >/dev/null ||
+			curl -ksf -o /dev/null "https://localhost:$port/"; then
+			ready=1
+			break
+		fi
 	fi
 	sleep 0.1
 done
@@ -141,7 +145,7 @@ cat <<EOF
 
 EOF
 
-tail -n +1 -f "$tmp/caddy.log" &
+tail -n 0 -f "$tmp/caddy.log" &
 pids+=($!)
 # Run until Caddy or vncdemo ends, or until Ctrl-C.
 while kill -0 "$caddy_pid" 2>/dev/null && kill -0 "${pids[0]}" 2>/dev/null; do
