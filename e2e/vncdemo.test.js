@@ -4,11 +4,14 @@
 // size, sends keys and clicks, logs in with a password, and tells the user
 // when the VNC server goes away.
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import {
   canvasInfo, launchBrowser, openPage, waitForPixels, waitForState, withSteps,
 } from './lib/browser.js';
 import { newToken, startCaddy } from './lib/caddy.js';
+import { tempDir } from './lib/processes.js';
 import { startVncdemo } from './lib/targets.js';
 
 const W = 800;
@@ -29,10 +32,13 @@ describe('console to vncdemo', { timeout: 240_000 }, () => {
   const token = newToken();
   const lockedToken = newToken();
   const lostToken = newToken();
+  const socketToken = newToken();
   const password = 'e2e-secret';
+  const socketDir = tempDir('socket');
   let demo;
   let locked;
   let lost;
+  let onSocket;
   let caddy;
   let browser;
 
@@ -40,14 +46,18 @@ describe('console to vncdemo', { timeout: 240_000 }, () => {
     demo = await startVncdemo();
     locked = await startVncdemo({ password });
     lost = await startVncdemo();
-    caddy = await startCaddy({ [token]: demo.addr, [lockedToken]: locked.addr, [lostToken]: lost.addr });
+    onSocket = await startVncdemo({ unix: path.join(socketDir, 'vnc.sock') });
+    caddy = await startCaddy({
+      [token]: demo.addr, [lockedToken]: locked.addr, [lostToken]: lost.addr, [socketToken]: onSocket.addr,
+    });
     browser = await launchBrowser();
   }, { timeout: 90_000 });
 
   after(async () => {
     await browser?.close();
     await caddy?.stop();
-    await Promise.all([demo, locked, lost].map((p) => p?.stop()));
+    await Promise.all([demo, locked, lost, onSocket].map((p) => p?.stop()));
+    fs.rmSync(socketDir, { recursive: true, force: true });
   }, { timeout: 60_000 });
 
   // open runs body(step, page, tab) on a new tab showing the console for
@@ -118,6 +128,13 @@ describe('console to vncdemo', { timeout: 240_000 }, () => {
     });
   });
 
+  it('vncdemo on a Unix socket: connects and shows the picture', { timeout: 60_000 }, async (t) => {
+    await open(t, socketToken, async (step, page) => {
+      await step('page reports connected', () => waitForState(page, ['connected']));
+      await step('canvas shows the corner squares', () => waitForPixels(page, corners));
+    });
+  });
+
   it('vncdemo: asks for the VNC password and connects with it', { timeout: 60_000 }, async (t) => {
     await open(t, lockedToken, async (step, page) => {
       await step('page asks for the password', () => waitForState(page, ['password']));
@@ -167,8 +184,20 @@ describe('console to vncdemo', { timeout: 240_000 }, () => {
   it('Caddy logs never contain a console token', () => {
     const logs = caddy.logs();
     assert.match(logs, /websockify/, 'the access log records the WebSocket requests');
-    for (const [name, tok] of Object.entries({ token, lockedToken, lostToken })) {
+    for (const [name, tok] of Object.entries({ token, lockedToken, lostToken, socketToken })) {
       assert.ok(!logs.includes(tok), `Caddy's logs contain the token ${name}`);
     }
+  });
+
+  // Last: it stops this suite's Caddy.
+  it('Caddy stopping ends live consoles with 1001 and the page says so', { timeout: 60_000 }, async (t) => {
+    await open(t, token, async (step, page) => {
+      await step('page reports connected', () => waitForState(page, ['connected']));
+      await step('canvas shows the picture', () => waitForPixels(page, corners));
+      await step('stop Caddy', () => caddy.proc.stop(15_000), 20_000);
+      const state = await step('page reports disconnected', () => waitForState(page, ['disconnected'], 10_000));
+      assert.equal(state.closeCode, 1001, 'close code');
+      assert.equal(state.reason, 'Disconnected: the console proxy is shutting down or restarting.');
+    });
   });
 });

@@ -5,13 +5,16 @@ import fs from 'node:fs';
 import net from 'node:net';
 import { Process, built, freePort, requireProgram, waitForPort } from './processes.js';
 
-// startVncdemo starts bin/vncdemo, 800x600, on a port the kernel picks;
-// with a password, clients must log in with VNC authentication.
-export async function startVncdemo({ password } = {}) {
+// startVncdemo starts bin/vncdemo, 800x600, on a port the kernel picks or
+// on a Unix socket; with a password, clients must log in with VNC
+// authentication. addr is host:port, or unix_socket:/path (websockify's
+// form) for a socket.
+export async function startVncdemo({ password, unix } = {}) {
   const env = { VNCDEMO_PASSWORD: password || '' };
-  const proc = new Process('vncdemo', built('vncdemo'), ['-listen', '127.0.0.1:0', '-geometry', '800x600'], { env });
+  const listen = unix ? ['-listen', '', '-unix', unix] : ['-listen', '127.0.0.1:0'];
+  const proc = new Process('vncdemo', built('vncdemo'), [...listen, '-geometry', '800x600'], { env });
   const [, addr] = await proc.waitForLine(/^vncdemo listening on (\S+)/, 10_000);
-  return { proc, addr, stop: () => proc.stop() };
+  return { proc, addr: addr.replace(/^unix:/, 'unix_socket:'), stop: () => proc.stop() };
 }
 
 // startXvnc starts TigerVNC's Xvnc, 800x600 at depth 24, without security.
