@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"text/template"
 	"time"
+
+	"github.com/vncgate/caddy-vnc-proxy/internal/loadtarget"
 )
 
 // process is a program the harness started, in its own process group so that
@@ -237,6 +239,38 @@ func startRelay(ctx context.Context, env *benchEnv) (*proxyProc, error) {
 		return nil, err
 	}
 	return &proxyProc{proc: p, tcpAddr: addr}, nil
+}
+
+// startTarget starts this program again as the VNC server stand-in
+// (internal/loadtarget) and sets env.targetAddr.
+func startTarget(ctx context.Context, env *benchEnv) (*process, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	p, err := startProcess("target", filepath.Join(env.dir, "target.log"), nil, self, "-target-listen", addr)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitDial(ctx, p, addr, 10*time.Second); err != nil {
+		p.stop()
+		return nil, err
+	}
+	env.targetAddr = addr
+	return p, nil
+}
+
+func serveTarget(listen string) error {
+	l, err := net.Listen("tcp", listen)
+	if err != nil {
+		return err
+	}
+	return (&loadtarget.Server{}).Serve(l)
 }
 
 // serveRelay is the tcp_relay variant's process.
