@@ -3,6 +3,7 @@ package vncdemo
 import (
 	"encoding/binary"
 	"errors"
+	"slices"
 
 	"github.com/vncgate/caddy-vnc-proxy/internal/rfb"
 )
@@ -39,24 +40,42 @@ func channel(v int, max uint16, shift uint8) uint32 {
 
 // appendPixels appends the pixels of r, row by row.
 func (e *encoder) appendPixels(dst []byte, pix []uint32, stride int, r rect) []byte {
+	n := e.bytesPerPixel * (r.x1 - r.x0) * (r.y1 - r.y0)
+	dst = slices.Grow(dst, n)
+	out := dst[len(dst) : len(dst)+n]
+	o := 0
 	for y := r.y0; y < r.y1; y++ {
-		for _, p := range pix[y*stride+r.x0 : y*stride+r.x1] {
-			v := e.red[p>>16&0xff] | e.green[p>>8&0xff] | e.blue[p&0xff]
-			switch {
-			case e.bytesPerPixel == 4 && e.bigEndian:
-				dst = binary.BigEndian.AppendUint32(dst, v)
-			case e.bytesPerPixel == 4:
-				dst = binary.LittleEndian.AppendUint32(dst, v)
-			case e.bytesPerPixel == 2 && e.bigEndian:
-				dst = binary.BigEndian.AppendUint16(dst, uint16(v))
-			case e.bytesPerPixel == 2:
-				dst = binary.LittleEndian.AppendUint16(dst, uint16(v))
-			default:
-				dst = append(dst, byte(v))
+		row := pix[y*stride+r.x0 : y*stride+r.x1]
+		// One loop per layout keeps the per-pixel work to table lookups.
+		switch {
+		case e.bytesPerPixel == 4 && e.bigEndian:
+			for _, p := range row {
+				binary.BigEndian.PutUint32(out[o:], e.red[p>>16&0xff]|e.green[p>>8&0xff]|e.blue[p&0xff])
+				o += 4
+			}
+		case e.bytesPerPixel == 4:
+			for _, p := range row {
+				binary.LittleEndian.PutUint32(out[o:], e.red[p>>16&0xff]|e.green[p>>8&0xff]|e.blue[p&0xff])
+				o += 4
+			}
+		case e.bytesPerPixel == 2 && e.bigEndian:
+			for _, p := range row {
+				binary.BigEndian.PutUint16(out[o:], uint16(e.red[p>>16&0xff]|e.green[p>>8&0xff]|e.blue[p&0xff]))
+				o += 2
+			}
+		case e.bytesPerPixel == 2:
+			for _, p := range row {
+				binary.LittleEndian.PutUint16(out[o:], uint16(e.red[p>>16&0xff]|e.green[p>>8&0xff]|e.blue[p&0xff]))
+				o += 2
+			}
+		default:
+			for _, p := range row {
+				out[o] = byte(e.red[p>>16&0xff] | e.green[p>>8&0xff] | e.blue[p&0xff])
+				o++
 			}
 		}
 	}
-	return dst
+	return dst[:len(dst)+n]
 }
 
 // appendUpdate appends a FramebufferUpdate message with one Raw rectangle
