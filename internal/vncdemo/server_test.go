@@ -275,16 +275,16 @@ func TestHandshakeBytes(t *testing.T) {
 }
 
 func TestTwoClients(t *testing.T) {
-	addr := start(t, &vncdemo.Server{})
+	addr := start(t, &vncdemo.Server{Width: 320, Height: 240})
 	a := connect(t, addr, "")
 	b := connect(t, addr, "")
 	for _, m := range []uint8{1, 0} {
-		if err := rfb.PointerEvent(a.c, m, 333, 222); err != nil {
+		if err := rfb.PointerEvent(a.c, m, 150, 100); err != nil {
 			t.Fatal(err)
 		}
 	}
-	b.waitFor(333, 222, magenta)
-	a.waitFor(333, 222, magenta)
+	b.waitFor(150, 100, magenta)
+	a.waitFor(150, 100, magenta)
 	if err := rfb.KeyEvent(b.c, true, 0xffe1); err != nil { // Shift
 		t.Fatal(err)
 	}
@@ -347,7 +347,7 @@ func TestSmallGeometry(t *testing.T) {
 }
 
 func TestBadInputClosesConnection(t *testing.T) {
-	addr := start(t, &vncdemo.Server{})
+	addr := start(t, &vncdemo.Server{Width: 320, Height: 240})
 	badPF := func(pf rfb.PixelFormat) []byte {
 		var b bytes.Buffer
 		rfb.SetPixelFormat(&b, pf)
@@ -389,7 +389,7 @@ func TestBadInputClosesConnection(t *testing.T) {
 }
 
 func TestCutTextIsAccepted(t *testing.T) {
-	addr := start(t, &vncdemo.Server{})
+	addr := start(t, &vncdemo.Server{Width: 320, Height: 240})
 	cl := connect(t, addr, "")
 	if err := rfb.ClientCutText(cl.c, bytes.Repeat([]byte("x"), 100000)); err != nil {
 		t.Fatal(err)
@@ -400,7 +400,7 @@ func TestCutTextIsAccepted(t *testing.T) {
 
 func TestCloseEndsEverything(t *testing.T) {
 	before := runtime.NumGoroutine()
-	srv := &vncdemo.Server{Password: "pw"}
+	srv := &vncdemo.Server{Width: 320, Height: 240, Password: "pw"}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -411,7 +411,7 @@ func TestCloseEndsEverything(t *testing.T) {
 	connect(t, addr, "pw")
 	connect(t, addr, "pw")
 	idle := connect(t, addr, "pw")
-	rfb.RequestUpdate(idle.c, true, 0, 0, 800, 600) // a pending request
+	rfb.RequestUpdate(idle.c, true, 0, 0, 320, 240) // a pending request
 	dial(t, addr)                                   // stuck in the handshake
 
 	if err := srv.Close(); err != nil {
