@@ -42,6 +42,10 @@ const (
 
 var allVariants = []string{vDirect, vRelay, vOurs, vOursTLS, vWebsockify}
 
+// targetProcesses is how many VNC server stand-ins run; idle sessions are
+// spread over them.
+const targetProcesses = 4
+
 type options struct {
 	runs           int
 	quick          bool
@@ -64,6 +68,7 @@ type options struct {
 	relayListen    string
 	relayTarget    string
 	targetListen   string
+	keep           bool
 
 	requestedSessions int
 	fdLimit           uint64
@@ -77,8 +82,10 @@ type benchEnv struct {
 	websockifyBin     string
 	caddyfileTemplate string
 	tokenFile         string
-	token             string
-	targetAddr        string
+	token             string   // tokens[0], for every measurement but idle sessions
+	targetAddr        string   // targetAddrs[0]
+	tokens            []string // one per target process
+	targetAddrs       []string
 	seq               int
 	corpus            *corpus
 	loadAvg           string
@@ -106,6 +113,7 @@ func main() {
 	flag.IntVar(&o.profileSeconds, "profile-seconds", 10, "seconds per CPU profile")
 	flag.StringVar(&o.relayListen, "relay-listen", "", "internal: run as the tcp_relay variant's process, listening here")
 	flag.StringVar(&o.relayTarget, "relay-target", "", "internal: the tcp_relay variant's target")
+	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (configs, logs) for a look afterwards")
 	flag.StringVar(&o.targetListen, "target-listen", "", "internal: run as the VNC server stand-in, listening here")
 	flag.Parse()
 	if o.targetListen != "" {
@@ -168,7 +176,11 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
+	if o.keep {
+		fmt.Fprintln(os.Stderr, "vncbench: keeping", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
 
 	env := &benchEnv{opts: o, dir: dir, caddyfileTemplate: o.template}
 	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
@@ -179,13 +191,18 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 
-	// The VNC server stand-in, in a process of its own so that its
-	// sockets do not count against this one's limit.
-	target, err := startTarget(ctx, env)
-	if err != nil {
-		return err
+	// The VNC server stand-in, in processes of their own so that their
+	// sockets do not count against this one's limit. Idle sessions are
+	// spread over several: loadtarget's echo splices through a pipe, three
+	// descriptors per session.
+	for range targetProcesses {
+		target, err := startTarget(ctx, env)
+		if err != nil {
+			return err
+		}
+		defer target.stop()
 	}
-	defer target.stop()
+	env.targetAddr = env.targetAddrs[0]
 
 	if err := writeTokenFile(env); err != nil {
 		return err
@@ -265,19 +282,24 @@ func selectVariants(o options, env *benchEnv) ([]string, error) {
 }
 
 // writeTokenFile writes a websockify-format token file with a hundred
-// tokens; the benchmark uses one of them.
+// unrelated tokens and one for each target process.
 func writeTokenFile(env *benchEnv) error {
-	var b strings.Builder
-	b.WriteString("# vncbench tokens\n")
-	for i := range 100 {
+	newToken := func() string {
 		var k [16]byte
 		rand.Read(k[:])
-		tok := hex.EncodeToString(k[:])
-		if i == 50 {
-			env.token = tok
-		}
-		fmt.Fprintf(&b, "%s: %s\n", tok, env.targetAddr)
+		return hex.EncodeToString(k[:])
 	}
+	var b strings.Builder
+	b.WriteString("# vncbench tokens\n")
+	for range 100 {
+		fmt.Fprintf(&b, "%s: 127.0.0.1:1\n", newToken())
+	}
+	for _, addr := range env.targetAddrs {
+		tok := newToken()
+		env.tokens = append(env.tokens, tok)
+		fmt.Fprintf(&b, "%s: %s\n", tok, addr)
+	}
+	env.token = env.tokens[0]
 	env.tokenFile = filepath.Join(env.dir, "tokens")
 	return os.WriteFile(env.tokenFile, []byte(b.String()), 0o600)
 }
@@ -300,7 +322,8 @@ func measureVariant(ctx context.Context, env *benchEnv, v string, res *results) 
 	if err != nil {
 		return err
 	}
-	var dial, idleDial dialFunc
+	var dial dialFunc
+	var idleDials []dialFunc
 	pid := 0
 	idleN := o.idleSessions
 	limitMiB := int64(1 << 40)
@@ -308,13 +331,13 @@ func measureVariant(ctx context.Context, env *benchEnv, v string, res *results) 
 	case vDirect:
 		dial = dialTCP(env.targetAddr)
 	case vRelay:
-		dial, idleDial = dialTCP(pp.tcpAddr), dialTCP(pp.tcpAddr)
-	case vOurs:
-		dial, idleDial = dialWS(pp.wsURL, 64<<10), dialWS(pp.wsURL, 1024)
+		dial = dialTCP(pp.tcpAddr)
+	case vOurs, vWebsockify:
+		dial, idleDials = dialWS(pp.wsBase+env.token, 64<<10), pp.idleDials(pp.wsBase, env.tokens)
 	case vOursTLS:
-		dial, idleDial = dialWS(pp.wssURL, 64<<10), dialWS(pp.wssURL, 1024)
-	case vWebsockify:
-		dial, idleDial = dialWS(pp.wsURL, 64<<10), dialWS(pp.wsURL, 1024)
+		dial, idleDials = dialWS(pp.wssBase+env.token, 64<<10), pp.idleDials(pp.wssBase, env.tokens)
+	}
+	if v == vWebsockify {
 		idleN = o.wsIdleSessions
 		limitMiB = int64(o.websockifyMiB)
 	}
@@ -326,8 +349,10 @@ func measureVariant(ctx context.Context, env *benchEnv, v string, res *results) 
 		}
 	}
 
-	if pid != 0 {
-		ir, err := measureIdle(ctx, idleDial, idleN, pid)
+	// The relay splices through pipes, six descriptors per session: too
+	// many for thousands of idle sessions, and not the point of it.
+	if pid != 0 && v != vRelay {
+		ir, err := measureIdle(ctx, idleDials, idleN, pid)
 		if err != nil {
 			return fmt.Errorf("idle sessions: %w", err)
 		}

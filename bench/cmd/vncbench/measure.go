@@ -303,7 +303,8 @@ type idleResult struct {
 
 // measureIdle opens n echo sessions, lets them sit, samples the proxy's
 // memory, then checks that every one still answers a one-byte ping.
-func measureIdle(ctx context.Context, dial dialFunc, n int, pid int) (idleResult, error) {
+func measureIdle(ctx context.Context, dials []dialFunc, n int, pid int) (idleResult, error) {
+	dial := dials[0]
 	// One session first, so lazily built state (resolver, pools) is in the
 	// baseline.
 	if s, err := openSession(ctx, dial, []byte{'e'}); err != nil {
@@ -330,7 +331,7 @@ func measureIdle(ctx context.Context, dial dialFunc, n int, pid int) (idleResult
 				if i >= n || ctx.Err() != nil {
 					return
 				}
-				s, err := openSession(ctx, dial, []byte{'e'})
+				s, err := openSession(ctx, dials[i%len(dials)], []byte{'e'})
 				if err != nil {
 					mu.Lock()
 					if firstErr == nil {

@@ -179,8 +179,8 @@ func startCaddy(ctx context.Context, env *benchEnv) (*proxyProc, error) {
 	}
 	pp := &proxyProc{
 		proc:      p,
-		wsURL:     fmt.Sprintf("ws://127.0.0.1:%d/websockify?token=%s", httpPort, env.token),
-		wssURL:    fmt.Sprintf("wss://127.0.0.1:%d/websockify?token=%s", httpsPort, env.token),
+		wsBase:    fmt.Sprintf("ws://127.0.0.1:%d/websockify?token=", httpPort),
+		wssBase:   fmt.Sprintf("wss://127.0.0.1:%d/websockify?token=", httpsPort),
 		adminAddr: fmt.Sprintf("127.0.0.1:%d", adminPort),
 	}
 	for _, port := range []int{httpPort, httpsPort} {
@@ -210,8 +210,8 @@ func startWebsockify(ctx context.Context, env *benchEnv) (*proxyProc, error) {
 		return nil, err
 	}
 	return &proxyProc{
-		proc:  p,
-		wsURL: fmt.Sprintf("ws://127.0.0.1:%d/websockify?token=%s", port, env.token),
+		proc:   p,
+		wsBase: fmt.Sprintf("ws://127.0.0.1:%d/websockify?token=", port),
 	}, nil
 }
 
@@ -230,7 +230,7 @@ func startRelay(ctx context.Context, env *benchEnv) (*proxyProc, error) {
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	env.seq++
 	p, err := startProcess("tcp relay", filepath.Join(env.dir, fmt.Sprintf("relay-%d.log", env.seq)), nil,
-		self, "-relay-listen", addr, "-relay-target", env.targetAddr)
+		self, "-relay-listen", addr, "-relay-target", strings.Join(env.targetAddrs, ","))
 	if err != nil {
 		return nil, err
 	}
@@ -261,7 +261,7 @@ func startTarget(ctx context.Context, env *benchEnv) (*process, error) {
 		p.stop()
 		return nil, err
 	}
-	env.targetAddr = addr
+	env.targetAddrs = append(env.targetAddrs, addr)
 	return p, nil
 }
 
@@ -273,13 +273,16 @@ func serveTarget(listen string) error {
 	return (&loadtarget.Server{}).Serve(l)
 }
 
-// serveRelay is the tcp_relay variant's process.
-func serveRelay(listen, target string) error {
+// serveRelay is the tcp_relay variant's process. It spreads connections
+// over the comma-separated targets, as the proxies do by token.
+func serveRelay(listen, targets string) error {
 	l, err := net.Listen("tcp", listen)
 	if err != nil {
 		return err
 	}
-	for {
+	addrs := strings.Split(targets, ",")
+	for i := 0; ; i++ {
+		target := addrs[i%len(addrs)]
 		c, err := l.Accept()
 		if err != nil {
 			return err
@@ -304,9 +307,19 @@ func serveRelay(listen, target string) error {
 type proxyProc struct {
 	proc      *process
 	tcpAddr   string
-	wsURL     string
-	wssURL    string
+	wsBase    string // URL up to the token
+	wssBase   string
 	adminAddr string
+}
+
+// idleDials returns a dialer per token, small buffers: the idle sessions
+// spread over the target processes.
+func (pp *proxyProc) idleDials(base string, tokens []string) []dialFunc {
+	var d []dialFunc
+	for _, t := range tokens {
+		d = append(d, dialWS(base+t, 1024))
+	}
+	return d
 }
 
 // procSample is what /proc says about a process and its descendants.

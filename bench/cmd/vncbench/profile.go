@@ -26,7 +26,7 @@ func profile(ctx context.Context, env *benchEnv) error {
 		return err
 	}
 	defer pp.proc.stop()
-	dial := dialWS(pp.wsURL, 64<<10)
+	dial := dialWS(pp.wsBase+env.token, 64<<10)
 	if err := waitSession(ctx, dial, pp); err != nil {
 		return err
 	}
@@ -112,7 +112,7 @@ func profile(ctx context.Context, env *benchEnv) error {
 	hold := make(chan struct{})
 	errc := make(chan error, 1)
 	go func() {
-		ir, err := holdIdle(ctx, dialWS(pp.wsURL, 1024), o.idleSessions, hold, func() {
+		ir, err := holdIdle(ctx, pp.idleDials(pp.wsBase, env.tokens), o.idleSessions, hold, func() {
 			errc <- nil
 		})
 		if err != nil {
@@ -204,15 +204,15 @@ func transferCounting(ctx context.Context, dial dialFunc, dir string, n int64, e
 
 // holdIdle opens n echo sessions, calls opened, and keeps them until hold
 // is closed.
-func holdIdle(ctx context.Context, dial dialFunc, n int, hold chan struct{}, opened func()) (idleResult, error) {
+func holdIdle(ctx context.Context, dials []dialFunc, n int, hold chan struct{}, opened func()) (idleResult, error) {
 	sessions := make([]stream, 0, n)
 	defer func() {
 		for _, s := range sessions {
 			s.Close()
 		}
 	}()
-	for range n {
-		s, err := openSession(ctx, dial, []byte{'e'})
+	for i := range n {
+		s, err := openSession(ctx, dials[i%len(dials)], []byte{'e'})
 		if err != nil {
 			return idleResult{}, err
 		}

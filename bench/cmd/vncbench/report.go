@@ -362,7 +362,7 @@ func (rep *report) footnotes() []string {
 			o["rlimit_nofile"], o["idle_sessions"], o["idle_sessions_asked"]))
 	}
 	if rep.has(vRelay) {
-		n = append(n, "Go TCP relay: a separate process copying bytes both ways with io.Copy, no WebSocket: what any proxy process costs on this machine.")
+		n = append(n, "Go TCP relay: a separate process copying bytes both ways with io.Copy (splice), no WebSocket: what any proxy process costs on this machine. Not measured for idle sessions.")
 	}
 	o := rep.Config
 	n = append(n, fmt.Sprintf("Medians of %v runs; a fresh proxy process per run. Throughput: %v MiB down, %v MiB up in 64 KiB messages (websockify capped at %v MiB); round trip: %v echoes; open rate: %v concurrent openers for %v, each session a full WebSocket upgrade, token lookup and RFB greeting read.",
