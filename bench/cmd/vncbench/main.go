@@ -361,11 +361,20 @@ func measureVariant(ctx context.Context, env *benchEnv, v string, res *results) 
 		fmt.Fprintf(os.Stderr, "  idle: %d sessions, %.1f KiB each, %d answered\n", ir.sessions, ir.perKiB, ir.answered)
 	}
 
-	rate, err := measureOpenRate(ctx, dial, o.openers, o.openDuration)
+	var before procSample
+	if pid != 0 {
+		before, _ = sampleTree(pid)
+	}
+	rate, opened, err := measureOpenRate(ctx, dial, o.openers, o.openDuration)
 	if err != nil {
 		return fmt.Errorf("open rate: %w", err)
 	}
 	res.add(mOpen, v, rate)
+	if pid != 0 {
+		time.Sleep(200 * time.Millisecond) // the last sessions' teardown
+		after, _ := sampleTree(pid)
+		res.add(mOpenCPU, v, (after.cpuSeconds-before.cpuSeconds)/float64(opened)*1e6)
+	}
 
 	p50, p99, err := measureRTT(ctx, dial, o.rttCount)
 	if err != nil {

@@ -257,8 +257,8 @@ func percentile(sorted []float64, p float64) float64 {
 }
 
 // measureOpenRate runs openers concurrent loops of dial + upgrade + greeting
-// read + close for d and returns sessions per second.
-func measureOpenRate(ctx context.Context, dial dialFunc, openers int, d time.Duration) (float64, error) {
+// read + close for d and returns sessions per second and how many opened.
+func measureOpenRate(ctx context.Context, dial dialFunc, openers int, d time.Duration) (float64, int64, error) {
 	var ok, failed atomic.Int64
 	var firstErr error
 	var once sync.Once
@@ -284,12 +284,12 @@ func measureOpenRate(ctx context.Context, dial dialFunc, openers int, d time.Dur
 	wg.Wait()
 	elapsed := time.Since(start)
 	if ctx.Err() != nil {
-		return 0, ctx.Err()
+		return 0, 0, ctx.Err()
 	}
 	if f := failed.Load(); f > 0 {
-		return 0, fmt.Errorf("%d of %d session opens failed, first: %w", f, f+ok.Load(), firstErr)
+		return 0, 0, fmt.Errorf("%d of %d session opens failed, first: %w", f, f+ok.Load(), firstErr)
 	}
-	return float64(ok.Load()) / elapsed.Seconds(), nil
+	return float64(ok.Load()) / elapsed.Seconds(), ok.Load(), nil
 }
 
 // idleResult is the memory-per-idle-session measurement.

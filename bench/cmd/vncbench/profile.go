@@ -72,6 +72,32 @@ func profile(ctx context.Context, env *benchEnv) error {
 		summary.WriteString(line + "\n")
 	}
 
+	// Allocations and CPU per session open (upgrade, lookup, dial,
+	// greeting, close).
+	{
+		before, err := memstats(admin)
+		if err != nil {
+			return err
+		}
+		cpu0, _ := sampleTree(pp.proc.pid())
+		_, opened, err := measureOpenRate(ctx, dial, o.openers, 3*time.Second)
+		if err != nil {
+			return err
+		}
+		time.Sleep(200 * time.Millisecond)
+		cpu1, _ := sampleTree(pp.proc.pid())
+		after, err := memstats(admin)
+		if err != nil {
+			return err
+		}
+		line := fmt.Sprintf("open: %d sessions: %.0f mallocs/session, %.0f bytes allocated/session, %.0f µs CPU/session",
+			opened, float64(after.Mallocs-before.Mallocs)/float64(opened),
+			float64(after.TotalAlloc-before.TotalAlloc)/float64(opened),
+			(cpu1.cpuSeconds-cpu0.cpuSeconds)/float64(opened)*1e6)
+		fmt.Fprintln(os.Stderr, line)
+		summary.WriteString(line + "\n")
+	}
+
 	// CPU profiles under continuous load.
 	loads := []struct {
 		name string
@@ -92,7 +118,7 @@ func profile(ctx context.Context, env *benchEnv) error {
 			return err
 		}},
 		{"open", func(ctx context.Context) error {
-			_, err := measureOpenRate(ctx, dial, o.openers, time.Second)
+			_, _, err := measureOpenRate(ctx, dial, o.openers, time.Second)
 			return err
 		}},
 	}

@@ -16,14 +16,15 @@ import (
 
 // Metric keys.
 const (
-	mDown   = "down_mb_s"
-	mUp     = "up_mb_s"
-	mRTT50  = "rtt_p50_us"
-	mRTT99  = "rtt_p99_us"
-	mIdle   = "idle_kib_per_session"
-	mOpen   = "open_sessions_s"
-	mCPU    = "cpu_s_per_gb"
-	notMeas = "–"
+	mDown    = "down_mb_s"
+	mUp      = "up_mb_s"
+	mRTT50   = "rtt_p50_us"
+	mRTT99   = "rtt_p99_us"
+	mIdle    = "idle_kib_per_session"
+	mOpen    = "open_sessions_s"
+	mCPU     = "cpu_s_per_gb"
+	mOpenCPU = "cpu_us_per_open"
+	notMeas  = "–"
 )
 
 type metricDef struct {
@@ -40,6 +41,7 @@ var metricDefs = []metricDef{
 	{mRTT99, "round trip p99 (16 B echo)", "µs", false},
 	{mIdle, "memory per idle session", "KiB", false},
 	{mOpen, "session open rate", "sessions/s", true},
+	{mOpenCPU, "proxy CPU per session open", "µs", false},
 	{mCPU, "proxy CPU per GB relayed", "s/GB", false},
 }
 
