@@ -98,6 +98,19 @@ func TestJWTResolverProvision(t *testing.T) {
 		}
 	})
 
+	t.Run("secret from a file", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "jwt-secret")
+		os.WriteFile(path, []byte("file secret\n"), 0o600)
+		r := &JWTResolver{Secret: "{file." + path + "}"}
+		if err := provision(t, r); err != nil {
+			t.Fatal(err)
+		}
+		tok, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString([]byte("file secret"))
+		if _, err := r.Resolve(ctx, tokenresolver.Query{Token: tok}); err != nil {
+			t.Fatalf("token signed with the file's secret (without its newline): %v", err)
+		}
+	})
+
 	t.Run("Ed25519 key file", func(t *testing.T) {
 		pub, priv, err := ed25519.GenerateKey(rand.Reader)
 		if err != nil {
