@@ -69,7 +69,7 @@ func TestCaddyfileExample(t *testing.T) {
 	for _, w := range warnings {
 		t.Errorf("Caddyfile.example: %s", w)
 	}
-	for _, want := range []string{`"handler":"vnc_proxy"`, `"source":"file"`, `"token":{"filter":"delete"}`} {
+	for _, want := range []string{`"handler":"vnc_proxy"`, `"source":"file"`, `{"parameter":"token","type":"delete"}`} {
 		if !strings.Contains(string(cfg), want) {
 			t.Errorf("adapted config lacks %s:\n%s", want, cfg)
 		}

@@ -177,8 +177,8 @@ func (h *Handler) Cleanup() error {
 }
 
 // ServeHTTP checks the request, resolves its token, dials the VNC server and
-// hands the upgraded connection to a session. It returns once the session
-// runs; the session ends on its own.
+// hands the upgraded connection to a session. It returns when the session
+// has ended.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
 	if err := checkUpgradeRequest(r); err != nil {
 		return h.refuse(w, r, http.StatusBadRequest, "not a WebSocket upgrade request", "bad_request", err)
@@ -231,7 +231,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	sessionsTotal.WithLabelValues("started").Inc()
 
 	s := newSession(h, ws, conn, target, clientAddr, tokenHash(token))
-	if err := s.start(greeting); err != nil {
+	if err := s.run(greeting); err != nil {
 		h.logger.Debug("session did not start", zap.String("session", s.id), zap.Error(err))
 	}
 	return nil

@@ -94,9 +94,13 @@ func newSession(h *Handler, ws *websocket.Conn, target net.Conn, t tokenresolver
 	}
 }
 
-// start registers the session and runs its pumps; greeting, the VNC
-// server's bytes read while checking it, goes to the browser first.
-func (s *session) start(greeting []byte) error {
+// run registers the session and runs its pumps until the session ends;
+// greeting, the VNC server's bytes read while checking it, goes to the
+// browser first. The caller's goroutine (the HTTP handler's) runs
+// pumpToTarget: Caddy reads the hijacked connection's byte counts for its
+// access log once the handler returns, so the handler returns only after the
+// session has ended.
+func (s *session) run(greeting []byte) error {
 	nc := s.ws.NetConn()
 	// Deadlines the HTTP server set on the connection no longer apply.
 	if err := nc.SetDeadline(time.Time{}); err != nil {
@@ -131,7 +135,8 @@ func (s *session) start(greeting []byte) error {
 	s.mu.Unlock()
 
 	go s.pumpToBrowser(greeting)
-	go s.pumpToTarget()
+	s.pumpToTarget()
+	<-s.done
 	return nil
 }
 
