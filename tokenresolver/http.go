@@ -204,7 +204,9 @@ func (h *HTTPCallback) fetch(ctx context.Context, q Query) (Target, error) {
 	if req.Header.Get("User-Agent") == "" {
 		req.Header.Set("User-Agent", "caddy-vnc-proxy")
 	}
-	req.Header.Set(HeaderClientAddr, q.ClientAddr)
+	if q.ClientAddr != "" {
+		req.Header.Set(HeaderClientAddr, q.ClientAddr)
+	}
 	if q.Origin != "" {
 		req.Header.Set(HeaderOrigin, q.Origin)
 	}
