@@ -328,6 +328,23 @@ type procSample struct {
 	pssKiB     int64   // proportional set size, summed over the tree
 	rssKiB     int64
 	procs      int
+	fds        int
+}
+
+// waitSettled waits, at most timeout, until the proxy's process tree holds
+// no more processes and descriptors than in base (plus a little slack): the
+// sessions of the last measurement are torn down and, for websockify, their
+// processes reaped, so that neither their work nor their CPU time spills into
+// the next measurement.
+func waitSettled(pid int, base procSample, timeout time.Duration) procSample {
+	deadline := time.Now().Add(timeout)
+	for {
+		s, err := sampleTree(pid)
+		if err != nil || (s.procs <= base.procs && s.fds <= base.fds+8) || time.Now().After(deadline) {
+			return s
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 const clockTicks = 100 // USER_HZ on Linux
@@ -358,6 +375,9 @@ func sampleTree(pid int) (procSample, error) {
 		s.pssKiB += pss
 		s.rssKiB += rss
 		s.procs++
+		if fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", p)); err == nil {
+			s.fds += len(fds)
+		}
 	}
 	return s, nil
 }
