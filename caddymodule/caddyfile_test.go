@@ -1,0 +1,77 @@
+package caddymodule
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddytest"
+)
+
+var updateAdapt = flag.Bool("update-adapt", false, "rewrite the expected JSON of testdata/caddyfile_adapt")
+
+// TestCaddyfileAdapt: each testdata/caddyfile_adapt/*.caddyfiletest is a
+// Caddyfile, a line of dashes, and the JSON it must adapt to.
+func TestCaddyfileAdapt(t *testing.T) {
+	files, err := filepath.Glob("testdata/caddyfile_adapt/*.caddyfiletest")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no adapt tests: %v", err)
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			input, expected, found := strings.Cut(string(b), "----------")
+			if *updateAdapt {
+				writeAdaptExpectation(t, f, input)
+				return
+			}
+			if !found {
+				t.Fatalf("%s has no ---------- line", f)
+			}
+			caddytest.CompareAdapt(t, f, input, "caddyfile", strings.TrimSpace(expected))
+		})
+	}
+}
+
+func TestCaddyfileErrors(t *testing.T) {
+	cases := []struct {
+		name, input, want string
+	}{
+		{"no resolver", `vnc_proxy`, "needs a resolver"},
+		{"empty block", "vnc_proxy {\n}", "needs a resolver"},
+		{"argument", "vnc_proxy foo {\nresolver file /x\n}", "wrong argument count"},
+		{"unknown option", "vnc_proxy {\nresolver file /x\nfrobnicate on\n}", `unrecognized vnc_proxy option "frobnicate"`},
+		{"duplicated option", "vnc_proxy {\nresolver file /x\ndial_timeout 1s\ndial_timeout 2s\n}", "dial_timeout already specified"},
+		{"duplicated resolver", "vnc_proxy {\nresolver file /x\nresolver file /y\n}", "resolver already specified"},
+		{"resolver without source", "vnc_proxy {\nresolver\n}", "resolver needs a source"},
+		{"unknown resolver", "vnc_proxy {\nresolver carrier-pigeon\n}", "carrier-pigeon"},
+		{"bad duration", "vnc_proxy {\nresolver file /x\ndial_timeout soon\n}", `dial_timeout: invalid duration "soon"`},
+		{"negative duration", "vnc_proxy {\nresolver file /x\nidle_timeout -1s\n}", "negative"},
+		{"duration without value", "vnc_proxy {\nresolver file /x\nping_interval\n}", "wrong argument count"},
+		{"bad size", "vnc_proxy {\nresolver file /x\nmax_message_size huge\n}", `max_message_size: invalid size "huge"`},
+		{"zero size", "vnc_proxy {\nresolver file /x\nmax_message_size 0\n}", "invalid size"},
+		{"bad check_rfb", "vnc_proxy {\nresolver file /x\ncheck_rfb maybe\n}", "check_rfb"},
+		{"bad origin", "vnc_proxy {\nresolver file /x\nallowed_origins console.example.com\n}", "scheme://host"},
+		{"origin with path", "vnc_proxy {\nresolver file /x\nallowed_origins https://a.example/path\n}", "more than scheme://host"},
+		{"no origins", "vnc_proxy {\nresolver file /x\nallowed_origins\n}", "wrong argument count"},
+		{"two tokens", "vnc_proxy {\nresolver file /x\ntoken {a} {b}\n}", "wrong argument count"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var h Handler
+			err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(c.input))
+			if err == nil {
+				t.Fatalf("no error for %q", c.input)
+			}
+			if !strings.Contains(err.Error(), c.want) {
+				t.Errorf("error %q, want it to contain %q", err, c.want)
+			}
+		})
+	}
+}
