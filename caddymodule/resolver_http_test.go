@@ -202,3 +202,24 @@ func TestHTTPResolverProvision(t *testing.T) {
 		}
 	}
 }
+
+// TestResolverJSON decodes the resolvers' documented JSON forms, rejecting
+// unknown fields, so the docs and the struct tags agree.
+func TestResolverJSON(t *testing.T) {
+	for _, c := range []struct {
+		js  string
+		mod any
+	}{
+		{`{"url": "https://console-api.internal/v1/consoles/{token}", "method": "GET",
+			"headers": {"Authorization": ["Bearer {env.CONSOLE_API_KEY}"]}, "timeout": "2s", "cache": "30s"}`, &HTTPResolver{}},
+		{`{"addresses": ["redis.internal:6379"], "key_prefix": "vnc:", "db": 0, "username": "console",
+			"password": "{env.REDIS_PASSWORD}", "tls": true, "timeout": "2s", "one_time": true, "sentinel_master": ""}`, &RedisResolver{}},
+		{`{"key": "/etc/caddy/console-api.pub", "secret": "", "issuer": "https://console-api.internal", "audience": "vnc-proxy"}`, &JWTResolver{}},
+	} {
+		dec := json.NewDecoder(strings.NewReader(c.js))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(c.mod); err != nil {
+			t.Errorf("%T: %v", c.mod, err)
+		}
+	}
+}
