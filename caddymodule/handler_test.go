@@ -49,6 +49,26 @@ func rfbThroughProxy(t *testing.T, url string) (*wsStream, rfb.ServerInit) {
 	return stream, si
 }
 
+// firstFrame asks for the whole screen in Raw encoding and returns the
+// rectangles of the server's answer.
+func firstFrame(t *testing.T, stream *wsStream, si rfb.ServerInit) []rfb.Rect {
+	t.Helper()
+	if err := rfb.SetPixelFormat32(stream); err != nil {
+		t.Fatal(err)
+	}
+	if err := rfb.SetEncodings(stream, rfb.EncodingRaw); err != nil {
+		t.Fatal(err)
+	}
+	if err := rfb.RequestUpdate(stream, false, 0, 0, uint16(si.Width), uint16(si.Height)); err != nil {
+		t.Fatal(err)
+	}
+	rects, err := rfb.ReadFramebufferUpdate(stream, rfb.PixelFormat32)
+	if err != nil {
+		t.Fatalf("reading the first framebuffer update: %v", err)
+	}
+	return rects
+}
+
 func TestConsoleToVNCDemo(t *testing.T) {
 	addr, _ := startVNCDemo(t)
 	dir := t.TempDir()
@@ -58,21 +78,8 @@ func TestConsoleToVNCDemo(t *testing.T) {
 	if si.Width != 800 || si.Height != 600 {
 		t.Fatalf("framebuffer %dx%d, want 800x600", si.Width, si.Height)
 	}
-	if err := rfb.SetPixelFormat32(stream); err != nil {
-		t.Fatal(err)
-	}
-	if err := rfb.SetEncodings(stream, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := rfb.RequestUpdate(stream, false, 0, 0, 800, 600); err != nil {
-		t.Fatal(err)
-	}
 	fb := rfb.NewFramebuffer(800, 600)
-	rects, err := rfb.ReadFramebufferUpdate(stream, rfb.PixelFormat32)
-	if err != nil {
-		t.Fatalf("reading framebuffer update: %v", err)
-	}
-	fb.Apply(rects)
+	fb.Apply(firstFrame(t, stream, si))
 	for _, c := range []struct {
 		x, y    int
 		r, g, b uint8
@@ -92,20 +99,7 @@ func TestConsoleToXvnc(t *testing.T) {
 	if si.Width != 800 || si.Height != 600 {
 		t.Fatalf("framebuffer %dx%d, want 800x600", si.Width, si.Height)
 	}
-	if err := rfb.SetPixelFormat32(stream); err != nil {
-		t.Fatal(err)
-	}
-	if err := rfb.SetEncodings(stream, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := rfb.RequestUpdate(stream, false, 0, 0, 800, 600); err != nil {
-		t.Fatal(err)
-	}
-	rects, err := rfb.ReadFramebufferUpdate(stream, rfb.PixelFormat32)
-	if err != nil {
-		t.Fatalf("reading framebuffer update from Xvnc: %v", err)
-	}
-	if len(rects) == 0 {
+	if rects := firstFrame(t, stream, si); len(rects) == 0 {
 		t.Fatal("Xvnc sent an empty framebuffer update")
 	}
 }
