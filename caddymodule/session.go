@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -44,6 +45,7 @@ const (
 	reasonShutdown       = "server shutting down"
 	reasonTargetReadErr  = "reading from vnc server failed"
 	reasonTargetWriteErr = "writing to vnc server failed"
+	reasonInternal       = "internal error"
 )
 
 // session is one console: a browser's WebSocket and the VNC server's
@@ -65,6 +67,10 @@ type session struct {
 	toTarget  atomic.Int64
 	pumps     atomic.Int32
 	done      chan struct{}
+	// writers counts the goroutines other than the pumps (pings, end) that
+	// may still write to the browser; the session finishes only after them,
+	// since Caddy reads the connection's byte counts once the handler returns.
+	writers sync.WaitGroup
 
 	mu         sync.Mutex // guards the fields below
 	ended      bool
@@ -141,10 +147,11 @@ func (s *session) run(greeting []byte) error {
 }
 
 // pumpToBrowser relays the VNC server's bytes to the browser, one binary
-// message per read. It waits for the server's data before it takes a buffer,
-// so an idle session holds none.
+// message per read. It takes a buffer only once the server's bytes are
+// there, so an idle session holds none.
 func (s *session) pumpToBrowser(greeting []byte) {
 	defer s.pumpDone()
+	defer s.recoverPanic()
 	if len(greeting) > 0 {
 		if err := s.ws.WriteMessage(websocket.BinaryMessage, greeting); err != nil {
 			s.end(reasonBrowserGone, 0, "", err)
@@ -152,17 +159,9 @@ func (s *session) pumpToBrowser(greeting []byte) {
 		}
 		s.countToBrowser(len(greeting))
 	}
-	readable := readinessWaiter(s.target)
-	drained := true
+	read := pooledReader(s.target)
 	for {
-		if drained && readable != nil {
-			if err := readable(); err != nil {
-				s.end(reasonTargetReadErr, websocket.CloseInternalServerErr, "", err)
-				return
-			}
-		}
-		bp := relayBuffers.Get().(*[]byte)
-		n, rerr := s.target.Read(*bp)
+		bp, n, rerr := read()
 		if n > 0 {
 			if werr := s.ws.WriteMessage(websocket.BinaryMessage, (*bp)[:n]); werr != nil {
 				relayBuffers.Put(bp)
@@ -171,17 +170,27 @@ func (s *session) pumpToBrowser(greeting []byte) {
 			}
 			s.countToBrowser(n)
 		}
-		// A short read means the socket had no more for now.
-		drained = n < len(*bp)
-		relayBuffers.Put(bp)
-		if rerr != nil {
-			if errors.Is(rerr, io.EOF) {
-				s.end(reasonTargetClosed, websocket.CloseNormalClosure, "VNC server closed the connection", nil)
-			} else {
-				s.end(reasonTargetReadErr, websocket.CloseNormalClosure, "VNC server closed the connection", rerr)
-			}
+		if bp != nil {
+			relayBuffers.Put(bp)
+		}
+		if errors.Is(rerr, io.EOF) {
+			s.end(reasonTargetClosed, websocket.CloseNormalClosure, "VNC server closed the connection", nil)
 			return
 		}
+		if rerr != nil {
+			s.end(reasonTargetReadErr, websocket.CloseNormalClosure, "VNC server closed the connection", rerr)
+			return
+		}
+	}
+}
+
+// heldBufferReader reads c into a pooled buffer that it holds while it
+// waits: for connections whose socket is out of reach.
+func heldBufferReader(c net.Conn) func() (*[]byte, int, error) {
+	return func() (*[]byte, int, error) {
+		bp := relayBuffers.Get().(*[]byte)
+		n, err := c.Read(*bp)
+		return bp, n, err
 	}
 }
 
@@ -189,6 +198,7 @@ func (s *session) pumpToBrowser(greeting []byte) {
 // takes a buffer only once a message has begun.
 func (s *session) pumpToTarget() {
 	defer s.pumpDone()
+	defer s.recoverPanic()
 	for {
 		mt, r, err := s.ws.NextReader()
 		if err != nil {
@@ -274,7 +284,9 @@ func (s *session) end(reason string, code int, text string, err error) {
 	s.endErr = err
 	stopTimer(s.pingTimer)
 	stopTimer(s.idleTimer)
+	s.writers.Add(1)
 	s.mu.Unlock()
+	defer s.writers.Done()
 
 	s.target.Close()
 	if code == 0 {
@@ -291,6 +303,17 @@ func (s *session) end(reason string, code int, text string, err error) {
 	s.mu.Unlock()
 }
 
+// recoverPanic ends the session with close code 1011 if its pump panics,
+// so that one broken session cannot take the process down.
+func (s *session) recoverPanic() {
+	v := recover()
+	if v == nil {
+		return
+	}
+	s.logger.Error("session failed", zap.String("session", s.id), zap.Any("panic", v), zap.Stack("stack"))
+	s.end(reasonInternal, websocket.CloseInternalServerErr, "internal error", fmt.Errorf("panic: %v", v))
+}
+
 // pumpDone is called by each pump as it returns; the last one closes what
 // is left, unregisters the session and logs its end.
 func (s *session) pumpDone() {
@@ -303,6 +326,7 @@ func (s *session) pumpDone() {
 	s.mu.Unlock()
 	s.ws.NetConn().Close()
 	s.target.Close()
+	s.writers.Wait()
 	sessions.remove(s)
 
 	duration := time.Since(s.started)
@@ -326,6 +350,14 @@ func (s *session) pumpDone() {
 
 // ping sends the browser a ping and schedules the next one.
 func (s *session) ping() {
+	s.mu.Lock()
+	if s.ended {
+		s.mu.Unlock()
+		return
+	}
+	s.writers.Add(1)
+	s.mu.Unlock()
+	defer s.writers.Done()
 	if err := s.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(s.pingInterval)); err != nil {
 		// The read deadline ends the session if the browser is gone.
 		if ce := s.logger.Check(zap.DebugLevel, "ping failed"); ce != nil {

@@ -1,0 +1,11 @@
+//go:build !unix
+
+package caddymodule
+
+import "net"
+
+// pooledReader: without access to the socket, the pump holds its buffer
+// while it waits.
+func pooledReader(c net.Conn) func() (*[]byte, int, error) {
+	return heldBufferReader(c)
+}
