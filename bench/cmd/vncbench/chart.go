@@ -113,7 +113,8 @@ func writeChart(path string, rep *report) error {
 		top    = 110
 		scale  = 2
 	)
-	rowsN := (len(rep.Rows) + cols - 1) / cols
+	cells := len(rep.Rows) + 1 // and the targets
+	rowsN := (cells + cols - 1) / cols
 	W, H := cols*panelW, top+rowsN*panelH+20
 	c := canvas{image.NewRGBA(image.Rect(0, 0, W, H))}
 	c.rect(0, 0, W, H, colBackground)
@@ -134,9 +135,8 @@ func writeChart(path string, rep *report) error {
 		px, py := (i%cols)*panelW, top+(i/cols)*panelH
 		drawPanel(c, px, py, panelW, panelH, rw, rep.Variants)
 	}
-	if n := len(rep.Rows); n%cols != 0 {
-		drawTargets(c, (n%cols)*panelW, top+(n/cols)*panelH, rep)
-	}
+	n := len(rep.Rows)
+	drawTargets(c, (n%cols)*panelW, top+(n/cols)*panelH, rep)
 	f, err := os.Create(path)
 	if err != nil {
 		return err
