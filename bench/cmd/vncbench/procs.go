@@ -328,7 +328,7 @@ type procSample struct {
 	pssKiB     int64   // proportional set size, summed over the tree
 	rssKiB     int64
 	procs      int
-	fds        int
+	sockets    int
 }
 
 // waitSettled waits, at most timeout, until the proxy's process tree holds
@@ -336,15 +336,36 @@ type procSample struct {
 // sessions of the last measurement are torn down and, for websockify, their
 // processes reaped, so that neither their work nor their CPU time spills into
 // the next measurement.
-func waitSettled(pid int, base procSample, timeout time.Duration) procSample {
+func waitSettled(ctx context.Context, pid int, base procSample, timeout time.Duration) procSample {
 	deadline := time.Now().Add(timeout)
 	for {
 		s, err := sampleTree(pid)
-		if err != nil || (s.procs <= base.procs && s.fds <= base.fds+8) || time.Now().After(deadline) {
+		if err != nil || (s.procs <= base.procs && s.sockets <= base.sockets+4) || time.Now().After(deadline) {
 			return s
 		}
-		time.Sleep(50 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			return s
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
+}
+
+// countSockets counts pid's open sockets; pipes (Go's splice keeps a pool
+// of them) and files do not matter here.
+func countSockets(pid int) int {
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, e := range ents {
+		if l, err := os.Readlink(filepath.Join(dir, e.Name())); err == nil && strings.HasPrefix(l, "socket:") {
+			n++
+		}
+	}
+	return n
 }
 
 const clockTicks = 100 // USER_HZ on Linux
@@ -375,9 +396,7 @@ func sampleTree(pid int) (procSample, error) {
 		s.pssKiB += pss
 		s.rssKiB += rss
 		s.procs++
-		if fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", p)); err == nil {
-			s.fds += len(fds)
-		}
+		s.sockets += countSockets(p)
 	}
 	return s, nil
 }
