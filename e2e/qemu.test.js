@@ -32,7 +32,7 @@ describe('console to QEMU', { timeout: 240_000, skip: skipUnlessInstalled('qemu-
     try {
       await withSteps(t, tab, async (step) => {
         const { page } = tab;
-        await step('open the console page', () => page.goto(`${caddy.origin}/?token=${token}`));
+        await step('open the console page', () => page.goto(`${caddy.origin}/?token=${token}`, { waitUntil: 'commit' }));
         await step('page reports connected', () => waitForState(page, ['connected']));
         await step('SeaBIOS has drawn something: the canvas is not all one colour', () =>
           waitForPicture(page, 2, 60_000), 70_000);

@@ -64,7 +64,7 @@ describe('refusals', { timeout: 180_000 }, () => {
 
   it('bad token: the page says the link is invalid; the upgrade got 403', { timeout: 60_000 }, async (t) => {
     await withTab(t, async (step, page, tab) => {
-      await step('open the console with an unknown token', () => page.goto(`${caddy.origin}/?token=${unknownToken}`));
+      await step('open the console with an unknown token', () => page.goto(`${caddy.origin}/?token=${unknownToken}`, { waitUntil: 'commit' }));
       const state = await step('page reports disconnected', () => waitForState(page, ['disconnected']));
       await step('the reason tells the user the link is invalid', async () => {
         assert.equal(state.reason, invalidLink);
@@ -77,7 +77,7 @@ describe('refusals', { timeout: 180_000 }, () => {
 
   it('noVNC-style path without a token: the upgrade got 401', { timeout: 60_000 }, async (t) => {
     await withTab(t, async (step, page, tab) => {
-      await step('open the console with path=websockify', () => page.goto(`${caddy.origin}/?path=websockify`));
+      await step('open the console with path=websockify', () => page.goto(`${caddy.origin}/?path=websockify`, { waitUntil: 'commit' }));
       const state = await step('page reports disconnected', () => waitForState(page, ['disconnected']));
       assert.equal(state.reason, invalidLink);
       await step('the WebSocket request got HTTP 401', async () => refusedWith(tab, 401));
@@ -86,7 +86,7 @@ describe('refusals', { timeout: 180_000 }, () => {
 
   it('no token in the page address: the page says so and opens no WebSocket', { timeout: 60_000 }, async (t) => {
     await withTab(t, async (step, page, tab) => {
-      await step('open the console without a token', () => page.goto(`${caddy.origin}/`));
+      await step('open the console without a token', () => page.goto(`${caddy.origin}/`, { waitUntil: 'commit' }));
       const state = await step('page reports disconnected', () => waitForState(page, ['disconnected']));
       assert.match(state.reason, /^No console token/);
       assert.equal(tab.websockets().length, 0);
@@ -95,7 +95,7 @@ describe('refusals', { timeout: 180_000 }, () => {
 
   it('unreachable VNC server: the page says it cannot connect; the upgrade got 502', { timeout: 60_000 }, async (t) => {
     await withTab(t, async (step, page, tab) => {
-      await step('open the console for a target that refuses', () => page.goto(`${caddy.origin}/?token=${deadToken}`));
+      await step('open the console for a target that refuses', () => page.goto(`${caddy.origin}/?token=${deadToken}`, { waitUntil: 'commit' }));
       const state = await step('page reports disconnected', () => waitForState(page, ['disconnected']));
       assert.equal(state.reason, invalidLink);
       await step('the WebSocket request got HTTP 502', async () => refusedWith(tab, 502));
@@ -104,7 +104,7 @@ describe('refusals', { timeout: 180_000 }, () => {
 
   it('cross-origin: a page from another origin is refused with 403; the same token works same-origin', { timeout: 60_000 }, async (t) => {
     await withTab(t, async (step, page, tab) => {
-      await step('open a page on the other origin', () => page.goto(`${caddy.otherOrigin}/`));
+      await step('open a page on the other origin', () => page.goto(`${caddy.otherOrigin}/`, { waitUntil: 'commit' }));
       const endpoint = `${caddy.origin.replace(/^https:/, 'wss:')}/websockify?token=${token}`;
       const result = await step('it opens a WebSocket to the console endpoint with a valid token', () =>
         page.evaluate((url) => new Promise((resolve) => {
@@ -118,7 +118,7 @@ describe('refusals', { timeout: 180_000 }, () => {
         await refusedWith(tab, 403);
       });
       await step('the same token from the console page on the right origin connects', async () => {
-        await page.goto(`${caddy.origin}/?token=${token}`);
+        await page.goto(`${caddy.origin}/?token=${token}`, { waitUntil: 'commit' });
         await waitForState(page, ['connected']);
       });
     });

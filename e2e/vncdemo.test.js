@@ -66,7 +66,7 @@ describe('console to vncdemo', { timeout: 240_000 }, () => {
     const tab = await openPage(browser);
     try {
       await withSteps(t, tab, async (step) => {
-        await step('open the console page', () => tab.page.goto(`${caddy.origin}/?token=${encodeURIComponent(consoleToken)}`));
+        await step('open the console page', () => tab.page.goto(`${caddy.origin}/?token=${encodeURIComponent(consoleToken)}`, { waitUntil: 'commit' }));
         await body(step, tab.page, tab);
       });
     } finally {

@@ -31,7 +31,7 @@ describe('console to TigerVNC Xvnc', { timeout: 180_000, skip: skipUnlessInstall
     try {
       await withSteps(t, tab, async (step) => {
         const { page } = tab;
-        await step('open the console page', () => page.goto(`${caddy.origin}/?token=${token}`));
+        await step('open the console page', () => page.goto(`${caddy.origin}/?token=${token}`, { waitUntil: 'commit' }));
         const state = await step('page reports connected', () => waitForState(page, ['connected']));
         await step('framebuffer is 800x600, as the server says and the canvas shows', async () => {
           const server = await serverInit(xvnc.addr);

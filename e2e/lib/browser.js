@@ -32,7 +32,7 @@ export async function launchBrowser() {
     fs.rmSync(profile, { recursive: true, force: true });
     throw err;
   }
-  context.setDefaultTimeout(15_000);
+  context.setDefaultTimeout(30_000);
   return {
     context,
     async close() {
@@ -75,9 +75,10 @@ export async function openPage(browser) {
 }
 
 // waitForState waits for the console page to publish one of the wanted
-// states (see demo/site/console.js) and returns its state object. Reaching
+// states (use it rather than goto's load event: the page's module scripts
+// may finish after that) (see demo/site/console.js) and returns its state object. Reaching
 // "disconnected" when it is not wanted fails at once with the page's reason.
-export async function waitForState(page, wanted, timeoutMs = 15_000) {
+export async function waitForState(page, wanted, timeoutMs = 30_000) {
   return page.evaluate(({ wanted, timeoutMs }) => new Promise((resolve, reject) => {
     const check = (s) => {
       if (!s) {
@@ -222,7 +223,7 @@ function slug(name) {
 export async function withSteps(t, tab, body) {
   const { page } = tab;
   let current = '(setup)';
-  const step = async (name, fn, timeoutMs = 20_000) => {
+  const step = async (name, fn, timeoutMs = 45_000) => {
     current = name;
     let timer;
     try {
