@@ -3,13 +3,13 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import {
-  canvasInfo, launchBrowser, openPage, waitForPicture, waitForSize, waitForState, withSteps,
+  noBrowser, canvasInfo, launchBrowser, openPage, waitForPicture, waitForSize, waitForState, withSteps,
 } from './lib/browser.js';
 import { newToken, startCaddy } from './lib/caddy.js';
 import { skipUnlessInstalled } from './lib/processes.js';
 import { serverInit, startQemu } from './lib/targets.js';
 
-describe('console to QEMU', { timeout: 240_000, skip: skipUnlessInstalled('qemu-system-x86_64', 'qemu-system-x86') }, () => {
+describe('console to QEMU', { timeout: 240_000, skip: noBrowser || skipUnlessInstalled('qemu-system-x86_64', 'qemu-system-x86') }, () => {
   const token = newToken();
   let qemu;
   let caddy;

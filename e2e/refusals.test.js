@@ -3,14 +3,14 @@
 // that tells the user in words.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { launchBrowser, openPage, waitForState, withSteps } from './lib/browser.js';
+import { noBrowser, launchBrowser, openPage, waitForState, withSteps } from './lib/browser.js';
 import { newToken, startCaddy } from './lib/caddy.js';
 import { freePort } from './lib/processes.js';
 import { startVncdemo } from './lib/targets.js';
 
 const invalidLink = 'Could not connect: the console link is invalid or has expired, or the console is unavailable.';
 
-describe('refusals', { timeout: 180_000 }, () => {
+describe('refusals', { timeout: 180_000, skip: noBrowser }, () => {
   const token = newToken();
   const deadToken = newToken();
   const unknownToken = newToken(); // in no token file

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import {
-  canvasInfo, launchBrowser, openPage, waitForPixels, waitForState, withSteps,
+  noBrowser, canvasInfo, launchBrowser, openPage, waitForPixels, waitForState, withSteps,
 } from './lib/browser.js';
 import { newToken, startCaddy } from './lib/caddy.js';
 import { tempDir } from './lib/processes.js';
@@ -28,7 +28,7 @@ const black = [0, 0, 0];
 const yellow = [255, 255, 0];
 const magenta = [255, 0, 255];
 
-describe('console to vncdemo', { timeout: 240_000 }, () => {
+describe('console to vncdemo', { timeout: 240_000, skip: noBrowser }, () => {
   const token = newToken();
   const lockedToken = newToken();
   const lostToken = newToken();

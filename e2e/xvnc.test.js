@@ -2,13 +2,13 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import {
-  canvasInfo, launchBrowser, openPage, waitForPicture, waitForState, withSteps,
+  noBrowser, canvasInfo, launchBrowser, openPage, waitForPicture, waitForState, withSteps,
 } from './lib/browser.js';
 import { newToken, startCaddy } from './lib/caddy.js';
 import { skipUnlessInstalled } from './lib/processes.js';
 import { serverInit, startXvnc } from './lib/targets.js';
 
-describe('console to TigerVNC Xvnc', { timeout: 180_000, skip: skipUnlessInstalled('Xvnc', 'tigervnc-standalone-server') }, () => {
+describe('console to TigerVNC Xvnc', { timeout: 180_000, skip: noBrowser || skipUnlessInstalled('Xvnc', 'tigervnc-standalone-server') }, () => {
   const token = newToken();
   let xvnc;
   let caddy;

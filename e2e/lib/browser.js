@@ -3,10 +3,13 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
-import { e2eDir, requireProgram, tempDir } from './processes.js';
+import { e2eDir, requireProgram, skipUnlessInstalled, tempDir } from './processes.js';
 
 export const screenshotDir = path.join(e2eDir, 'screenshots');
 console.log(`screenshots of every test: ${screenshotDir}`);
+
+// noBrowser is the `skip` option of every suite: each needs Chromium.
+export const noBrowser = skipUnlessInstalled('chromium', 'chromium');
 
 const chromiumFlags = [
   '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
