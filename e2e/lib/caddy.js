@@ -76,6 +76,7 @@ export async function startCaddy(tokens) {
   } catch (err) {
     await proc.stop();
     err.message += `\nCaddy's output:\n${caddy.logs().slice(-4000)}`;
+    fs.rmSync(dir, { recursive: true, force: true });
     throw err;
   }
   return caddy;
