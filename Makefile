@@ -22,7 +22,8 @@ test-go:
 
 ## test-e2e: noVNC in Chromium through Caddy over TLS to real VNC servers
 test-e2e: caddy vncdemo
-	cd e2e && npm ci --no-audit --no-fund && node --test --test-concurrency=1
+	cd demo && npm ci --no-audit --no-fund --loglevel=error
+	cd e2e && npm ci --no-audit --no-fund --loglevel=error && node --test --test-concurrency=1
 
 ## caddy: Caddy with the standard modules and this plugin, into bin/
 caddy:
