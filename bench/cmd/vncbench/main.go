@@ -369,7 +369,7 @@ func measureVariant(ctx context.Context, env *benchEnv, v string, res *results) 
 
 	var before procSample
 	if pid != 0 {
-		before = waitSettled(ctx, pid, base, 10*time.Second)
+		before = waitSettled(ctx, pid, base, 30*time.Second)
 	}
 	rate, opened, err := measureOpenRate(ctx, dial, o.openers, o.openDuration)
 	if err != nil {
@@ -377,12 +377,12 @@ func measureVariant(ctx context.Context, env *benchEnv, v string, res *results) 
 	}
 	res.add(mOpen, v, rate)
 	if pid != 0 {
-		after := waitSettled(ctx, pid, base, 10*time.Second)
+		after := waitSettled(ctx, pid, base, 30*time.Second)
 		res.add(mOpenCPU, v, (after.cpuSeconds-before.cpuSeconds)/float64(opened)*1e6)
 	}
 
 	if pid != 0 {
-		waitSettled(ctx, pid, base, 10*time.Second)
+		waitSettled(ctx, pid, base, 30*time.Second)
 	}
 	p50, p99, err := measureRTT(ctx, dial, o.rttCount)
 	if err != nil {
@@ -395,7 +395,7 @@ func measureVariant(ctx context.Context, env *benchEnv, v string, res *results) 
 	up := min(int64(o.upMiB), limitMiB) << 20
 	var cpu0, cpu1, cpu2 procSample
 	if pid != 0 {
-		cpu0 = waitSettled(ctx, pid, base, 10*time.Second)
+		cpu0 = waitSettled(ctx, pid, base, 30*time.Second)
 	}
 	dmb, err := measureDown(ctx, dial, down, env.corpus)
 	if err != nil {
@@ -403,7 +403,7 @@ func measureVariant(ctx context.Context, env *benchEnv, v string, res *results) 
 	}
 	res.add(mDown, v, dmb)
 	if pid != 0 {
-		cpu1 = waitSettled(ctx, pid, base, 10*time.Second)
+		cpu1 = waitSettled(ctx, pid, base, 30*time.Second)
 	}
 	sum := sha256.Sum256(env.corpus.data[:up])
 	umb, err := measureUp(ctx, dial, up, env.corpus, sum[:])
@@ -412,7 +412,7 @@ func measureVariant(ctx context.Context, env *benchEnv, v string, res *results) 
 	}
 	res.add(mUp, v, umb)
 	if pid != 0 {
-		cpu2 = waitSettled(ctx, pid, base, 10*time.Second)
+		cpu2 = waitSettled(ctx, pid, base, 30*time.Second)
 		gb := float64(down+up) / 1e9
 		res.add(mCPU, v, (cpu2.cpuSeconds-cpu0.cpuSeconds)/gb)
 		res.addExtra("cpu_s_per_gb_down", v, (cpu1.cpuSeconds-cpu0.cpuSeconds)/(float64(down)/1e9))

@@ -338,15 +338,27 @@ type procSample struct {
 // the next measurement.
 func waitSettled(ctx context.Context, pid int, base procSample, timeout time.Duration) procSample {
 	deadline := time.Now().Add(timeout)
-	for {
+	var last procSample
+	for i := 0; ; i++ {
 		s, err := sampleTree(pid)
-		if err != nil || (s.procs <= base.procs && s.sockets <= base.sockets+4) || time.Now().After(deadline) {
+		if err != nil {
 			return s
 		}
+		// Settled: no more processes or sockets than at the start, and no
+		// CPU time still arriving (a reaped child's time moves to its
+		// parent when the parent gets round to it).
+		if i > 0 && s.procs <= base.procs && s.sockets <= base.sockets+4 && s.cpuSeconds == last.cpuSeconds {
+			return s
+		}
+		if time.Now().After(deadline) {
+			fmt.Fprintf(os.Stderr, "  (proxy not settled after %v: %d processes, %d sockets)\n", timeout, s.procs, s.sockets)
+			return s
+		}
+		last = s
 		select {
 		case <-ctx.Done():
 			return s
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(200 * time.Millisecond):
 		}
 	}
 }
