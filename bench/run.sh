@@ -9,4 +9,5 @@ go build -o bin/caddy ./cmd/caddy
 go build -o bin/vncbench ./bench/cmd/vncbench
 # shellcheck disable=SC2086
 args=(${BENCHFLAGS:-} "$@")
-exec ./bin/vncbench -cmdline "./bench/run.sh ${args[*]}" "${args[@]}"
+cmdline="./bench/run.sh ${args[*]}"
+exec ./bin/vncbench -cmdline "${cmdline% }" "${args[@]}"

@@ -8,6 +8,7 @@ import (
 	"image/png"
 	"math"
 	"os"
+	"strings"
 )
 
 var (
@@ -227,9 +228,16 @@ func drawTargets(c canvas, px, py int, rep *report) {
 		if s == "met" {
 			col = colMet
 		}
+		if strings.HasPrefix(s, "NOT met") {
+			s = "NOT met"
+		}
 		c.text(px+20, y, s, scale, col)
 		c.text(px+20+textWidth("NOT met ", scale), y, rw.Title, scale, colText)
-		c.text(px+20+textWidth("NOT met ", scale), y+18, rw.Target, 1, colGrey)
+		target := rw.Target
+		if rw.Miss != "" {
+			target += " - missed: " + rw.Miss
+		}
+		c.text(px+20+textWidth("NOT met ", scale), y+18, target, 1, colGrey)
 		y += 40
 	}
 }
