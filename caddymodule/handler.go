@@ -157,8 +157,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 
 	h.upgrader = websocket.Upgrader{
 		// The Origin was checked before the target was dialed.
-		CheckOrigin:     func(*http.Request) bool { return true },
-		Subprotocols:    []string{"binary"},
+		CheckOrigin:  func(*http.Request) bool { return true },
+		Subprotocols: []string{"binary"},
+		// A whole relay buffer fits in one frame write: Caddy's hijacked
+		// connection has no writev, so a frame larger than gorilla's write
+		// buffer would cost two write calls. Between messages the buffer
+		// goes back to the pool; idle sessions hold none.
+		WriteBufferSize: relayBufferSize,
 		WriteBufferPool: writeBufferPool,
 		Error: func(w http.ResponseWriter, _ *http.Request, status int, reason error) {
 			http.Error(w, "bad WebSocket handshake", status)
