@@ -97,6 +97,7 @@ type machine struct {
 	MemoryGiB  int    `json:"memory_gib"`
 	GoVersion  string `json:"go_version"`
 	LoadAvg    string `json:"load_average_at_start"`
+	Commit     string `json:"commit,omitempty"`
 	Caddy      string `json:"caddy,omitempty"`
 	Websockify string `json:"websockify,omitempty"`
 }
@@ -104,6 +105,9 @@ type machine struct {
 func describeMachine(env *benchEnv) machine {
 	m := machine{CPUs: runtime.NumCPU(), GoVersion: runtime.Version()}
 	m.LoadAvg = env.loadAvg
+	if out, err := exec.Command("git", "describe", "--always", "--dirty").Output(); err == nil {
+		m.Commit = strings.TrimSpace(string(out))
+	}
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		m.Kernel = strings.TrimSpace(string(b))
 	}
@@ -434,7 +438,7 @@ func (rep *report) markdown() string {
 		fmt.Fprintf(&b, ", websockify %s", m.Websockify)
 	}
 	fmt.Fprintf(&b, ". Load average before the run: %s. Everything on loopback; client, VNC server stand-in and proxy share the CPUs.\n\n", m.LoadAvg)
-	fmt.Fprintf(&b, "Command: `%s` (%s)\n\n", rep.Command, rep.Generated)
+	fmt.Fprintf(&b, "Command: `%s` at commit %s (%s)\n\n", rep.Command, m.Commit, rep.Generated)
 	h := rep.header()
 	b.WriteString("| " + strings.Join(h, " | ") + " |\n|")
 	for i := range h {
