@@ -37,6 +37,22 @@ func unmarshalResolver(t *testing.T, input string, mod caddyfile.Unmarshaler) (s
 	return string(b), nil
 }
 
+// checkUnmarshal unmarshals each case's Caddyfile into a fresh module and
+// compares the module's JSON with the case's.
+func checkUnmarshal(t *testing.T, newModule func() caddyfile.Unmarshaler, cases []struct{ input, want string }) {
+	t.Helper()
+	for _, c := range cases {
+		got, err := unmarshalResolver(t, c.input, newModule())
+		if err != nil {
+			t.Errorf("%s: %v", c.input, err)
+			continue
+		}
+		if got != c.want {
+			t.Errorf("%s:\ngot  %s\nwant %s", c.input, got, c.want)
+		}
+	}
+}
+
 // adaptSite adapts a Caddyfile site whose body is siteBody and returns the
 // vnc_proxy handler's "resolver" object as compact JSON.
 func adaptResolver(t *testing.T, siteBody string) string {
@@ -106,16 +122,7 @@ func TestHTTPResolverCaddyfile(t *testing.T) {
 			cache 30s
 		}`, `{"url":"https://api.internal/lookup","method":"POST","headers":{"Authorization":["Bearer {env.API_KEY}"],"X-Tenant":["a","b"]},"timeout":500000000,"cache":30000000000}`},
 	}
-	for _, c := range cases {
-		got, err := unmarshalResolver(t, c.input, &HTTPResolver{})
-		if err != nil {
-			t.Errorf("%s: %v", c.input, err)
-			continue
-		}
-		if got != c.want {
-			t.Errorf("%s:\ngot  %s\nwant %s", c.input, got, c.want)
-		}
-	}
+	checkUnmarshal(t, func() caddyfile.Unmarshaler { return &HTTPResolver{} }, cases)
 
 	for _, bad := range []string{
 		`http`,

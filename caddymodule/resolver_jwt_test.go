@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"os"
 	"path/filepath"
 	"testing"
@@ -28,16 +29,7 @@ func TestJWTResolverCaddyfile(t *testing.T) {
 			audience vnc
 		}`, `{"key":"/etc/caddy/console-api.pub","issuer":"https://console-api.internal","audience":"vnc"}`},
 	}
-	for _, c := range cases {
-		got, err := unmarshalResolver(t, c.input, &JWTResolver{})
-		if err != nil {
-			t.Errorf("%s: %v", c.input, err)
-			continue
-		}
-		if got != c.want {
-			t.Errorf("%s:\ngot  %s\nwant %s", c.input, got, c.want)
-		}
-	}
+	checkUnmarshal(t, func() caddyfile.Unmarshaler { return &JWTResolver{} }, cases)
 
 	for _, bad := range []string{
 		`jwt`,

@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"context"
 	"errors"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
@@ -31,16 +32,7 @@ func TestRedisResolverCaddyfile(t *testing.T) {
 		}`, `{"addresses":["s1:26379","s2:26379","s3:26379"],"sentinel_master":"mymaster","db":4,"username":"console","password":"pw","tls":true}`},
 		{`redis c1:6379 c2:6379 c3:6379`, `{"addresses":["c1:6379","c2:6379","c3:6379"]}`},
 	}
-	for _, c := range cases {
-		got, err := unmarshalResolver(t, c.input, &RedisResolver{})
-		if err != nil {
-			t.Errorf("%s: %v", c.input, err)
-			continue
-		}
-		if got != c.want {
-			t.Errorf("%s:\ngot  %s\nwant %s", c.input, got, c.want)
-		}
-	}
+	checkUnmarshal(t, func() caddyfile.Unmarshaler { return &RedisResolver{} }, cases)
 
 	for _, bad := range []string{
 		`redis`,
