@@ -159,6 +159,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		// The Origin was checked before the target was dialed.
 		CheckOrigin:  func(*http.Request) bool { return true },
 		Subprotocols: []string{"binary"},
+		// Frame headers and small messages only: larger payloads are read
+		// straight into the relay's buffer. An idle session holds this one.
+		ReadBufferSize: 512,
 		// A whole relay buffer fits in one frame write: Caddy's hijacked
 		// connection has no writev, so a frame larger than gorilla's write
 		// buffer would cost two write calls. Between messages the buffer
@@ -182,8 +185,8 @@ func (h *Handler) Cleanup() error {
 }
 
 // ServeHTTP checks the request, resolves its token, dials the VNC server and
-// hands the upgraded connection to a session. It returns when the session
-// has ended.
+// hands the upgraded connection to a session, which runs on after
+// ServeHTTP returns.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
 	if err := checkUpgradeRequest(r); err != nil {
 		return h.refuse(w, r, http.StatusBadRequest, "not a WebSocket upgrade request", "bad_request", err)
@@ -236,7 +239,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	sessionsTotal.WithLabelValues("started").Inc()
 
 	s := newSession(h, ws, conn, target, clientAddr, tokenHash(token))
-	if err := s.run(greeting); err != nil {
+	if err := s.start(greeting); err != nil {
 		h.logger.Debug("session did not start", zap.String("session", s.id), zap.Error(err))
 	}
 	return nil
@@ -405,12 +408,26 @@ func tokenHashField(token string) zap.Field {
 // hijackWriter exposes Hijack to gorilla/websocket, which asserts
 // http.Hijacker directly, while Caddy's response writer wrappers offer it
 // only through Unwrap.
+//
+// It hijacks the innermost writer, past Caddy's access-log recorder: that
+// recorder wraps a hijacked connection to count its bytes and reads the
+// counts when the handler returns, but a session outlives the handler (so
+// that an idle console holds no request goroutine and no request state). The
+// session logs its own bytes and duration when it ends.
 type hijackWriter struct {
 	http.ResponseWriter
 }
 
 func (w hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	return http.NewResponseController(w.ResponseWriter).Hijack()
+	inner := w.ResponseWriter
+	for {
+		u, ok := inner.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			break
+		}
+		inner = u.Unwrap()
+	}
+	return http.NewResponseController(inner).Hijack()
 }
 
 // Interface guards

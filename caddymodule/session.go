@@ -69,7 +69,7 @@ type session struct {
 	done      chan struct{}
 	// writers counts the goroutines other than the pumps (pings, end) that
 	// may still write to the browser; the session finishes only after them,
-	// since Caddy reads the connection's byte counts once the handler returns.
+	// so that nothing writes to a connection it has given up.
 	writers sync.WaitGroup
 
 	mu         sync.Mutex // guards the fields below
@@ -100,13 +100,9 @@ func newSession(h *Handler, ws *websocket.Conn, target net.Conn, t tokenresolver
 	}
 }
 
-// run registers the session and runs its pumps until the session ends;
-// greeting, the VNC server's bytes read while checking it, goes to the
-// browser first. The caller's goroutine (the HTTP handler's) runs
-// pumpToTarget: Caddy reads the hijacked connection's byte counts for its
-// access log once the handler returns, so the handler returns only after the
-// session has ended.
-func (s *session) run(greeting []byte) error {
+// start registers the session and starts its pumps; greeting, the VNC
+// server's bytes read while checking it, goes to the browser first.
+func (s *session) start(greeting []byte) error {
 	nc := s.ws.NetConn()
 	// Deadlines the HTTP server set on the connection no longer apply.
 	if err := nc.SetDeadline(time.Time{}); err != nil {
@@ -141,8 +137,7 @@ func (s *session) run(greeting []byte) error {
 	s.mu.Unlock()
 
 	go s.pumpToBrowser(greeting)
-	s.pumpToTarget()
-	<-s.done
+	go s.pumpToTarget()
 	return nil
 }
 
