@@ -20,6 +20,7 @@ import (
 	"github.com/vncgate/caddy-vnc-proxy/internal/loadtarget"
 	"github.com/vncgate/caddy-vnc-proxy/internal/rfb"
 	"github.com/vncgate/caddy-vnc-proxy/internal/testenv"
+	"github.com/vncgate/caddy-vnc-proxy/internal/wsstream"
 )
 
 // A token long and random enough that finding it in a log is no accident.
@@ -34,13 +35,13 @@ func fileSite(tokenFile string, options ...string) string {
 
 // rfbThroughProxy runs the RFB client handshake through the proxy and
 // returns what the server announced.
-func rfbThroughProxy(t *testing.T, url string) (*wsStream, rfb.ServerInit) {
+func rfbThroughProxy(t *testing.T, url string) (*wsstream.Stream, rfb.ServerInit) {
 	t.Helper()
 	ws := mustDialWS(t, url)
 	if got := ws.Subprotocol(); got != "" {
 		t.Errorf("subprotocol %q without one requested", got)
 	}
-	stream := &wsStream{ws: ws}
+	stream := wsstream.New(ws)
 	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
 	si, err := rfb.ClientHandshake(stream, "")
 	if err != nil {
@@ -51,7 +52,7 @@ func rfbThroughProxy(t *testing.T, url string) (*wsStream, rfb.ServerInit) {
 
 // firstFrame asks for the whole screen in Raw encoding and returns the
 // rectangles of the server's answer.
-func firstFrame(t *testing.T, stream *wsStream, si rfb.ServerInit) []rfb.Rect {
+func firstFrame(t *testing.T, stream *wsstream.Stream, si rfb.ServerInit) []rfb.Rect {
 	t.Helper()
 	if err := rfb.SetPixelFormat32(stream); err != nil {
 		t.Fatal(err)
@@ -370,7 +371,7 @@ func TestRelayIntegrity(t *testing.T) {
 			}
 			off += n
 		}
-		expectClose(t, stream.ws, websocket.CloseNormalClosure)
+		expectClose(t, stream.Conn, websocket.CloseNormalClosure)
 	})
 
 	t.Run("to target", func(t *testing.T) {
@@ -421,11 +422,11 @@ func TestRelayIntegrity(t *testing.T) {
 }
 
 // openLoad opens a session to a loadtarget and sends it a command.
-func openLoad(t *testing.T, tc *testCaddy, cmd byte, n int64) *wsStream {
+func openLoad(t *testing.T, tc *testCaddy, cmd byte, n int64) *wsstream.Stream {
 	t.Helper()
 	ws := mustDialWS(t, tc.url("/websockify?token="+secretToken))
 	_ = ws.SetReadDeadline(time.Now().Add(60 * time.Second))
-	stream := &wsStream{ws: ws}
+	stream := wsstream.New(ws)
 	greeting := make([]byte, len(loadtarget.Greeting))
 	if _, err := io.ReadFull(stream, greeting); err != nil || string(greeting) != loadtarget.Greeting {
 		t.Fatalf("greeting %q, %v", greeting, err)
@@ -462,13 +463,13 @@ func TestSessionEnds(t *testing.T) {
 	addr, target := startLoadTarget(t)
 	tc := startCaddy(t, fileSite(writeTokenFile(t, t.TempDir(), secretToken+": "+addr)))
 	// Warm up: the first session starts Caddy's lazily started goroutines.
-	openLoad(t, tc, 'e', 0).ws.Close()
+	openLoad(t, tc, 'e', 0).Conn.Close()
 	waitFor(t, 5*time.Second, "the warm-up session to end", func() bool { return target.Conns() == 0 && sessions.len() == 0 })
 
 	t.Run("browser vanishes", func(t *testing.T) {
 		stream := openLoad(t, tc, 'i', 0)
 		waitFor(t, 5*time.Second, "the session to start", func() bool { return target.Conns() == 1 })
-		stream.ws.NetConn().Close() // no close frame: the browser is just gone
+		stream.Conn.NetConn().Close() // no close frame: the browser is just gone
 		waitFor(t, 5*time.Second, "the target connection to close", func() bool { return target.Conns() == 0 })
 		waitFor(t, 5*time.Second, "the session to end", func() bool { return sessions.len() == 0 })
 		waitSessionGoroutines(t)
@@ -478,7 +479,7 @@ func TestSessionEnds(t *testing.T) {
 		stream := openLoad(t, tc, 'i', 0)
 		waitFor(t, 5*time.Second, "the session to start", func() bool { return target.Conns() == 1 })
 		msg := websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")
-		if err := stream.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second)); err != nil {
+		if err := stream.Conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second)); err != nil {
 			t.Fatal(err)
 		}
 		waitFor(t, 5*time.Second, "the target connection to close", func() bool { return target.Conns() == 0 })
@@ -492,8 +493,8 @@ func TestSessionEnds(t *testing.T) {
 		if _, err := io.ReadFull(stream, got); err != nil {
 			t.Fatal(err)
 		}
-		expectClose(t, stream.ws, websocket.CloseNormalClosure)
-		stream.ws.Close()
+		expectClose(t, stream.Conn, websocket.CloseNormalClosure)
+		stream.Conn.Close()
 		waitFor(t, 5*time.Second, "the session to end", func() bool { return sessions.len() == 0 })
 		waitSessionGoroutines(t)
 	})
@@ -517,20 +518,20 @@ func TestCloseCodes(t *testing.T) {
 		if _, err := stream.Write(make([]byte, 2048)); err != nil {
 			t.Fatal(err)
 		}
-		expectClose(t, stream.ws, websocket.CloseMessageTooBig)
+		expectClose(t, stream.Conn, websocket.CloseMessageTooBig)
 	})
 	t.Run("text message", func(t *testing.T) {
 		stream := openLoad(t, tc, 'i', 0)
-		if err := stream.ws.WriteMessage(websocket.TextMessage, []byte("hello")); err != nil {
+		if err := stream.Conn.WriteMessage(websocket.TextMessage, []byte("hello")); err != nil {
 			t.Fatal(err)
 		}
-		expectClose(t, stream.ws, websocket.CloseUnsupportedData)
+		expectClose(t, stream.Conn, websocket.CloseUnsupportedData)
 	})
 	t.Run("idle timeout", func(t *testing.T) {
 		tc.load(fileSite(tokens, "idle_timeout 300ms"))
 		stream := openLoad(t, tc, 'i', 0)
 		start := time.Now()
-		expectClose(t, stream.ws, websocket.CloseNormalClosure)
+		expectClose(t, stream.Conn, websocket.CloseNormalClosure)
 		if d := time.Since(start); d < 300*time.Millisecond {
 			t.Errorf("the idle session ended after %v, before idle_timeout", d)
 		}
@@ -609,7 +610,7 @@ func TestUnixAndIPv6Targets(t *testing.T) {
 	for _, line := range lines {
 		token := line[:strings.Index(line, ":")]
 		ws := mustDialWS(t, tc.url("/websockify?token="+token))
-		stream := &wsStream{ws: ws}
+		stream := wsstream.New(ws)
 		got := make([]byte, len(loadtarget.Greeting))
 		if _, err := io.ReadFull(stream, got); err != nil || string(got) != loadtarget.Greeting {
 			t.Errorf("%s: greeting %q, %v", line, got, err)

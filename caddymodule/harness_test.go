@@ -142,44 +142,6 @@ func mustDialWS(t testing.TB, url string) *websocket.Conn {
 	return ws
 }
 
-// wsStream reads a WebSocket's binary messages as one byte stream and writes
-// each Write as one binary message, as noVNC does.
-type wsStream struct {
-	ws *websocket.Conn
-	r  io.Reader
-}
-
-func (s *wsStream) Read(p []byte) (int, error) {
-	for {
-		if s.r == nil {
-			mt, r, err := s.ws.NextReader()
-			if err != nil {
-				return 0, err
-			}
-			if mt != websocket.BinaryMessage {
-				return 0, fmt.Errorf("got message type %d, want binary", mt)
-			}
-			s.r = r
-		}
-		n, err := s.r.Read(p)
-		if err == io.EOF {
-			s.r = nil
-			if n > 0 {
-				return n, nil
-			}
-			continue
-		}
-		return n, err
-	}
-}
-
-func (s *wsStream) Write(p []byte) (int, error) {
-	if err := s.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
-
 // writeTokenFile writes a websockify token file and returns its path.
 func writeTokenFile(t testing.TB, dir string, lines ...string) string {
 	t.Helper()

@@ -16,6 +16,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/vncgate/caddy-vnc-proxy/internal/loadtarget"
+	"github.com/vncgate/caddy-vnc-proxy/internal/wsstream"
 )
 
 // stream is one session as a client sees it: messages out, a byte stream in.
@@ -47,41 +48,19 @@ func dialTCP(addr string) dialFunc {
 	}
 }
 
-// wsStream reads the binary messages of a WebSocket as one byte stream.
+// wsStream is a stream over a WebSocket's binary messages, as noVNC uses it.
 type wsStream struct {
-	c *websocket.Conn
-	r io.Reader
+	*wsstream.Stream
 }
 
-func (s *wsStream) send(p []byte) error { return s.c.WriteMessage(websocket.BinaryMessage, p) }
+func (s wsStream) send(p []byte) error { return s.Conn.WriteMessage(websocket.BinaryMessage, p) }
 
-func (s *wsStream) setDeadline(t time.Time) {
-	_ = s.c.SetReadDeadline(t)
-	_ = s.c.SetWriteDeadline(t)
+func (s wsStream) setDeadline(t time.Time) {
+	_ = s.Conn.SetReadDeadline(t)
+	_ = s.Conn.SetWriteDeadline(t)
 }
 
-func (s *wsStream) Close() error { return s.c.Close() }
-
-func (s *wsStream) Read(p []byte) (int, error) {
-	for {
-		if s.r == nil {
-			_, r, err := s.c.NextReader()
-			if err != nil {
-				return 0, err
-			}
-			s.r = r
-		}
-		n, err := s.r.Read(p)
-		if err == io.EOF {
-			s.r = nil
-			if n > 0 {
-				return n, nil
-			}
-			continue
-		}
-		return n, err
-	}
-}
+func (s wsStream) Close() error { return s.Conn.Close() }
 
 // dialWS dials a WebSocket the way noVNC does: no subprotocol, binary
 // messages, no Origin (not a browser, so allowed). bufSize sets gorilla's
@@ -101,7 +80,7 @@ func dialWS(url string, bufSize int) dialFunc {
 			}
 			return nil, err
 		}
-		return &wsStream{c: c}, nil
+		return wsStream{wsstream.New(c)}, nil
 	}
 }
 

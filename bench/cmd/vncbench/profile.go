@@ -208,13 +208,13 @@ func transferCounting(ctx context.Context, dial dialFunc, dir string, n int64, e
 		return 0, err
 	}
 	defer s.Close()
-	ws := s.(*wsStream)
+	ws := s.(wsStream)
 	if err := s.send(sizedCommand('s', n)); err != nil {
 		return 0, err
 	}
 	var msgs int64
 	for got := int64(0); got < n; {
-		_, r, err := ws.c.NextReader()
+		_, r, err := ws.Conn.NextReader()
 		if err != nil {
 			return 0, err
 		}
