@@ -23,7 +23,7 @@ if ((${#missing[@]})); then
 	[ "$(id -u)" = 0 ] || sudo="sudo"
 	echo "test-deps: installing ${missing[*]}"
 	$sudo apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 for dir in demo e2e bench; do
