@@ -16,13 +16,7 @@ import (
 
 func dial(t *testing.T, addr string) net.Conn {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
-	return c
+	return testenv.Dial(t, addr, 30*time.Second)
 }
 
 // fullUpdate asks for the whole screen in PixelFormat32 and Raw, and reads

@@ -165,3 +165,16 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// Dial connects to a TCP address for the test, with a deadline for the
+// whole conversation; the connection closes when the test ends.
+func Dial(t testing.TB, addr string, deadline time.Duration) net.Conn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(deadline))
+	return c
+}

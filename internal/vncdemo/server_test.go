@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/vncgate/caddy-vnc-proxy/internal/rfb"
+	"github.com/vncgate/caddy-vnc-proxy/internal/testenv"
 	"github.com/vncgate/caddy-vnc-proxy/internal/vncdemo"
 )
 
@@ -48,13 +49,7 @@ func start(t *testing.T, srv *vncdemo.Server) string {
 
 func dial(t *testing.T, addr string) net.Conn {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-	return c
+	return testenv.Dial(t, addr, 20*time.Second)
 }
 
 type client struct {
