@@ -6,13 +6,19 @@
 //	'e'          echo: everything read is written back until EOF
 //	's' + n      send: n bytes (8-byte big-endian) of Stream(0..n) to the client
 //	'r' + n      receive: read n bytes, then answer with their SHA-256 (32 bytes)
+//	'v' + n      verify: read n bytes, which must be Stream(0..n), then answer
+//	             with how many of them matched before the first that did not
+//	             (8-byte big-endian; n when all did). It costs a copy and a
+//	             compare per byte, so that throughput measurements measure the
+//	             connection rather than a hash.
 //	'i'          idle: read and discard until the client closes
 //
-// The connection closes after 's' and 'r' complete.
+// The connection closes after 's', 'r' and 'v' complete.
 package loadtarget
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -127,14 +133,18 @@ func handle(c net.Conn) error {
 	case 'i':
 		_, err = io.Copy(io.Discard, r)
 		return err
-	case 's', 'r':
+	case 's', 'r', 'v':
 		var hdr [8]byte
 		if _, err := io.ReadFull(r, hdr[:]); err != nil {
 			return err
 		}
 		n := int64(binary.BigEndian.Uint64(hdr[:]))
-		if cmd == 's' {
+		switch cmd {
+		case 's':
 			return send(c, n)
+		case 'v':
+			_, err := c.Write(binary.BigEndian.AppendUint64(nil, uint64(verify(r, n))))
+			return err
 		}
 		h := sha256.New()
 		if _, err := io.CopyN(h, r, n); err != nil {
@@ -145,6 +155,47 @@ func handle(c net.Conn) error {
 	default:
 		return errors.New("loadtarget: unknown command")
 	}
+}
+
+// verify reads n bytes from r and returns how many leading ones equal
+// Stream(0..n); it returns early only if r fails.
+func verify(r io.Reader, n int64) int64 {
+	got := make([]byte, 64<<10)
+	want := make([]byte, 64<<10)
+	matched := int64(-1)
+	for off := int64(0); off < n; {
+		k, err := r.Read(got[:min(int64(len(got)), n-off)])
+		if matched < 0 && k > 0 {
+			Stream(want[:k], off)
+			if i := mismatch(got[:k], want[:k]); i >= 0 {
+				matched = off + int64(i)
+			}
+		}
+		off += int64(k)
+		if err != nil {
+			if matched < 0 {
+				matched = off
+			}
+			return matched
+		}
+	}
+	if matched < 0 {
+		matched = n
+	}
+	return matched
+}
+
+// mismatch returns the index of the first byte where a and b differ, or -1.
+func mismatch(a, b []byte) int {
+	if bytes.Equal(a, b) {
+		return -1
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return -1
 }
 
 func send(w io.Writer, n int64) error {

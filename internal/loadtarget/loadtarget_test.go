@@ -1,6 +1,9 @@
 package loadtarget
 
-import "testing"
+import (
+	"bytes"
+	"testing"
+)
 
 // TestStream: the table-driven stream is the defining formula, at any
 // offset and across the period.
@@ -22,5 +25,23 @@ func BenchmarkStream(b *testing.B) {
 	b.SetBytes(int64(len(p)))
 	for i := 0; b.Loop(); i++ {
 		Stream(p, int64(i)*int64(len(p)))
+	}
+}
+
+// TestVerify: 'v' counts the bytes that match the stream, up to the first
+// that does not.
+func TestVerify(t *testing.T) {
+	const n = 300000
+	data := make([]byte, n)
+	Stream(data, 0)
+	if got := verify(bytes.NewReader(data), n); got != n {
+		t.Errorf("intact stream: %d matched, want %d", got, n)
+	}
+	data[123456] ^= 1
+	if got := verify(bytes.NewReader(data), n); got != 123456 {
+		t.Errorf("corrupted stream: %d matched, want 123456", got)
+	}
+	if got := verify(bytes.NewReader(data[:1000]), n); got != 1000 {
+		t.Errorf("short stream: %d matched, want 1000", got)
 	}
 }

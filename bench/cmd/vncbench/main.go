@@ -15,7 +15,6 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"flag"
@@ -405,8 +404,7 @@ func measureVariant(ctx context.Context, env *benchEnv, v string, res *results) 
 	if pid != 0 {
 		cpu1 = waitSettled(ctx, pid, base, 30*time.Second)
 	}
-	sum := sha256.Sum256(env.corpus.data[:up])
-	umb, err := measureUp(ctx, dial, up, env.corpus, sum[:])
+	umb, err := measureUp(ctx, dial, up, env.corpus)
 	if err != nil {
 		return fmt.Errorf("browser to target: %w", err)
 	}

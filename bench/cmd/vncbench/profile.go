@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -109,8 +108,7 @@ func profile(ctx context.Context, env *benchEnv) error {
 		}},
 		{"up", func(ctx context.Context) error {
 			n := int64(o.upMiB) << 20
-			sum := sha256.Sum256(env.corpus.data[:n])
-			_, err := measureUp(ctx, dial, n, env.corpus, sum[:])
+			_, err := measureUp(ctx, dial, n, env.corpus)
 			return err
 		}},
 		{"echo", func(ctx context.Context) error {
@@ -197,8 +195,7 @@ func underLoad(ctx context.Context, load func(context.Context) error, measure fu
 // messages carried them.
 func transferCounting(ctx context.Context, dial dialFunc, dir string, n int64, env *benchEnv) (int64, error) {
 	if dir == "up" {
-		sum := sha256.Sum256(env.corpus.data[:n])
-		if _, err := measureUp(ctx, dial, n, env.corpus, sum[:]); err != nil {
+		if _, err := measureUp(ctx, dial, n, env.corpus); err != nil {
 			return 0, err
 		}
 		return (n + 64<<10 - 1) / (64 << 10), nil
