@@ -162,11 +162,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		// Frame headers and small messages only: larger payloads are read
 		// straight into the relay's buffer. An idle session holds this one.
 		ReadBufferSize: 512,
-		// A whole relay buffer fits in one frame write: Caddy's hijacked
-		// connection has no writev, so a frame larger than gorilla's write
-		// buffer would cost two write calls. Between messages the buffer
-		// goes back to the pool; idle sessions hold none.
-		WriteBufferSize: relayBufferSize,
+		// The session writes data frames itself, header and payload in one
+		// write from its relay buffer; gorilla writes only the handshake
+		// and control frames, which need no write buffer of their own.
+		WriteBufferSize: 512,
 		WriteBufferPool: writeBufferPool,
 		Error: func(w http.ResponseWriter, _ *http.Request, status int, reason error) {
 			http.Error(w, "bad WebSocket handshake", status)

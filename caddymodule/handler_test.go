@@ -350,8 +350,19 @@ func TestTokenFileEdit(t *testing.T) {
 	}
 }
 
-// TestRelayIntegrity moves tens of MB each way and checks every byte.
+// TestRelayIntegrity moves tens of MB each way and checks every byte, with
+// the splice relay (plain TCP on Linux) and with the copying one (TLS, and
+// other systems).
 func TestRelayIntegrity(t *testing.T) {
+	t.Run("splice", func(t *testing.T) { testRelayIntegrity(t) })
+	t.Run("copy", func(t *testing.T) {
+		copyRelayOnly.Store(true)
+		t.Cleanup(func() { copyRelayOnly.Store(false) })
+		testRelayIntegrity(t)
+	})
+}
+
+func testRelayIntegrity(t *testing.T) {
 	addr, _ := startLoadTarget(t)
 	tc := startCaddy(t, fileSite(writeTokenFile(t, t.TempDir(), secretToken+": "+addr)))
 	const size = 32 << 20
@@ -499,6 +510,18 @@ func TestSessionEnds(t *testing.T) {
 		waitSessionGoroutines(t)
 	})
 
+	t.Run("browser stops reading", func(t *testing.T) {
+		// The target sends more than the sockets buffer; the browser reads
+		// none of it, so a frame is stuck half-written when the idle
+		// timeout ends the session. Its close frame cannot go out, and the
+		// stuck write gives up after closeGrace.
+		tc.load(fileSite(writeTokenFile(t, t.TempDir(), secretToken+": "+addr), "idle_timeout 200ms"))
+		stream := openLoad(t, tc, 's', 1<<30)
+		waitFor(t, 10*time.Second, "the stalled session to end", func() bool { return sessions.len() == 0 })
+		waitSessionGoroutines(t)
+		stream.Conn.Close()
+	})
+
 	t.Run("server vanishes", func(t *testing.T) {
 		vncAddr, vnc := startVNCDemo(t)
 		tc.load(fileSite(writeTokenFile(t, t.TempDir(), secretToken+": "+vncAddr)))
@@ -541,6 +564,32 @@ func TestCloseCodes(t *testing.T) {
 		// A client that never reads never answers pings.
 		openLoad(t, tc, 'i', 0)
 		waitFor(t, 5*time.Second, "the silent session to end", func() bool { return target.Conns() == 0 })
+	})
+	t.Run("browser's ping", func(t *testing.T) {
+		stream := openLoad(t, tc, 'e', 0)
+		pong := make(chan string, 1)
+		stream.Conn.SetPongHandler(func(data string) error {
+			pong <- data
+			return nil
+		})
+		if err := stream.Conn.WriteControl(websocket.PingMessage, []byte("are you there"), time.Now().Add(time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		// Reading handles the pong; the echo comes after it.
+		if _, err := stream.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(stream, make([]byte, 1)); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case got := <-pong:
+			if got != "are you there" {
+				t.Errorf("pong %q, want the ping's data", got)
+			}
+		default:
+			t.Error("the proxy did not answer the browser's ping")
+		}
 	})
 	t.Run("answered pings", func(t *testing.T) {
 		tc.load(fileSite(tokens, "ping_interval 100ms"))

@@ -10,9 +10,10 @@ import (
 )
 
 // pooledReader returns a function that waits for c's next bytes and reads
-// them into a buffer from relayBuffers, which the caller puts back. The
-// buffer is taken only once bytes are there, so a session whose VNC server
-// is quiet holds none; reading is one non-blocking read(2), as in net.Conn.
+// them into a buffer from relayBuffers, after its frameHeaderRoom; the
+// caller puts the buffer back. The buffer is taken only once bytes are
+// there, so a session whose VNC server is quiet holds none; reading is one
+// non-blocking read(2), as in net.Conn.
 func pooledReader(c net.Conn) func() (*[]byte, int, error) {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
@@ -30,7 +31,7 @@ func pooledReader(c net.Conn) func() (*[]byte, int, error) {
 	readReady := func(fd uintptr) bool {
 		b := relayBuffers.Get().(*[]byte)
 		for {
-			n, rerr = syscall.Read(int(fd), *b)
+			n, rerr = syscall.Read(int(fd), (*b)[frameHeaderRoom:])
 			if rerr != syscall.EINTR {
 				break
 			}

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -17,9 +18,15 @@ import (
 	"github.com/vncgate/caddy-vnc-proxy/tokenresolver"
 )
 
-// relayBufferSize is the size of the pooled buffers the pumps read into. A
-// session holds one only while bytes are moving, never while idle.
+// relayBufferSize is how many bytes the pumps read at a time, into pooled
+// buffers. A session holds one only while bytes are moving, never while idle.
 const relayBufferSize = 64 << 10
+
+// frameHeaderRoom is the room a relay buffer leaves in front of the bytes
+// read from the VNC server, for the WebSocket frame header (at most 10
+// bytes for an unmasked frame), so that header and payload go out in one
+// write without a copy.
+const frameHeaderRoom = 10
 
 // closeGrace is how long a session waits for the browser to answer its
 // close frame before it drops the connection.
@@ -27,11 +34,16 @@ const closeGrace = time.Second
 
 var (
 	relayBuffers = sync.Pool{New: func() any {
-		b := make([]byte, relayBufferSize)
+		b := make([]byte, frameHeaderRoom+relayBufferSize)
 		return &b
 	}}
+	// writeBufferPool keeps gorilla from giving each connection a write
+	// buffer of its own: data frames are written by the session, control
+	// frames by WriteControl, and neither uses one.
 	writeBufferPool = &sync.Pool{}
 )
+
+var errCloseSent = errors.New("close frame already sent")
 
 // Why a session ended, as logged.
 const (
@@ -53,6 +65,7 @@ const (
 type session struct {
 	id             string
 	ws             *websocket.Conn
+	browser        net.Conn // ws.NetConn()
 	target         net.Conn
 	targetAddr     tokenresolver.Target
 	client         string
@@ -72,6 +85,11 @@ type session struct {
 	// so that nothing writes to a connection it has given up.
 	writers sync.WaitGroup
 
+	// wmu orders the frames written to the browser: each data frame is one
+	// write of the browser connection, and no frame follows the close frame.
+	wmu       sync.Mutex
+	closeSent bool // guarded by wmu
+
 	mu         sync.Mutex // guards the fields below
 	ended      bool
 	reason     string
@@ -87,6 +105,7 @@ func newSession(h *Handler, ws *websocket.Conn, target net.Conn, t tokenresolver
 	return &session{
 		id:             strconv.FormatUint(rand.Uint64(), 36),
 		ws:             ws,
+		browser:        ws.NetConn(),
 		target:         target,
 		targetAddr:     t,
 		client:         client,
@@ -103,10 +122,9 @@ func newSession(h *Handler, ws *websocket.Conn, target net.Conn, t tokenresolver
 // start registers the session and starts its pumps; greeting, the VNC
 // server's bytes read while checking it, goes to the browser first.
 func (s *session) start(greeting []byte) error {
-	nc := s.ws.NetConn()
 	// Deadlines the HTTP server set on the connection no longer apply.
-	if err := nc.SetDeadline(time.Time{}); err != nil {
-		nc.Close()
+	if err := s.browser.SetDeadline(time.Time{}); err != nil {
+		s.browser.Close()
 		s.target.Close()
 		return err
 	}
@@ -117,6 +135,19 @@ func (s *session) start(greeting []byte) error {
 			return s.ws.SetReadDeadline(time.Now().Add(2 * s.pingInterval))
 		})
 	}
+	s.ws.SetPingHandler(func(data string) error {
+		s.tryWriteControl(websocket.PongMessage, []byte(data))
+		return nil
+	})
+	s.ws.SetCloseHandler(func(code int, _ string) error {
+		// Echo the browser's close; the session then ends.
+		var reply []byte
+		if code != websocket.CloseNoStatusReceived {
+			reply = websocket.FormatCloseMessage(code, "")
+		}
+		s.tryWriteControl(websocket.CloseMessage, reply)
+		return nil
+	})
 
 	s.pumps.Store(2)
 	sessions.add(s)
@@ -148,17 +179,22 @@ func (s *session) pumpToBrowser(greeting []byte) {
 	defer s.pumpDone()
 	defer s.recoverPanic()
 	if len(greeting) > 0 {
-		if err := s.ws.WriteMessage(websocket.BinaryMessage, greeting); err != nil {
+		buf := make([]byte, frameHeaderRoom+len(greeting))
+		copy(buf[frameHeaderRoom:], greeting)
+		if err := s.writeData(buf, len(greeting)); err != nil {
 			s.end(reasonBrowserGone, 0, "", err)
 			return
 		}
 		s.countToBrowser(len(greeting))
 	}
+	if s.spliceToBrowser() {
+		return
+	}
 	read := pooledReader(s.target)
 	for {
 		bp, n, rerr := read()
 		if n > 0 {
-			if werr := s.ws.WriteMessage(websocket.BinaryMessage, (*bp)[:n]); werr != nil {
+			if werr := s.writeData(*bp, n); werr != nil {
 				relayBuffers.Put(bp)
 				s.end(reasonBrowserGone, 0, "", werr)
 				return
@@ -179,12 +215,73 @@ func (s *session) pumpToBrowser(greeting []byte) {
 	}
 }
 
-// heldBufferReader reads c into a pooled buffer that it holds while it
-// waits: for connections whose socket is out of reach.
+// writeData sends buf[frameHeaderRoom:frameHeaderRoom+n] to the browser as
+// one binary message: the frame header goes into the room in front of the
+// payload, and header and payload go out in one write.
+func (s *session) writeData(buf []byte, n int) error {
+	start := putFrameHeader(buf[:frameHeaderRoom], n)
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.closeSent {
+		return errCloseSent
+	}
+	_, err := s.browser.Write(buf[start : frameHeaderRoom+n])
+	return err
+}
+
+// putFrameHeader writes the header of an unmasked, final binary frame with
+// an n-byte payload at the end of room (frameHeaderRoom bytes) and returns
+// where in room it begins (RFC 6455, section 5.2).
+func putFrameHeader(room []byte, n int) int {
+	const finalBinary = 0x80 | websocket.BinaryMessage
+	switch {
+	case n <= 125:
+		room[8], room[9] = finalBinary, byte(n)
+		return 8
+	case n <= 0xffff:
+		room[6], room[7] = finalBinary, 126
+		binary.BigEndian.PutUint16(room[8:], uint16(n))
+		return 6
+	default:
+		room[0], room[1] = finalBinary, 127
+		binary.BigEndian.PutUint64(room[2:], uint64(n))
+		return 0
+	}
+}
+
+// writeControlLocked sends a control frame; the caller holds wmu, so the
+// frame goes after any data frame being written. It resets the write
+// deadline WriteControl sets, which data writes must not inherit.
+func (s *session) writeControlLocked(messageType int, data []byte, deadline time.Time) error {
+	if s.closeSent {
+		return errCloseSent
+	}
+	if messageType == websocket.CloseMessage {
+		s.closeSent = true
+	}
+	err := s.ws.WriteControl(messageType, data, deadline)
+	_ = s.browser.SetWriteDeadline(time.Time{})
+	return err
+}
+
+// tryWriteControl sends a control frame unless a data frame is being
+// written: for pongs and pings, which a stream that is moving does not
+// need, and which must not wait behind a browser that does not read.
+func (s *session) tryWriteControl(messageType int, data []byte) bool {
+	if !s.wmu.TryLock() {
+		return false
+	}
+	defer s.wmu.Unlock()
+	return s.writeControlLocked(messageType, data, time.Now().Add(closeGrace)) == nil
+}
+
+// heldBufferReader reads c into a pooled buffer, after its frameHeaderRoom,
+// and holds the buffer while it waits: for connections whose socket is out
+// of reach.
 func heldBufferReader(c net.Conn) func() (*[]byte, int, error) {
 	return func() (*[]byte, int, error) {
 		bp := relayBuffers.Get().(*[]byte)
-		n, err := c.Read(*bp)
+		n, err := c.Read((*bp)[frameHeaderRoom:])
 		return bp, n, err
 	}
 }
@@ -216,11 +313,12 @@ func (s *session) pumpToTarget() {
 	}
 }
 
-// copyMessage writes one message from the browser to the VNC server. It ends
-// the session on error.
+// copyMessage writes one message from the browser to the VNC server, a
+// buffer at a time, so that a message that fits in buf is one write however
+// it arrived. It ends the session on error.
 func (s *session) copyMessage(r io.Reader, buf []byte) error {
 	for {
-		n, rerr := r.Read(buf)
+		n, rerr := fill(r, buf)
 		if n > 0 {
 			if _, werr := s.target.Write(buf[:n]); werr != nil {
 				s.end(reasonTargetWriteErr, websocket.CloseNormalClosure, "VNC server closed the connection", werr)
@@ -236,6 +334,20 @@ func (s *session) copyMessage(r io.Reader, buf []byte) error {
 			return rerr
 		}
 	}
+}
+
+// fill reads from r until buf is full or r returns an error, io.EOF at the
+// end of the message.
+func fill(r io.Reader, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		k, err := r.Read(buf[n:])
+		n += k
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 func (s *session) endOnBrowserError(err error) {
@@ -285,16 +397,22 @@ func (s *session) end(reason string, code int, text string, err error) {
 
 	s.target.Close()
 	if code == 0 {
-		s.ws.NetConn().Close()
+		s.browser.Close()
 		return
 	}
-	werr := s.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, text), time.Now().Add(closeGrace))
+	// A data frame being written to a browser that does not read gets
+	// closeGrace to finish; the close frame goes after it.
+	deadline := time.Now().Add(closeGrace)
+	_ = s.browser.SetWriteDeadline(deadline)
+	s.wmu.Lock()
+	werr := s.writeControlLocked(websocket.CloseMessage, websocket.FormatCloseMessage(code, text), deadline)
+	s.wmu.Unlock()
 	if werr != nil {
-		s.ws.NetConn().Close()
+		s.browser.Close()
 		return
 	}
 	s.mu.Lock()
-	s.closeTimer = time.AfterFunc(closeGrace, func() { s.ws.NetConn().Close() })
+	s.closeTimer = time.AfterFunc(closeGrace, func() { s.browser.Close() })
 	s.mu.Unlock()
 }
 
@@ -319,7 +437,7 @@ func (s *session) pumpDone() {
 	stopTimer(s.closeTimer)
 	reason, err := s.reason, s.endErr
 	s.mu.Unlock()
-	s.ws.NetConn().Close()
+	s.browser.Close()
 	s.target.Close()
 	s.writers.Wait()
 	sessions.remove(s)
@@ -353,12 +471,10 @@ func (s *session) ping() {
 	s.writers.Add(1)
 	s.mu.Unlock()
 	defer s.writers.Done()
-	if err := s.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(s.pingInterval)); err != nil {
-		// The read deadline ends the session if the browser is gone.
-		if ce := s.logger.Check(zap.DebugLevel, "ping failed"); ce != nil {
-			ce.Write(zap.String("session", s.id), zap.Error(err))
-		}
-	}
+	// A ping waits for no data frame: moving data keeps the connection
+	// alive, and a browser that stops reading misses the pongs it would
+	// owe, so the read deadline ends its session.
+	s.tryWriteControl(websocket.PingMessage, nil)
 	s.mu.Lock()
 	if !s.ended {
 		s.pingTimer.Reset(s.pingInterval)
