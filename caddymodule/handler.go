@@ -413,6 +413,8 @@ func tokenHashField(token string) zap.Field {
 // counts when the handler returns, but a session outlives the handler (so
 // that an idle console holds no request goroutine and no request state). The
 // session logs its own bytes and duration when it ends.
+//
+// A plain TCP connection is handed to gorilla as a pooledReadConn.
 type hijackWriter struct {
 	http.ResponseWriter
 }
@@ -426,7 +428,11 @@ func (w hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		}
 		inner = u.Unwrap()
 	}
-	return http.NewResponseController(inner).Hijack()
+	c, brw, err := http.NewResponseController(inner).Hijack()
+	if err != nil {
+		return c, brw, err
+	}
+	return pooledReads(c), brw, nil
 }
 
 // Interface guards

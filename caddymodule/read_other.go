@@ -9,3 +9,9 @@ import "net"
 func pooledReader(c net.Conn) func() (*[]byte, int, error) {
 	return heldBufferReader(c)
 }
+
+// pooledReads: without access to the socket, gorilla reads the connection
+// itself.
+func pooledReads(c net.Conn) net.Conn { return c }
+
+func socketConn(c net.Conn) net.Conn { return c }

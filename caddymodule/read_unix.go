@@ -57,3 +57,57 @@ func pooledReader(c net.Conn) func() (*[]byte, int, error) {
 		return bp, n, nil
 	}
 }
+
+// pooledReadConn is the browser's connection as gorilla/websocket reads it:
+// a read takes whatever the socket holds, up to a relay buffer's worth, in
+// one read(2) into a pooled buffer and serves gorilla's reads (frame
+// headers into its small buffer, payloads into the relay's) from there, so
+// a 64 KiB message costs about one read(2) instead of one for its header
+// and more for its payload. The buffer goes back to the pool once drained:
+// an idle session holds none. Only gorilla's pump reads it. It embeds the
+// net.Conn interface, not the *net.TCPConn, so that no ReadFrom or WriteTo
+// goes past its buffer.
+type pooledReadConn struct {
+	net.Conn
+	read func() (*[]byte, int, error)
+	bp   *[]byte
+	buf  []byte // the unread bytes in *bp
+}
+
+// pooledReads wraps a plain TCP connection in a pooledReadConn; any other
+// connection (TLS) is returned as it is.
+func pooledReads(c net.Conn) net.Conn {
+	tc, ok := c.(*net.TCPConn)
+	if !ok || copyRelayOnly.Load() {
+		return c
+	}
+	return &pooledReadConn{Conn: tc, read: pooledReader(tc)}
+}
+
+// socketConn returns the connection under a pooledReadConn, for writing.
+func socketConn(c net.Conn) net.Conn {
+	if pc, ok := c.(*pooledReadConn); ok {
+		return pc.Conn
+	}
+	return c
+}
+
+func (c *pooledReadConn) Read(p []byte) (int, error) {
+	if len(c.buf) == 0 {
+		bp, n, err := c.read()
+		if n == 0 {
+			if bp != nil {
+				relayBuffers.Put(bp)
+			}
+			return 0, err
+		}
+		c.bp, c.buf = bp, (*bp)[frameHeaderRoom:frameHeaderRoom+n]
+	}
+	n := copy(p, c.buf)
+	c.buf = c.buf[n:]
+	if len(c.buf) == 0 {
+		relayBuffers.Put(c.bp)
+		c.bp, c.buf = nil, nil
+	}
+	return n, nil
+}

@@ -45,6 +45,11 @@ var (
 
 var errCloseSent = errors.New("close frame already sent")
 
+// copyRelayOnly turns off what the relay does with a plain TCP socket
+// (splicing to the browser, pooled reads from it), so that tests cover the
+// path TLS connections take over plain connections too.
+var copyRelayOnly atomic.Bool
+
 // Why a session ended, as logged.
 const (
 	reasonTargetClosed   = "vnc server closed"
@@ -65,7 +70,7 @@ const (
 type session struct {
 	id             string
 	ws             *websocket.Conn
-	browser        net.Conn // ws.NetConn()
+	browser        net.Conn // the socket under ws.NetConn(), for writing
 	target         net.Conn
 	targetAddr     tokenresolver.Target
 	client         string
@@ -105,7 +110,7 @@ func newSession(h *Handler, ws *websocket.Conn, target net.Conn, t tokenresolver
 	return &session{
 		id:             strconv.FormatUint(rand.Uint64(), 36),
 		ws:             ws,
-		browser:        ws.NetConn(),
+		browser:        socketConn(ws.NetConn()),
 		target:         target,
 		targetAddr:     t,
 		client:         client,

@@ -9,7 +9,6 @@ import (
 	"os"
 	"runtime"
 	"sync"
-	"sync/atomic"
 	"syscall"
 
 	"github.com/gorilla/websocket"
@@ -28,10 +27,6 @@ type splicePipe struct {
 }
 
 var splicePipes sync.Pool
-
-// copyRelayOnly turns the splice relay off, so that tests cover the copying
-// one, which TLS connections take, over plain connections too.
-var copyRelayOnly atomic.Bool
 
 // getPipe returns an empty pipe, or nil if none can be made (out of file
 // descriptors, say).
