@@ -76,7 +76,7 @@ func (c canvas) dashed(x0, x1, y int, col color.Color) {
 	}
 }
 
-// targetLine is where the target sits for a metric, in its unit.
+// targetLine is where the project's target sits for a metric, in its unit.
 func targetLine(rw row) (float64, bool) {
 	v := func(k string) (float64, bool) {
 		c := rw.Values[k]
@@ -213,7 +213,7 @@ func drawPanel(c canvas, px, py, w, h int, rw row, variants []string) {
 	}
 }
 
-// drawTargets lists the targets for vnc_proxy and whether each is
+// drawTargets lists the project's targets for vnc_proxy and whether each is
 // met, in the panel grid's spare cell.
 func drawTargets(c canvas, px, py int, rep *report) {
 	const scale = 2

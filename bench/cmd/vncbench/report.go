@@ -252,7 +252,7 @@ func (r *results) report() *report {
 	return rep
 }
 
-// judge sets the issue's target for a row and whether vnc_proxy (plain ws)
+// judge sets the project's performance target for a row and whether vnc_proxy (plain ws)
 // meets it.
 func (r *results) judge(rw *row) {
 	ours, direct, ws := rw.Values[vOurs], rw.Values[vDirect], rw.Values[vWebsockify]
@@ -283,7 +283,7 @@ func (r *results) judge(rw *row) {
 		irs := r.idle[vOurs]
 		known := ours != nil && len(irs) > 0
 		// A hard RLIMIT_NOFILE of 20,000 leaves room for 9,900 sessions
-		// (two sockets each); that counts as the issue's 10,000.
+		// (two sockets each); that counts as the target's 10,000.
 		ok := known && ours.Median <= 16 && irs[0].sessions >= 9900
 		for _, ir := range irs {
 			ok = ok && ir.answered == ir.sessions
@@ -383,7 +383,7 @@ func (rep *report) footnotes() []string {
 		n = append(n, "Go TCP relay: a separate process copying bytes both ways with io.Copy (splice), no WebSocket: what any proxy process costs on this machine. Not measured for idle sessions.")
 	}
 	o := rep.Config
-	n = append(n, "ours = vnc_proxy over plain ws; the targets are issue #5's.")
+	n = append(n, "ours = vnc_proxy over plain ws; the targets are the project's, for plain WebSocket on loopback.")
 	n = append(n, fmt.Sprintf("Medians of %v runs; a fresh proxy process per run. Throughput: %v MiB down, %v MiB up in 64 KiB messages (websockify capped at %v MiB); round trip: %v echoes; open rate: %v concurrent openers for %v, each session a full WebSocket upgrade, token lookup and RFB greeting read.",
 		o["runs"], o["down_mib"], o["up_mib"], o["websockify_mib"], o["rtt_echoes"], o["openers"], o["open_duration"]))
 	return n
