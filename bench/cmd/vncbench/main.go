@@ -218,8 +218,22 @@ func run(ctx context.Context, o options) error {
 	for r := 1; r <= o.runs; r++ {
 		for _, v := range variants {
 			fmt.Fprintf(os.Stderr, "run %d/%d: %s\n", r, o.runs, v)
-			if err := measureVariant(ctx, env, v, res); err != nil {
-				return fmt.Errorf("%s, run %d: %w", v, r, err)
+			// A run that fails (websockify now and then drops the end of
+			// a stream when the target closes) is repeated, twice at
+			// most, with a fresh proxy; only whole runs count.
+			for attempt := 1; ; attempt++ {
+				run := newResults(o, variants)
+				err := measureVariant(ctx, env, v, run)
+				if err == nil {
+					res.merge(run)
+					break
+				}
+				if attempt == 3 || ctx.Err() != nil {
+					return fmt.Errorf("%s, run %d: %w", v, r, err)
+				}
+				why := fmt.Sprintf("%s, run %d: %v", variantLabel[v], r, err)
+				fmt.Fprintf(os.Stderr, "  failed (%v); repeating the run\n", err)
+				res.repeated = append(res.repeated, why)
 			}
 		}
 	}

@@ -52,6 +52,7 @@ type results struct {
 	extra    map[string]map[string][]float64
 	idle     map[string][]idleResult
 	machine  machine
+	repeated []string // runs that failed and were repeated, and why
 }
 
 func newResults(o options, variants []string) *results {
@@ -61,6 +62,27 @@ func newResults(o options, variants []string) *results {
 		samples:  map[string]map[string][]float64{},
 		extra:    map[string]map[string][]float64{},
 		idle:     map[string][]idleResult{},
+	}
+}
+
+// merge adds run's samples, those of one successful run, to r's.
+func (r *results) merge(run *results) {
+	for metric, byVariant := range run.samples {
+		for v, xs := range byVariant {
+			for _, x := range xs {
+				r.add(metric, v, x)
+			}
+		}
+	}
+	for key, byVariant := range run.extra {
+		for v, xs := range byVariant {
+			for _, x := range xs {
+				r.addExtra(key, v, x)
+			}
+		}
+	}
+	for v, irs := range run.idle {
+		r.idle[v] = append(r.idle[v], irs...)
 	}
 }
 
@@ -178,6 +200,7 @@ type report struct {
 	Rows      []row                         `json:"metrics"`
 	Idle      map[string]idleSummary        `json:"idle_sessions"`
 	Extra     map[string]map[string]float64 `json:"extra_medians"`
+	Repeated  []string                      `json:"repeated_runs,omitempty"`
 }
 
 var variantLabel = map[string]string{
@@ -195,6 +218,7 @@ func (r *results) report() *report {
 		Command:   o.cmdline,
 		Machine:   r.machine,
 		Variants:  r.variants,
+		Repeated:  r.repeated,
 		Idle:      map[string]idleSummary{},
 		Extra:     map[string]map[string]float64{},
 		Config: map[string]any{
@@ -378,6 +402,9 @@ func (rep *report) footnotes() []string {
 	if o := rep.Config; o["idle_sessions"] != o["idle_sessions_asked"] {
 		n = append(n, fmt.Sprintf("RLIMIT_NOFILE is %v here and cannot be raised, so %v idle sessions were measured instead of %v (the proxy holds two sockets per session).",
 			o["rlimit_nofile"], o["idle_sessions"], o["idle_sessions_asked"]))
+	}
+	for _, why := range rep.Repeated {
+		n = append(n, "A run failed and was repeated: "+why+".")
 	}
 	if rep.has(vRelay) {
 		n = append(n, "Go TCP relay: a separate process copying bytes both ways with io.Copy (splice), no WebSocket: what any proxy process costs on this machine. Not measured for idle sessions.")
