@@ -61,10 +61,13 @@ func putPipe(p *splicePipe, empty bool) {
 // splice(2) from one socket through a pipe into the other, so that they are
 // never copied through the process: each message is the frame header, sent
 // with MSG_MORE, and the payload spliced after it, in one hold of the
-// browser socket's write lock, so no control frame comes between them. It
-// returns false, having done nothing, when the browser's connection is not
-// a plain TCP socket (TLS, or a listener wrapper's connection) or the VNC
-// server's is not a socket; otherwise it runs until the session ends.
+// browser socket's write lock, so no control frame comes between them.
+//
+// It returns false, with nothing read and not yet relayed, when the
+// browser's connection is not a plain TCP socket (TLS, or a listener
+// wrapper's connection) or the VNC server's is not a socket, or once no
+// pipe can be made (out of file descriptors); the copying relay then
+// carries on. Otherwise it runs until the session ends.
 func (s *session) spliceToBrowser() bool {
 	if copyRelayOnly.Load() {
 		return false
@@ -88,20 +91,12 @@ func (s *session) spliceToBrowser() bool {
 
 	var (
 		p    *splicePipe
-		bp   *[]byte // when no pipe could be made, the bytes are read here
 		n    int
 		rerr error
 	)
 	readReady := func(fd uintptr) bool {
 		if p = getPipe(); p == nil {
-			bp = relayBuffers.Get().(*[]byte)
-			n, rerr = ignoringEINTR(func() (int, error) { return unix.Read(int(fd), (*bp)[frameHeaderRoom:]) })
-			if rerr == unix.EAGAIN {
-				relayBuffers.Put(bp)
-				bp = nil
-				return false
-			}
-			return true
+			return true // no pipe to be had: the copying relay takes over
 		}
 		n, rerr = ignoringEINTR(func() (int, error) {
 			k, err := unix.Splice(int(fd), nil, p.w, nil, spliceMax, unix.SPLICE_F_NONBLOCK|unix.SPLICE_F_MOVE)
@@ -116,23 +111,19 @@ func (s *session) spliceToBrowser() bool {
 	}
 
 	for {
-		p, bp, n, rerr = nil, nil, 0, nil
+		p, n, rerr = nil, 0, nil
 		if err := trc.Read(readReady); err != nil {
 			rerr = err
+		} else if p == nil {
+			return false
 		} else if rerr != nil {
 			rerr = os.NewSyscallError("splice", rerr)
 		} else if n == 0 {
 			rerr = io.EOF
 		}
 		if n > 0 {
-			var werr error
-			if bp != nil {
-				werr = s.writeData(*bp, n)
-				relayBuffers.Put(bp)
-			} else {
-				werr = s.spliceFrame(brc, p, n)
-				putPipe(p, werr == nil)
-			}
+			werr := s.spliceFrame(brc, p, n)
+			putPipe(p, werr == nil)
 			if werr != nil {
 				s.end(reasonBrowserGone, 0, "", werr)
 				return true
