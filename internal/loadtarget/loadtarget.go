@@ -5,21 +5,19 @@
 //
 //	'e'          echo: everything read is written back until EOF
 //	's' + n      send: n bytes (8-byte big-endian) of Stream(0..n) to the client
-//	'r' + n      receive: read n bytes, then answer with their SHA-256 (32 bytes)
 //	'v' + n      verify: read n bytes, which must be Stream(0..n), then answer
 //	             with how many of them matched before the first that did not
 //	             (8-byte big-endian; n when all did). It costs a copy and a
 //	             compare per byte, so that throughput measurements measure the
-//	             connection rather than a hash.
+//	             connection rather than the check.
 //	'i'          idle: read and discard until the client closes
 //
-// The connection closes after 's', 'r' and 'v' complete.
+// The connection closes after 's' and 'v' complete.
 package loadtarget
 
 import (
 	"bufio"
 	"bytes"
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -133,24 +131,16 @@ func handle(c net.Conn) error {
 	case 'i':
 		_, err = io.Copy(io.Discard, r)
 		return err
-	case 's', 'r', 'v':
+	case 's', 'v':
 		var hdr [8]byte
 		if _, err := io.ReadFull(r, hdr[:]); err != nil {
 			return err
 		}
 		n := int64(binary.BigEndian.Uint64(hdr[:]))
-		switch cmd {
-		case 's':
+		if cmd == 's' {
 			return send(c, n)
-		case 'v':
-			_, err := c.Write(binary.BigEndian.AppendUint64(nil, uint64(verify(r, n))))
-			return err
 		}
-		h := sha256.New()
-		if _, err := io.CopyN(h, r, n); err != nil {
-			return err
-		}
-		_, err = c.Write(h.Sum(nil))
+		_, err := c.Write(binary.BigEndian.AppendUint64(nil, uint64(verify(r, n))))
 		return err
 	default:
 		return errors.New("loadtarget: unknown command")
