@@ -36,6 +36,18 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		idle_timeout     <duration>
 //		max_message_size <size>
 //		check_rfb        on|off
+//		vnc_auth {
+//			password <secret>
+//			username <user>
+//			tls {
+//				ca          <pem-file>
+//				cert        <pem-file>
+//				key         <pem-file>
+//				server_name <name>
+//			}
+//			require_tls
+//		}
+//		view_only        on|off
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive's name
@@ -123,12 +135,100 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			h.CheckRFB = &on
 
+		case "vnc_auth":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			h.VNCAuth = new(VNCAuth)
+			if err := h.VNCAuth.unmarshalCaddyfile(d); err != nil {
+				return err
+			}
+
+		case "view_only":
+			var s string
+			if !d.AllArgs(&s) {
+				return d.ArgErr()
+			}
+			on, err := parseOnOff(s)
+			if err != nil {
+				return d.Errf("view_only: %v", err)
+			}
+			h.ViewOnly = on
+
 		default:
 			return d.Errf("unrecognized vnc_proxy option %q", opt)
 		}
 	}
 	if h.ResolverRaw == nil {
 		return d.Err("vnc_proxy needs a resolver (resolver file|http|redis|jwt ...)")
+	}
+	return nil
+}
+
+// unmarshalCaddyfile reads the block of vnc_auth.
+func (a *VNCAuth) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	seen := make(map[string]bool)
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		if seen[opt] {
+			return d.Errf("vnc_auth: %s already specified", opt)
+		}
+		seen[opt] = true
+		switch opt {
+		case "password":
+			if !d.AllArgs(&a.Password) {
+				return d.ArgErr()
+			}
+		case "username":
+			if !d.AllArgs(&a.Username) {
+				return d.ArgErr()
+			}
+		case "require_tls":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			a.RequireTLS = true
+		case "tls":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			a.TLS = new(VNCTLS)
+			tlsSeen := make(map[string]bool)
+			for tlsNesting := d.Nesting(); d.NextBlock(tlsNesting); {
+				sub := d.Val()
+				if tlsSeen[sub] {
+					return d.Errf("vnc_auth tls: %s already specified", sub)
+				}
+				tlsSeen[sub] = true
+				var field *string
+				switch sub {
+				case "ca":
+					field = &a.TLS.CA
+				case "cert":
+					field = &a.TLS.Cert
+				case "key":
+					field = &a.TLS.Key
+				case "server_name":
+					field = &a.TLS.ServerName
+				default:
+					return d.Errf("unrecognized vnc_auth tls option %q", sub)
+				}
+				if !d.AllArgs(field) {
+					return d.ArgErr()
+				}
+			}
+			if a.TLS.CA == "" {
+				return d.Err("vnc_auth tls: ca is required")
+			}
+			if (a.TLS.Cert == "") != (a.TLS.Key == "") {
+				return d.Err("vnc_auth tls: cert and key go together")
+			}
+		default:
+			return d.Errf("unrecognized vnc_auth option %q", opt)
+		}
+	}
+	if a.RequireTLS && a.TLS == nil {
+		return d.Err("vnc_auth: require_tls needs a tls block")
 	}
 	return nil
 }

@@ -61,6 +61,15 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"origin with path", "vnc_proxy {\nresolver file /x\nallowed_origins https://a.example/path\n}", "more than scheme://host"},
 		{"no origins", "vnc_proxy {\nresolver file /x\nallowed_origins\n}", "wrong argument count"},
 		{"two tokens", "vnc_proxy {\nresolver file /x\ntoken {a} {b}\n}", "wrong argument count"},
+		{"bad view_only", "vnc_proxy {\nresolver file /x\nview_only yes\n}", "view_only"},
+		{"vnc_auth argument", "vnc_proxy {\nresolver file /x\nvnc_auth x\n}", "wrong argument count"},
+		{"vnc_auth unknown", "vnc_proxy {\nresolver file /x\nvnc_auth {\nkerberos\n}\n}", `unrecognized vnc_auth option "kerberos"`},
+		{"vnc_auth twice", "vnc_proxy {\nresolver file /x\nvnc_auth {\npassword a\npassword b\n}\n}", "password already specified"},
+		{"vnc_auth password without value", "vnc_proxy {\nresolver file /x\nvnc_auth {\npassword\n}\n}", "wrong argument count"},
+		{"require_tls without tls", "vnc_proxy {\nresolver file /x\nvnc_auth {\nrequire_tls\n}\n}", "require_tls needs a tls block"},
+		{"tls without ca", "vnc_proxy {\nresolver file /x\nvnc_auth {\ntls {\nserver_name h\n}\n}\n}", "ca is required"},
+		{"tls cert without key", "vnc_proxy {\nresolver file /x\nvnc_auth {\ntls {\nca /c\ncert /x\n}\n}\n}", "cert and key go together"},
+		{"tls unknown", "vnc_proxy {\nresolver file /x\nvnc_auth {\ntls {\nca /c\npin x\n}\n}\n}", `unrecognized vnc_auth tls option "pin"`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

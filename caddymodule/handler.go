@@ -24,6 +24,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/vncgate/caddy-vnc-proxy/internal/rfb"
+	"github.com/vncgate/caddy-vnc-proxy/internal/rfbproxy"
 	"github.com/vncgate/caddy-vnc-proxy/tokenresolver"
 )
 
@@ -85,6 +86,19 @@ type Handler struct {
 	// browser's request is upgraded. Default: true.
 	CheckRFB *bool `json:"check_rfb,omitempty"`
 
+	// The proxy logs in to the VNC server itself and offers the browser
+	// security None, so the browser never sees a VNC credential; with tls,
+	// it reaches VNC servers that require VeNCrypt X.509. Default: off
+	// (the browser does the VNC server's authentication itself), unless a
+	// token's record carries a password or the console is view-only.
+	VNCAuth *VNCAuth `json:"vnc_auth,omitempty"`
+
+	// Every console of this handler is view-only: the proxy drops the
+	// browser's input (keys, pointer, clipboard, power and resize requests)
+	// and forces ClientInit's shared flag on. A token's "view_only": true
+	// makes one console view-only. Default: false.
+	ViewOnly bool `json:"view_only,omitempty"`
+
 	resolver       tokenresolver.Resolver
 	logger         *zap.Logger
 	upgrader       websocket.Upgrader
@@ -93,6 +107,7 @@ type Handler struct {
 	dialer         net.Dialer
 	pingInterval   time.Duration
 	checkRFB       bool
+	credentials    rfbproxy.Credentials
 }
 
 // CaddyModule returns the Caddy module information.
@@ -141,6 +156,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.checkRFB = h.CheckRFB == nil || *h.CheckRFB
 	h.dialer = net.Dialer{Timeout: time.Duration(h.DialTimeout)}
+	if h.ViewOnly && !h.checkRFB {
+		return errors.New("view_only needs check_rfb on: the proxy speaks RFB with both sides")
+	}
+	if err := h.provisionVNCAuth(); err != nil {
+		return err
+	}
 
 	h.allowedOrigins = make(map[string]bool, len(h.AllowedOrigins))
 	for _, o := range h.AllowedOrigins {
@@ -221,8 +242,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		}
 	}
 
-	conn, greeting, err := h.dialTarget(r.Context(), target)
+	conn, greeting, login, err := h.dialTarget(r.Context(), target, h.rfbAware(target))
 	if err != nil {
+		if r.Context().Err() != nil {
+			// The browser went away while the VNC server was slow.
+			return nil
+		}
 		return h.refuse(w, r, http.StatusBadGateway, "VNC server unavailable", "target_unavailable", err,
 			tokenHashField(token), zap.Stringer("target", target))
 	}
@@ -238,6 +263,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	sessionsTotal.WithLabelValues("started").Inc()
 
 	s := newSession(h, ws, conn, target, clientAddr, tokenHash(token))
+	if login != nil {
+		s.login = login
+		if h.viewOnly(target) {
+			s.filter = &rfbproxy.ViewOnlyFilter{MaxLength: h.MaxMessageSize}
+		}
+	}
 	if err := s.start(greeting); err != nil {
 		h.logger.Debug("session did not start", zap.String("session", s.id), zap.Error(err))
 	}
@@ -356,28 +387,55 @@ func normalizeOrigin(origin string) (string, error) {
 	return scheme + "://" + host, nil
 }
 
-// dialTarget connects to the VNC server and, when check_rfb is on, reads and
-// checks its greeting, which it returns so that the browser gets it first.
-func (h *Handler) dialTarget(ctx context.Context, t tokenresolver.Target) (net.Conn, []byte, error) {
-	conn, err := h.dialer.DialContext(ctx, t.Network, t.Address)
+// dialTarget connects to the VNC server and, when check_rfb is on or the
+// console is RFB-aware, reads and checks its greeting; an RFB-aware console
+// then logs in (login is its result). One deadline, dial_timeout from now,
+// bounds all of it, and the wait ends when the browser leaves. It returns
+// the greeting of a transparent console, for the browser to get first.
+func (h *Handler) dialTarget(ctx context.Context, t tokenresolver.Target, aware bool) (net.Conn, []byte, *rfbproxy.Result, error) {
+	deadline := time.Now().Add(time.Duration(h.DialTimeout))
+	dialer := h.dialer
+	dialer.Deadline = deadline
+	raw, err := dialer.DialContext(ctx, t.Network, t.Address)
 	if err != nil {
-		return nil, nil, fmt.Errorf("dialing target: %w", err)
+		return nil, nil, nil, fmt.Errorf("dialing target: %w", err)
 	}
-	if !h.checkRFB {
-		return conn, nil, nil
+	if !h.checkRFB && !aware {
+		return raw, nil, nil, nil
 	}
-	greeting := make([]byte, rfb.VersionLen)
-	_ = conn.SetReadDeadline(time.Now().Add(time.Duration(h.DialTimeout)))
-	if _, err := io.ReadFull(conn, greeting); err != nil {
-		conn.Close()
-		return nil, nil, fmt.Errorf("reading RFB greeting: %w", err)
+	_ = raw.SetDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { _ = raw.SetDeadline(time.Now()) })
+	conn, greeting, login, err := h.greet(raw, t, aware)
+	if !stop() && err == nil {
+		err = fmt.Errorf("waiting for the VNC server: %w", ctx.Err())
 	}
-	_ = conn.SetReadDeadline(time.Time{})
+	if err != nil {
+		raw.Close()
+		return nil, nil, nil, err
+	}
+	_ = raw.SetDeadline(time.Time{})
+	return conn, greeting, login, nil
+}
+
+// greet reads and checks the VNC server's greeting and, for an RFB-aware
+// console, logs in; conn is what the session goes on with (TLS over raw
+// after VeNCrypt X.509).
+func (h *Handler) greet(raw net.Conn, t tokenresolver.Target, aware bool) (conn net.Conn, greeting []byte, login *rfbproxy.Result, err error) {
+	greeting = make([]byte, rfb.VersionLen)
+	if _, err := io.ReadFull(raw, greeting); err != nil {
+		return nil, nil, nil, fmt.Errorf("reading RFB greeting: %w", err)
+	}
 	if _, _, err := rfb.ParseVersion(greeting); err != nil {
-		conn.Close()
-		return nil, nil, fmt.Errorf("target does not speak RFB: %w", err)
+		return nil, nil, nil, fmt.Errorf("target does not speak RFB: %w", err)
 	}
-	return conn, greeting, nil
+	if !aware {
+		return raw, greeting, nil, nil
+	}
+	conn, res, err := rfbproxy.Login(raw, greeting, h.credentialsFor(t))
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("logging in to the VNC server: %w", err)
+	}
+	return conn, nil, &res, nil
 }
 
 // clientAddress is the browser's address: Caddy's client IP (which honours

@@ -15,6 +15,7 @@ import (
 	"github.com/gorilla/websocket"
 	"go.uber.org/zap"
 
+	"github.com/vncgate/caddy-vnc-proxy/internal/rfbproxy"
 	"github.com/vncgate/caddy-vnc-proxy/tokenresolver"
 )
 
@@ -81,6 +82,14 @@ type session struct {
 	maxMessageSize int64
 	started        time.Time
 
+	// RFB-aware sessions: how the proxy logged in to the VNC server, how
+	// long the browser has for its handshake, and for a view-only console
+	// the filter of its messages (used by pumpToTarget only).
+	login            *rfbproxy.Result
+	handshakeTimeout time.Duration
+	filter           *rfbproxy.ViewOnlyFilter
+	filtered         []byte
+
 	toBrowser atomic.Int64
 	toTarget  atomic.Int64
 	pumps     atomic.Int32
@@ -108,19 +117,20 @@ type session struct {
 
 func newSession(h *Handler, ws *websocket.Conn, target net.Conn, t tokenresolver.Target, client, tokenHash string) *session {
 	return &session{
-		id:             strconv.FormatUint(rand.Uint64(), 36),
-		ws:             ws,
-		browser:        socketConn(ws.NetConn()),
-		target:         target,
-		targetAddr:     t,
-		client:         client,
-		tokenHash:      tokenHash,
-		logger:         h.logger,
-		pingInterval:   h.pingInterval,
-		idleTimeout:    time.Duration(h.IdleTimeout),
-		maxMessageSize: h.MaxMessageSize,
-		started:        time.Now(),
-		done:           make(chan struct{}),
+		id:               strconv.FormatUint(rand.Uint64(), 36),
+		ws:               ws,
+		browser:          socketConn(ws.NetConn()),
+		target:           target,
+		targetAddr:       t,
+		client:           client,
+		tokenHash:        tokenHash,
+		logger:           h.logger,
+		pingInterval:     h.pingInterval,
+		idleTimeout:      time.Duration(h.IdleTimeout),
+		maxMessageSize:   h.MaxMessageSize,
+		started:          time.Now(),
+		handshakeTimeout: time.Duration(h.DialTimeout),
+		done:             make(chan struct{}),
 	}
 }
 
@@ -156,11 +166,16 @@ func (s *session) start(greeting []byte) error {
 
 	s.pumps.Store(2)
 	sessions.add(s)
-	s.logger.Info("session started",
+	fields := []zap.Field{
 		zap.String("session", s.id),
 		zap.String("client", s.client),
 		zap.Stringer("target", s.targetAddr),
-		zap.String("token_hash", s.tokenHash))
+		zap.String("token_hash", s.tokenHash),
+	}
+	if s.login != nil {
+		fields = append(fields, zap.Stringer("vnc_security", s.login), zap.Bool("view_only", s.filter != nil))
+	}
+	s.logger.Info("session started", fields...)
 
 	s.mu.Lock()
 	if s.pingInterval > 0 {
@@ -296,6 +311,9 @@ func heldBufferReader(c net.Conn) func() (*[]byte, int, error) {
 func (s *session) pumpToTarget() {
 	defer s.pumpDone()
 	defer s.recoverPanic()
+	if s.login != nil && s.acceptBrowser() != nil {
+		return
+	}
 	for {
 		mt, r, err := s.ws.NextReader()
 		if err != nil {
@@ -325,11 +343,9 @@ func (s *session) copyMessage(r io.Reader, buf []byte) error {
 	for {
 		n, rerr := fill(r, buf)
 		if n > 0 {
-			if _, werr := s.target.Write(buf[:n]); werr != nil {
-				s.end(reasonTargetWriteErr, websocket.CloseNormalClosure, "VNC server closed the connection", werr)
+			if werr := s.writeToTarget(buf[:n]); werr != nil {
 				return werr
 			}
-			s.countToTarget(n)
 		}
 		if rerr == io.EOF {
 			return nil
@@ -458,6 +474,9 @@ func (s *session) pumpDone() {
 		zap.Int64("bytes_to_target", s.toTarget.Load()),
 		zap.Duration("duration", duration),
 		zap.String("reason", reason),
+	}
+	if s.filter != nil {
+		fields = append(fields, zap.Int64("dropped_input", s.filter.Dropped))
 	}
 	if err != nil {
 		fields = append(fields, zap.Error(err))

@@ -17,9 +17,14 @@ import (
 )
 
 // JWT resolves a token that is itself a signed JSON Web Token carrying its
-// target in the claims "host" and "port" (websockify's JWTTokenApi), with an
-// optional "password". "exp" and "nbf" are enforced when present, "iss" and
-// "aud" when Issuer and Audience are set.
+// target in the claims "host" and "port" (websockify's JWTTokenApi), with the
+// optional claims "view_only" and "username". "exp" and "nbf" are enforced
+// when present, "iss" and "aud" when Issuer and Audience are set.
+//
+// A token with a "password" claim is refused: a JWT is signed, not
+// encrypted, so its holder can read every claim, and a VNC password in one
+// would reach the browser the proxy keeps it from. The password belongs in
+// the proxy's configuration (vnc_auth) or a stored record (Redis, callback).
 //
 // The key decides which algorithms are accepted: HS256/384/512 for a Secret;
 // RS* and PS* for an RSA key, the ES* matching the curve of an ECDSA key,
@@ -121,8 +126,10 @@ type consoleClaims struct {
 	Host string `json:"host"`
 	// Port is a JSON number or a string; with the host "unix_socket", the
 	// socket's path (as in websockify).
-	Port     any    `json:"port"`
-	Password string `json:"password,omitempty"`
+	Port     any     `json:"port"`
+	Password *string `json:"password,omitempty"`
+	Username string  `json:"username,omitempty"`
+	ViewOnly bool    `json:"view_only,omitempty"`
 }
 
 // Resolve verifies the token and returns the target from its claims.
@@ -149,6 +156,9 @@ func targetFromClaims(c *consoleClaims) (Target, error) {
 	if c.Host == "" {
 		return Target{}, fmt.Errorf("%w: jwt: no host claim", ErrNotFound)
 	}
+	if c.Password != nil {
+		return Target{}, fmt.Errorf("%w: jwt: a password claim is readable by whoever holds the token; configure vnc_auth { password } instead", ErrNotFound)
+	}
 	var t Target
 	var err error
 	if c.Port == nil {
@@ -159,7 +169,8 @@ func targetFromClaims(c *consoleClaims) (Target, error) {
 	if err != nil {
 		return Target{}, fmt.Errorf("%w: jwt: host and port claims: %w", ErrNotFound, err)
 	}
-	t.Password = c.Password
+	t.Username = c.Username
+	t.ViewOnly = c.ViewOnly
 	if c.ExpiresAt != nil {
 		t.ExpiresAt = c.ExpiresAt.Time
 	}

@@ -119,7 +119,10 @@ func TestJWTClaims(t *testing.T) {
 		{"IPv6 host", jwt.MapClaims{"host": "fd00::7", "port": 5900}, Target{Network: "tcp", Address: "[fd00::7]:5900"}, nil},
 		{"unix socket", jwt.MapClaims{"host": "unix_socket", "port": "/run/vnc.sock"}, Target{Network: "unix", Address: "/run/vnc.sock"}, nil},
 		{"host:port without port", jwt.MapClaims{"host": "h:5903"}, Target{Network: "tcp", Address: "h:5903"}, nil},
-		{"password", jwt.MapClaims{"host": "h", "port": 5900, "password": "pw"}, Target{Network: "tcp", Address: "h:5900", Password: "pw"}, nil},
+		{"view_only and username", jwt.MapClaims{"host": "h", "port": 5900, "view_only": true, "username": "u"}, Target{Network: "tcp", Address: "h:5900", ViewOnly: true, Username: "u"}, nil},
+		// A JWT's holder can read its claims: a VNC password must not be one.
+		{"password refused", jwt.MapClaims{"host": "h", "port": 5900, "password": "pw"}, Target{}, ErrNotFound},
+		{"empty password refused", jwt.MapClaims{"host": "h", "port": 5900, "password": ""}, Target{}, ErrNotFound},
 		{"no exp", jwt.MapClaims{"host": "h", "port": 5900}, Target{Network: "tcp", Address: "h:5900"}, nil},
 		{"no host", jwt.MapClaims{"port": 5900}, Target{}, ErrNotFound},
 		{"bad port", jwt.MapClaims{"host": "h", "port": 70000}, Target{}, ErrNotFound},

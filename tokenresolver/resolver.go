@@ -40,8 +40,14 @@ type Target struct {
 	// for unix.
 	Address string `json:"address"`
 	// Password is the VNC server's password when the token's record carries
-	// one; empty otherwise.
+	// one; empty otherwise. The proxy logs in with it; the browser never
+	// sees it.
 	Password string `json:"-"`
+	// Username is the VNC server's username for VeNCrypt's Plain subtypes,
+	// when the record carries one.
+	Username string `json:"-"`
+	// ViewOnly makes this console view-only at the proxy.
+	ViewOnly bool `json:"view_only,omitempty"`
 	// ExpiresAt is when the token stops being valid; zero when the resolver
 	// knows of no expiry.
 	ExpiresAt time.Time `json:"expires_at,omitzero"`
@@ -53,7 +59,7 @@ func (t Target) Expired(now time.Time) bool {
 }
 
 // String returns network and address, for logs; it never includes the
-// password.
+// password or the username.
 func (t Target) String() string {
 	return t.Network + ":" + t.Address
 }

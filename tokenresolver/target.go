@@ -238,8 +238,9 @@ func quote(s string) string {
 // callback's 200 body): plain text host:port (or any other ParseTarget form),
 // JSON {"host": "h:p"}, JSON {"host": "h", "port": 5901} (port a number or a
 // string of digits), with the optional fields "expires_at" (RFC 3339 string,
-// or Unix seconds as a number or a string of digits) and "password". Other
-// JSON fields are ignored. Values over MaxValueSize bytes are rejected.
+// or Unix seconds as a number or a string of digits), "password" and
+// "username" (the VNC server's credentials, for the RFB-aware mode) and
+// "view_only" (true or false). Other JSON fields are ignored. Values over MaxValueSize bytes are rejected.
 //
 // ParseValue does not judge expiry: the caller compares the result with its
 // clock through Target.Expired.
@@ -260,6 +261,8 @@ func ParseValue(b []byte) (Target, error) {
 		Port      json.RawMessage `json:"port"`
 		ExpiresAt json.RawMessage `json:"expires_at"`
 		Password  json.RawMessage `json:"password"`
+		Username  json.RawMessage `json:"username"`
+		ViewOnly  json.RawMessage `json:"view_only"`
 	}
 	if err := json.Unmarshal(b, &v); err != nil {
 		return Target{}, fmt.Errorf("invalid JSON value: %w", err)
@@ -295,6 +298,18 @@ func ParseValue(b []byte) (Target, error) {
 	}
 	if password != nil {
 		t.Password = *password
+	}
+	username, err := jsonString(v.Username, "username")
+	if err != nil {
+		return Target{}, err
+	}
+	if username != nil {
+		t.Username = *username
+	}
+	if !isNull(v.ViewOnly) {
+		if err := json.Unmarshal(v.ViewOnly, &t.ViewOnly); err != nil {
+			return Target{}, errors.New(`JSON field "view_only" must be true or false`)
+		}
 	}
 	return t, nil
 }

@@ -173,6 +173,8 @@ func TestParseValue(t *testing.T) {
 		{fmt.Sprintf(`{"host": "h:1", "expires_at": %d.5}`, exp.Unix()), Target{Network: "tcp", Address: "h:1", ExpiresAt: exp.Add(500 * time.Millisecond)}},
 		{`{"host": "h:1", "expires_at": null}`, Target{Network: "tcp", Address: "h:1"}},
 		{`{"host": "h", "port": 1, "password": "s3cret"}`, Target{Network: "tcp", Address: "h:1", Password: "s3cret"}},
+		{`{"host": "h:1", "password": "p", "username": "u", "view_only": true}`, Target{Network: "tcp", Address: "h:1", Password: "p", Username: "u", ViewOnly: true}},
+		{`{"host": "h:1", "view_only": false}`, Target{Network: "tcp", Address: "h:1"}},
 		{`{"host": "h", "port": 1, "user": "ignored", "nested": {"a": [1]}}`, Target{Network: "tcp", Address: "h:1"}},
 	}
 	for _, tt := range tests {
@@ -218,6 +220,8 @@ func TestParseValueErrors(t *testing.T) {
 		{`{"host": "h:1", "expires_at": -5}`, "must be positive"},
 		{`{"host": "h:1", "expires_at": 1893456000000}`, "milliseconds"},
 		{`{"host": "h:1", "password": 1234}`, `"password" must be a string`},
+		{`{"host": "h:1", "username": true}`, `"username" must be a string`},
+		{`{"host": "h:1", "view_only": "yes"}`, `"view_only" must be true or false`},
 		{strings.Repeat(" ", MaxValueSize+1), "value too large"},
 	}
 	for _, tt := range tests {

@@ -41,6 +41,25 @@ func ClientHandshake(rw io.ReadWriter, password string) (ServerInit, error) {
 // ClientHandshakeVersion is ClientHandshake offering at most version
 // 3.maxMinor (3, 7 or 8), to test servers with older clients.
 func ClientHandshakeVersion(rw io.ReadWriter, password string, maxMinor int) (ServerInit, error) {
+	return ClientHandshakeWith(rw, HandshakeOptions{Password: password, MaxMinor: maxMinor})
+}
+
+// HandshakeOptions are the choices of ClientHandshakeWith.
+type HandshakeOptions struct {
+	Password string
+	// MaxMinor is the highest version offered, 3.MaxMinor; 0 means 8.
+	MaxMinor int
+	// Exclusive sends ClientInit with the shared flag off, which asks the
+	// server to disconnect its other clients.
+	Exclusive bool
+}
+
+// ClientHandshakeWith is ClientHandshake with options.
+func ClientHandshakeWith(rw io.ReadWriter, o HandshakeOptions) (ServerInit, error) {
+	password, maxMinor := o.Password, o.MaxMinor
+	if maxMinor == 0 {
+		maxMinor = 8
+	}
 	var si ServerInit
 	var buf [VersionLen]byte
 	if _, err := io.ReadFull(rw, buf[:]); err != nil {
@@ -137,7 +156,11 @@ func ClientHandshakeVersion(rw io.ReadWriter, password string, maxMinor int) (Se
 		}
 	}
 
-	if _, err := rw.Write([]byte{1}); err != nil { // ClientInit, shared
+	shared := byte(1)
+	if o.Exclusive {
+		shared = 0
+	}
+	if _, err := rw.Write([]byte{shared}); err != nil { // ClientInit
 		return si, fmt.Errorf("sending ClientInit: %w", err)
 	}
 	var b [24]byte

@@ -178,3 +178,10 @@ func Dial(t testing.TB, addr string, deadline time.Duration) net.Conn {
 	_ = c.SetDeadline(time.Now().Add(deadline))
 	return c
 }
+
+func writeFile(t testing.TB, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
