@@ -179,14 +179,28 @@ func startLoadTarget(t testing.TB) (addr string, srv *loadtarget.Server) {
 // startVNCDemo runs the demo VNC server in-process on a free port.
 func startVNCDemo(t testing.TB) (addr string, srv *vncdemo.Server) {
 	t.Helper()
+	srv = &vncdemo.Server{}
+	return startVNCDemoWith(t, srv), srv
+}
+
+// startVNCDemoWith runs a configured demo VNC server on a free port.
+func startVNCDemoWith(t testing.TB, srv *vncdemo.Server) string {
+	t.Helper()
+	l := listenLoopback(t)
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { srv.Close() })
+	return l.Addr().String()
+}
+
+// listenLoopback listens on a free port of 127.0.0.1 until the test ends.
+func listenLoopback(t testing.TB) net.Listener {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv = &vncdemo.Server{}
-	go func() { _ = srv.Serve(l) }()
-	t.Cleanup(func() { srv.Close() })
-	return l.Addr().String(), srv
+	t.Cleanup(func() { l.Close() })
+	return l
 }
 
 // waitFor polls cond until it holds or the timeout passes.

@@ -36,21 +36,32 @@ func StartQEMU(t testing.TB, q QEMU) string {
 		// The secret's value in a file, not on the command line.
 		file := filepath.Join(t.TempDir(), "vnc-password")
 		writeFile(t, file, q.Password)
-		args = append(args, "-object", "secret,id=vncpw,file="+file)
+		args = append(args, "-object", "secret,id=vncpw,file="+qemuEscape(file))
 		vnc += ",password-secret=vncpw"
 	}
 	if q.TLS != nil {
-		args = append(args, "-object", "tls-creds-x509,id=vnctls,dir="+q.TLS.Dir+",endpoint=server,verify-peer=on")
+		args = append(args, "-object", "tls-creds-x509,id=vnctls,dir="+qemuEscape(q.TLS.Dir)+",endpoint=server,verify-peer=on")
 		vnc += ",tls-creds=vnctls"
 	}
 	args = append(args, "-vnc", vnc)
 	p := Start(t, bin, args...)
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	if err := WaitDial("tcp", addr, 30*time.Second); err != nil {
-		t.Fatalf("QEMU did not start: %v\n%s", err, p.Output())
+	deadline := time.Now().Add(30 * time.Second)
+	for WaitDial("tcp", addr, 100*time.Millisecond) != nil {
+		select {
+		case <-p.Done():
+			t.Fatalf("QEMU exited: %v\n%s", p.err, p.Output())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("QEMU does not accept on %s after 30s\n%s", addr, p.Output())
+		}
 	}
 	return addr
 }
+
+// qemuEscape doubles the commas of a value in QEMU's option syntax.
+func qemuEscape(s string) string { return strings.ReplaceAll(s, ",", ",,") }
 
 // VNCPasswordFile writes password in TigerVNC's obfuscated form (vncpasswd
 // -f) and returns the file, for Xvnc's -PasswordFile.
