@@ -12,6 +12,7 @@ packages=(
 	qemu-system-x86            # QEMU's VNC server, the one OpenStack uses
 	websockify                 # side-by-side comparison in tests and bench
 	chromium                   # the browser for e2e/
+	openssl                    # e2e/: certificates for VeNCrypt X.509
 )
 
 missing=()

@@ -1,10 +1,15 @@
 // Caddy with the vnc_proxy plugin (bin/caddy), serving e2e/Caddyfile on free
 // ports, with its data, certificates and logs in a temporary folder.
+import { execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import https from 'node:https';
 import path from 'node:path';
 import { Process, built, e2eDir, freePort, repoRoot, tempDir } from './processes.js';
+
+// vncPassword is the password the /rfb-aware route logs in to VNC servers
+// with (vnc_auth); the browser never gets it.
+export const vncPassword = 'e2e-vnc-pw-5b2';
 
 // newToken returns a random console token.
 export function newToken() {
@@ -33,6 +38,7 @@ export async function startCaddy(tokens) {
   while (otherPort === port) {
     otherPort = await freePort();
   }
+  const pkiDir = makePKI(path.join(dir, 'pki'));
   fs.mkdirSync(path.join(dir, 'xdg-data'));
   fs.mkdirSync(path.join(dir, 'xdg-config'));
   const proc = new Process('caddy', caddyBin, ['run', '--adapter', 'caddyfile', '--config', path.join(e2eDir, 'Caddyfile')], {
@@ -43,6 +49,8 @@ export async function startCaddy(tokens) {
       E2E_TOKEN_FILE: tokenFile,
       E2E_SITE_DIR: path.join(repoRoot, 'demo', 'site'),
       E2E_NOVNC_DIR: novncDir,
+      E2E_PKI_DIR: pkiDir,
+      E2E_VNC_PASSWORD: vncPassword,
       XDG_DATA_HOME: path.join(dir, 'xdg-data'),
       XDG_CONFIG_HOME: path.join(dir, 'xdg-config'),
       HOME: dir,
@@ -51,6 +59,7 @@ export async function startCaddy(tokens) {
   const caddy = {
     proc,
     dir,
+    pkiDir,
     origin: `https://localhost:${port}`,
     otherOrigin: `http://127.0.0.1:${otherPort}`,
     writeTokens,
@@ -80,6 +89,28 @@ export async function startCaddy(tokens) {
     throw err;
   }
   return caddy;
+}
+
+// makePKI makes, with openssl, a CA, a server certificate for localhost and
+// 127.0.0.1 and a client certificate, in the file names QEMU's
+// tls-creds-x509 reads (ca-cert.pem, server-cert.pem, server-key.pem), and
+// returns the folder.
+function makePKI(dir) {
+  fs.mkdirSync(dir, { recursive: true });
+  const f = (name) => path.join(dir, name);
+  const openssl = (...args) => execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
+  openssl('req', '-x509', ...ec, '-keyout', f('ca-key.pem'), '-out', f('ca-cert.pem'), '-days', '2', '-subj', '/CN=e2e VNC CA');
+  for (const [name, ext] of [
+    ['server', 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n'],
+    ['client', 'extendedKeyUsage=clientAuth\n'],
+  ]) {
+    fs.writeFileSync(f(`${name}.ext`), ext);
+    openssl('req', ...ec, '-keyout', f(`${name}-key.pem`), '-out', f(`${name}.csr`), '-subj', `/CN=${name === 'server' ? 'localhost' : 'vnc-proxy'}`);
+    openssl('x509', '-req', '-in', f(`${name}.csr`), '-CA', f('ca-cert.pem'), '-CAkey', f('ca-key.pem'), '-CAcreateserial',
+      '-out', f(`${name}-cert.pem`), '-days', '2', '-extfile', f(`${name}.ext`));
+  }
+  return dir;
 }
 
 // waitForHTTPS resolves when the site answers 200 over TLS, which also means

@@ -43,12 +43,24 @@ function freeDisplay() {
 }
 
 // startQemu starts a diskless x86 machine whose VNC server shows SeaBIOS.
-export async function startQemu() {
+// With a password its VNC server asks for VNC authentication; with tlsDir
+// (a folder with ca-cert.pem, server-cert.pem and server-key.pem) it
+// requires VeNCrypt X.509 and a client certificate signed by that CA.
+export async function startQemu({ password, tlsDir } = {}) {
   const file = requireProgram('qemu-system-x86_64', 'qemu-system-x86');
   const port = await freePort(); // ephemeral ports are well above 5900
-  const proc = new Process('qemu', file, [
-    '-display', 'none', '-vnc', `127.0.0.1:${port - 5900}`, '-m', '64', '-nodefaults', '-vga', 'std',
-  ]);
+  const esc = (s) => s.replaceAll(',', ',,');
+  const args = ['-display', 'none', '-m', '64', '-nodefaults', '-vga', 'std'];
+  let vnc = `127.0.0.1:${port - 5900}`;
+  if (password) {
+    args.push('-object', `secret,id=vncpw,data=${esc(password)}`);
+    vnc += ',password-secret=vncpw';
+  }
+  if (tlsDir) {
+    args.push('-object', `tls-creds-x509,id=vnctls,dir=${esc(tlsDir)},endpoint=server,verify-peer=on`);
+    vnc += ',tls-creds=vnctls';
+  }
+  const proc = new Process('qemu', file, [...args, '-vnc', vnc]);
   await waitForPort('127.0.0.1', port, 30_000, proc);
   return { proc, addr: `127.0.0.1:${port}`, stop: () => proc.stop() };
 }
