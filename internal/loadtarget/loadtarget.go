@@ -13,16 +13,27 @@
 //	'i'          idle: read and discard until the client closes
 //
 // The connection closes after 's' and 'v' complete.
+//
+// A client that answers the greeting with an RFB version (as the proxy's
+// RFB-aware mode does) logs in first: security type VNC authentication when
+// the Server has a Password, None otherwise, then ClientInit. If its first
+// byte after that is a ClientFence message type (248), everything it sends
+// is taken as ClientFence messages whose payloads, joined, carry the
+// commands and their bytes: the only client messages with free payload that
+// a view-only console forwards.
 package loadtarget
 
 import (
 	"bufio"
 	"bytes"
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"io"
 	"net"
 	"sync"
+
+	"github.com/vncgate/caddy-vnc-proxy/internal/rfb"
 )
 
 // Greeting is what the target sends first.
@@ -54,6 +65,9 @@ func Stream(p []byte, off int64) {
 
 // Server serves the commands on every accepted connection.
 type Server struct {
+	// Password makes RFB clients log in with VNC authentication.
+	Password string
+
 	wg    sync.WaitGroup
 	mu    sync.Mutex
 	l     net.Listener
@@ -88,7 +102,7 @@ func (s *Server) Serve(l net.Listener) error {
 				s.mu.Unlock()
 				c.Close()
 			}()
-			_ = handle(c)
+			_ = s.handle(c)
 		}()
 	}
 }
@@ -115,7 +129,7 @@ func (s *Server) Conns() int {
 	return len(s.conns)
 }
 
-func handle(c net.Conn) error {
+func (s *Server) handle(c net.Conn) error {
 	if _, err := io.WriteString(c, Greeting); err != nil {
 		return err
 	}
@@ -123,6 +137,17 @@ func handle(c net.Conn) error {
 	cmd, err := r.ReadByte()
 	if err != nil {
 		return err
+	}
+	if cmd == 'R' {
+		if err := s.login(c, r); err != nil {
+			return err
+		}
+		if next, err := r.Peek(1); err == nil && next[0] == msgClientFence {
+			r = bufio.NewReaderSize(&fenceReader{r: r}, 64<<10)
+		}
+		if cmd, err = r.ReadByte(); err != nil {
+			return err
+		}
 	}
 	switch cmd {
 	case 'e':
@@ -145,6 +170,81 @@ func handle(c net.Conn) error {
 	default:
 		return errors.New("loadtarget: unknown command")
 	}
+}
+
+// login runs the server side of an RFB 3.8 handshake whose client version
+// has begun ('R' read already), up to and including ClientInit.
+func (s *Server) login(c net.Conn, r *bufio.Reader) error {
+	if _, err := r.Discard(len(Greeting) - 1); err != nil {
+		return err
+	}
+	security := byte(1) // None
+	if s.Password != "" {
+		security = 2 // VNC authentication
+	}
+	if _, err := c.Write([]byte{1, security}); err != nil {
+		return err
+	}
+	if choice, err := r.ReadByte(); err != nil || choice != security {
+		return errors.New("loadtarget: the client chose another security type")
+	}
+	if s.Password != "" {
+		var challenge, resp [16]byte
+		_, _ = rand.Read(challenge[:])
+		if _, err := c.Write(challenge[:]); err != nil {
+			return err
+		}
+		if _, err := io.ReadFull(r, resp[:]); err != nil {
+			return err
+		}
+		if resp != rfb.VNCAuthResponse(s.Password, challenge) {
+			_, _ = c.Write([]byte{0, 0, 0, 1, 0, 0, 0, 0})
+			return errors.New("loadtarget: wrong password")
+		}
+	}
+	if _, err := c.Write([]byte{0, 0, 0, 0}); err != nil {
+		return err
+	}
+	_, err := r.ReadByte() // ClientInit
+	return err
+}
+
+// msgClientFence is the RFB message type of ClientFence.
+const msgClientFence = 248
+
+// fenceReader reads the payloads of consecutive ClientFence messages:
+// type, 3 bytes of padding, 4 of flags, a length byte, the payload.
+type fenceReader struct {
+	r    *bufio.Reader
+	left int // payload bytes of the current message still to read
+}
+
+func (f *fenceReader) Read(p []byte) (int, error) {
+	for f.left == 0 {
+		var hdr [9]byte
+		if _, err := io.ReadFull(f.r, hdr[:]); err != nil {
+			return 0, err
+		}
+		if hdr[0] != msgClientFence {
+			return 0, errors.New("loadtarget: a message other than ClientFence")
+		}
+		f.left = int(hdr[8])
+	}
+	n, err := f.r.Read(p[:min(len(p), f.left)])
+	f.left -= n
+	return n, err
+}
+
+// AppendFences appends p as ClientFence messages, 64 payload bytes at most
+// each, the form a fenced client (see the package doc) sends.
+func AppendFences(dst, p []byte) []byte {
+	for len(p) > 0 {
+		n := min(len(p), 64)
+		dst = append(dst, msgClientFence, 0, 0, 0, 0, 0, 0, 0, byte(n))
+		dst = append(dst, p[:n]...)
+		p = p[n:]
+	}
+	return dst
 }
 
 // verify reads n bytes from r and returns how many leading ones equal

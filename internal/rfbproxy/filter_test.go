@@ -220,3 +220,30 @@ func checkForwarded(t *testing.T, b []byte) {
 		b = b[size:]
 	}
 }
+
+// BenchmarkViewOnlyFilter: what a view-only console's browser sends, in
+// 64 KiB reads: noVNC's update requests, and ClientFence messages (what the
+// benchmark harness sends through a view-only route).
+func BenchmarkViewOnlyFilter(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		msg  []byte
+	}{
+		{"update requests", updateRequest},
+		{"fences of 64 bytes", cat([]byte{msgClientFence, 0, 0, 0}, be32(0), []byte{64}, make([]byte, 64))},
+		{"key and pointer events", cat(keyEvent, pointer)},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			in := bytes.Repeat(c.msg, (64<<10)/len(c.msg))
+			out := make([]byte, 0, len(in))
+			var f ViewOnlyFilter
+			b.SetBytes(int64(len(in)))
+			for b.Loop() {
+				var err error
+				if out, err = f.Filter(out[:0], in); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -35,11 +35,17 @@ const (
 	vDirect     = "direct"
 	vOurs       = "vnc_proxy"
 	vOursTLS    = "vnc_proxy_tls"
+	vOursRFB    = "vnc_proxy_rfb"  // RFB-aware: the proxy logs in with a VNC password
+	vOursView   = "vnc_proxy_view" // RFB-aware and view-only: every message framed
 	vWebsockify = "websockify"
 	vRelay      = "tcp_relay"
 )
 
-var allVariants = []string{vDirect, vRelay, vOurs, vOursTLS, vWebsockify}
+var allVariants = []string{vDirect, vRelay, vOurs, vOursTLS, vOursRFB, vOursView, vWebsockify}
+
+// targetPassword is the load target's VNC password, which the RFB-aware
+// variants' vnc_auth logs in with.
+const targetPassword = "bench-pw"
 
 // targetProcesses is how many VNC server stand-ins run; idle sessions are
 // spread over them.
@@ -325,7 +331,7 @@ func measureVariant(ctx context.Context, env *benchEnv, v string, res *results) 
 	var pp *proxyProc
 	var err error
 	switch v {
-	case vOurs, vOursTLS:
+	case vOurs, vOursTLS, vOursRFB, vOursView:
 		pp, err = startCaddy(ctx, env)
 	case vWebsockify:
 		pp, err = startWebsockify(ctx, env)
@@ -349,6 +355,15 @@ func measureVariant(ctx context.Context, env *benchEnv, v string, res *results) 
 		dial, idleDials = dialWS(pp.wsBase+env.token, 64<<10), pp.idleDials(pp.wsBase, env.tokens)
 	case vOursTLS:
 		dial, idleDials = dialWS(pp.wssBase+env.token, 64<<10), pp.idleDials(pp.wssBase, env.tokens)
+	case vOursRFB, vOursView:
+		base := pp.rfbBase
+		if v == vOursView {
+			base = pp.viewBase
+		}
+		dial = dialWSRFB(base+env.token, 64<<10, v == vOursView)
+		for _, tok := range env.tokens {
+			idleDials = append(idleDials, dialWSRFB(base+tok, 1024, v == vOursView))
+		}
 	}
 	if v == vWebsockify {
 		idleN = o.wsIdleSessions

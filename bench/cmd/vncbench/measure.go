@@ -84,6 +84,83 @@ func dialWS(url string, bufSize int) dialFunc {
 	}
 }
 
+// dialWSRFB dials an RFB-aware route: the proxy has logged in to the load
+// target and offers security None, which this does as noVNC would, up to
+// and including ClientInit. The stream then reads as if it started with the
+// target's greeting, so that openSession runs unchanged. fenced wraps what
+// is sent in ClientFence messages, for a view-only route (see loadtarget).
+func dialWSRFB(url string, bufSize int, fenced bool) dialFunc {
+	dial := dialWS(url, bufSize)
+	return func(ctx context.Context) (stream, error) {
+		s, err := dial(ctx)
+		if err != nil {
+			return nil, err
+		}
+		s.setDeadline(time.Now().Add(30 * time.Second))
+		if err := rfbNone(s); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("RFB handshake with the proxy: %w", err)
+		}
+		return &rfbStream{stream: s, greeting: []byte(loadtarget.Greeting), fenced: fenced}, nil
+	}
+}
+
+// rfbNone runs the client side of RFB 3.8 with security None, and sends
+// ClientInit (shared).
+func rfbNone(s stream) error {
+	var b [12]byte
+	if _, err := io.ReadFull(s, b[:]); err != nil {
+		return err
+	}
+	if string(b[:]) != "RFB 003.008\n" {
+		return fmt.Errorf("greeting %q", b[:])
+	}
+	if err := s.send([]byte("RFB 003.008\n")); err != nil {
+		return err
+	}
+	if _, err := io.ReadFull(s, b[:2]); err != nil {
+		return err
+	}
+	if b[0] != 1 || b[1] != 1 {
+		return fmt.Errorf("security types % x, want None only", b[:2])
+	}
+	if err := s.send([]byte{1}); err != nil {
+		return err
+	}
+	if _, err := io.ReadFull(s, b[:4]); err != nil {
+		return err
+	}
+	if binary.BigEndian.Uint32(b[:4]) != 0 {
+		return errors.New("security result failed")
+	}
+	return s.send([]byte{1})
+}
+
+// rfbStream is a session through an RFB-aware route.
+type rfbStream struct {
+	stream
+	greeting []byte
+	fenced   bool
+	buf      []byte
+}
+
+func (s *rfbStream) Read(p []byte) (int, error) {
+	if len(s.greeting) > 0 {
+		n := copy(p, s.greeting)
+		s.greeting = s.greeting[n:]
+		return n, nil
+	}
+	return s.stream.Read(p)
+}
+
+func (s *rfbStream) send(p []byte) error {
+	if !s.fenced {
+		return s.stream.send(p)
+	}
+	s.buf = loadtarget.AppendFences(s.buf[:0], p)
+	return s.stream.send(s.buf)
+}
+
 // openSession dials, reads and checks the RFB greeting and sends cmd.
 func openSession(ctx context.Context, dial dialFunc, cmd []byte) (stream, error) {
 	s, err := dial(ctx)

@@ -130,6 +130,7 @@ type caddyConfig struct {
 	HTTPPort  int
 	HTTPSPort int
 	TokenFile string
+	Password  string
 }
 
 // startCaddy starts bin/caddy with the vnc_proxy Caddyfile, plain ws on one
@@ -158,6 +159,7 @@ func startCaddy(ctx context.Context, env *benchEnv) (*proxyProc, error) {
 		HTTPPort:  httpPort,
 		HTTPSPort: httpsPort,
 		TokenFile: env.tokenFile,
+		Password:  targetPassword,
 	})
 	if err != nil {
 		return nil, err
@@ -181,6 +183,8 @@ func startCaddy(ctx context.Context, env *benchEnv) (*proxyProc, error) {
 		proc:      p,
 		wsBase:    fmt.Sprintf("ws://127.0.0.1:%d/websockify?token=", httpPort),
 		wssBase:   fmt.Sprintf("wss://127.0.0.1:%d/websockify?token=", httpsPort),
+		rfbBase:   fmt.Sprintf("ws://127.0.0.1:%d/rfb-aware?token=", httpPort),
+		viewBase:  fmt.Sprintf("ws://127.0.0.1:%d/view-only?token=", httpPort),
 		adminAddr: fmt.Sprintf("127.0.0.1:%d", adminPort),
 	}
 	for _, port := range []int{httpPort, httpsPort} {
@@ -270,7 +274,7 @@ func serveTarget(listen string) error {
 	if err != nil {
 		return err
 	}
-	return (&loadtarget.Server{}).Serve(l)
+	return (&loadtarget.Server{Password: targetPassword}).Serve(l)
 }
 
 // serveRelay is the tcp_relay variant's process. It spreads connections
@@ -309,6 +313,8 @@ type proxyProc struct {
 	tcpAddr   string
 	wsBase    string // URL up to the token
 	wssBase   string
+	rfbBase   string // the RFB-aware route, ws
+	viewBase  string // the RFB-aware, view-only route, ws
 	adminAddr string
 }
 
