@@ -4,16 +4,11 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
-
-	"github.com/vncgate/caddy-vnc-proxy/internal/testenv"
 )
 
 func TestCheckUpgradeRequest(t *testing.T) {
@@ -54,39 +49,10 @@ func TestExitClosesSessions(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds cmd/caddy")
 	}
-	goBin := testenv.Require(t, "go", "golang")
-	dir := t.TempDir()
-	caddyBin := filepath.Join(dir, "caddy")
-	build := exec.Command(goBin, "build", "-o", caddyBin, "../cmd/caddy")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building cmd/caddy: %v\n%s", err, out)
-	}
-
 	addr, _ := startLoadTarget(t)
-	tokens := writeTokenFile(t, dir, secretToken+": "+addr)
-	port := testenv.FreePort(t)
-	cf := filepath.Join(dir, "Caddyfile")
-	if err := os.WriteFile(cf, []byte(fmt.Sprintf(`{
-	admin off
-	skip_install_trust
-	storage file_system %s/storage
-}
-
-http://127.0.0.1:%d {
-	vnc_proxy /websockify {
-		resolver file %s
-	}
-}
-`, dir, port, tokens)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("XDG_DATA_HOME", filepath.Join(dir, "data"))
-	t.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config"))
-	proc := testenv.Start(t, caddyBin, "run", "--config", cf, "--adapter", "caddyfile")
-	siteAddr := fmt.Sprintf("127.0.0.1:%d", port)
-	if err := testenv.WaitDial("tcp", siteAddr, 15*time.Second); err != nil {
-		t.Fatalf("%v\n%s", err, proc.Output())
-	}
+	dir := t.TempDir()
+	siteAddr, proc := startCaddyProcess(t, dir, fmt.Sprintf("vnc_proxy /websockify {\n\t\tresolver file %s\n\t}",
+		writeTokenFile(t, dir, secretToken+": "+addr)))
 
 	ws := mustDialWS(t, "ws://"+siteAddr+"/websockify?token="+secretToken)
 	if _, msg, err := ws.ReadMessage(); err != nil || len(msg) != 12 {

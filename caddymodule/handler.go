@@ -61,8 +61,9 @@ type Handler struct {
 
 	// Origins (scheme://host[:port]) whose pages may open consoles; "*"
 	// allows any. A request without an Origin header is not from a browser
-	// and is always allowed. Default: only the origin whose host equals the
-	// request's Host.
+	// and is always allowed. Default: only the request's own origin: its
+	// Host, with https over TLS (or when a trusted proxy says so in
+	// X-Forwarded-Proto) and http otherwise, default ports ignored.
 	AllowedOrigins []string `json:"allowed_origins,omitempty"`
 
 	// How long dialing the VNC server and receiving its RFB greeting may
@@ -354,15 +355,29 @@ func (h *Handler) originAllowed(r *http.Request) bool {
 	if h.anyOrigin {
 		return true
 	}
-	u, err := url.Parse(origin)
-	if err != nil || u.Host == "" {
+	norm, err := normalizeOrigin(origin)
+	if err != nil {
 		return false
 	}
 	if len(h.allowedOrigins) == 0 {
-		return strings.EqualFold(u.Host, r.Host)
+		self, err := normalizeOrigin(requestScheme(r) + "://" + r.Host)
+		return err == nil && norm == self
 	}
-	norm, err := normalizeOrigin(origin)
-	return err == nil && h.allowedOrigins[norm]
+	return h.allowedOrigins[norm]
+}
+
+// requestScheme is the scheme the browser used: https over TLS, or what a
+// trusted proxy (Caddy's trusted_proxies) says in X-Forwarded-Proto.
+func requestScheme(r *http.Request) string {
+	if r.TLS != nil {
+		return "https"
+	}
+	if trusted, _ := caddyhttp.GetVar(r.Context(), caddyhttp.TrustedProxyVarKey).(bool); trusted {
+		if p := strings.ToLower(r.Header.Get("X-Forwarded-Proto")); p == "https" || p == "http" {
+			return p
+		}
+	}
+	return "http"
 }
 
 // normalizeOrigin returns scheme://host[:port] in lower case, without a
@@ -472,7 +487,7 @@ func tokenHashField(token string) zap.Field {
 // that an idle console holds no request goroutine and no request state). The
 // session logs its own bytes and duration when it ends.
 //
-// A plain TCP connection is handed to gorilla as a pooledReadConn.
+// gorilla gets the connection as a browserConn.
 type hijackWriter struct {
 	http.ResponseWriter
 }
@@ -490,7 +505,7 @@ func (w hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return c, brw, err
 	}
-	return pooledReads(c), brw, nil
+	return newBrowserConn(c), brw, nil
 }
 
 // Interface guards

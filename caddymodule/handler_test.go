@@ -281,9 +281,15 @@ func TestOrigins(t *testing.T) {
 	}{
 		{"", true},
 		{self, true},
+		{"HTTP://" + tc.addr, true},
 		{"http://evil.example", false},
 		{"http://127.0.0.1:1", false},
 		{"null", false},
+		// The same host over another scheme is another origin: a plain
+		// http:// page can be forged by anyone on the path.
+		{"https://" + tc.addr, false},
+		{"http://user@" + tc.addr, false},
+		{"http://" + tc.addr + "/page", false},
 	}
 	for _, c := range cases {
 		h := http.Header{}

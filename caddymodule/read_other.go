@@ -13,5 +13,3 @@ func pooledReader(c net.Conn) func() (*[]byte, int, error) {
 // pooledReads: without access to the socket, gorilla reads the connection
 // itself.
 func pooledReads(c net.Conn) net.Conn { return c }
-
-func socketConn(c net.Conn) net.Conn { return c }

@@ -84,14 +84,6 @@ func pooledReads(c net.Conn) net.Conn {
 	return &pooledReadConn{Conn: tc, read: pooledReader(tc)}
 }
 
-// socketConn returns the connection under a pooledReadConn, for writing.
-func socketConn(c net.Conn) net.Conn {
-	if pc, ok := c.(*pooledReadConn); ok {
-		return pc.Conn
-	}
-	return c
-}
-
 func (c *pooledReadConn) Read(p []byte) (int, error) {
 	if len(c.buf) == 0 {
 		bp, n, err := c.read()

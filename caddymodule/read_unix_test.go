@@ -43,8 +43,8 @@ func TestPooledReadConn(t *testing.T) {
 	if _, ok := c.(*pooledReadConn); !ok {
 		t.Fatalf("pooledReads(%T) = %T, want a *pooledReadConn", server, c)
 	}
-	if socketConn(c) != server {
-		t.Fatal("socketConn does not return the socket under the pooledReadConn")
+	if bc := newBrowserConn(server); bc.sock != server {
+		t.Fatal("a browserConn does not write to the socket under its pooledReadConn")
 	}
 
 	// Three relay buffers' worth, read back in odd sizes, as gorilla reads

@@ -59,10 +59,13 @@ const (
 	reasonPingTimeout    = "browser did not answer pings"
 	reasonIdleTimeout    = "idle timeout"
 	reasonTooBig         = "message too big"
+	reasonProtocolError  = "websocket protocol error"
 	reasonTextMessage    = "text message refused"
 	reasonShutdown       = "server shutting down"
 	reasonTargetReadErr  = "reading from vnc server failed"
 	reasonTargetWriteErr = "writing to vnc server failed"
+	reasonBrowserStalled = "browser stopped reading"
+	reasonTargetStalled  = "vnc server stopped reading"
 	reasonInternal       = "internal error"
 )
 
@@ -92,34 +95,41 @@ type session struct {
 
 	toBrowser atomic.Int64
 	toTarget  atomic.Int64
-	pumps     atomic.Int32
-	done      chan struct{}
+	// A write to the browser or to the VNC server is under way; tick ends a
+	// session whose writes make no progress.
+	toBrowserBusy atomic.Bool
+	toTargetBusy  atomic.Bool
+	pumps         atomic.Int32
+	done          chan struct{}
 	// writers counts the goroutines other than the pumps (pings, end) that
 	// may still write to the browser; the session finishes only after them,
 	// so that nothing writes to a connection it has given up.
 	writers sync.WaitGroup
 
-	// wmu orders the frames written to the browser: each data frame is one
-	// write of the browser connection, and no frame follows the close frame.
-	wmu       sync.Mutex
-	closeSent bool // guarded by wmu
+	// bc is the browser's connection as gorilla has it; its lock orders
+	// every frame written to the browser (browser is its socket).
+	bc *browserConn
 
-	mu         sync.Mutex // guards the fields below
-	ended      bool
-	reason     string
-	endErr     error
-	pingTimer  *time.Timer
-	idleTimer  *time.Timer
-	closeTimer *time.Timer
-	idleSeen   int64
-	lastActive time.Time
+	mu           sync.Mutex // guards the fields below
+	ended        bool
+	reason       string
+	endErr       error
+	pingTimer    *time.Timer
+	idleTimer    *time.Timer
+	closeTimer   *time.Timer
+	idleSeen     int64
+	lastActive   time.Time
+	browserStall stallCheck
+	targetStall  stallCheck
 }
 
 func newSession(h *Handler, ws *websocket.Conn, target net.Conn, t tokenresolver.Target, client, tokenHash string) *session {
+	bc := ws.NetConn().(*browserConn)
 	return &session{
 		id:               strconv.FormatUint(rand.Uint64(), 36),
 		ws:               ws,
-		browser:          socketConn(ws.NetConn()),
+		bc:               bc,
+		browser:          bc.sock,
 		target:           target,
 		targetAddr:       t,
 		client:           client,
@@ -151,18 +161,15 @@ func (s *session) start(greeting []byte) error {
 		})
 	}
 	s.ws.SetPingHandler(func(data string) error {
-		s.tryWriteControl(websocket.PongMessage, []byte(data))
-		return nil
-	})
-	s.ws.SetCloseHandler(func(code int, _ string) error {
-		// Echo the browser's close; the session then ends.
-		var reply []byte
-		if code != websocket.CloseNoStatusReceived {
-			reply = websocket.FormatCloseMessage(code, "")
+		if err := s.tryWriteControl(websocket.PongMessage, []byte(data), closeGrace); err != nil && !errors.Is(err, errWriteBusy) {
+			// A control frame that cannot be written may be cut short:
+			// the stream is lost.
+			s.end(reasonBrowserGone, 0, "", fmt.Errorf("writing a pong: %w", err))
 		}
-		s.tryWriteControl(websocket.CloseMessage, reply)
 		return nil
 	})
+	// The browser's close is echoed by end, after the frame in flight.
+	s.ws.SetCloseHandler(func(int, string) error { return nil })
 
 	s.pumps.Store(2)
 	sessions.add(s)
@@ -178,9 +185,7 @@ func (s *session) start(greeting []byte) error {
 	s.logger.Info("session started", fields...)
 
 	s.mu.Lock()
-	if s.pingInterval > 0 {
-		s.pingTimer = time.AfterFunc(s.pingInterval, s.ping)
-	}
+	s.pingTimer = time.AfterFunc(s.tickInterval(), s.tick)
 	if s.idleTimeout > 0 {
 		s.lastActive = s.started
 		s.idleTimer = time.AfterFunc(s.idleCheckInterval(), s.checkIdle)
@@ -240,12 +245,18 @@ func (s *session) pumpToBrowser(greeting []byte) {
 // payload, and header and payload go out in one write.
 func (s *session) writeData(buf []byte, n int) error {
 	start := putFrameHeader(buf[:frameHeaderRoom], n)
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	if s.closeSent {
+	s.bc.mu.Lock()
+	defer s.bc.mu.Unlock()
+	if s.bc.closeSent.Load() {
 		return errCloseSent
 	}
+	s.toBrowserBusy.Store(true)
 	_, err := s.browser.Write(buf[start : frameHeaderRoom+n])
+	s.toBrowserBusy.Store(false)
+	if err != nil {
+		// A frame cut short: nothing may follow it.
+		s.bc.closeSent.Store(true)
+	}
 	return err
 }
 
@@ -269,30 +280,38 @@ func putFrameHeader(room []byte, n int) int {
 	}
 }
 
-// writeControlLocked sends a control frame; the caller holds wmu, so the
-// frame goes after any data frame being written. It resets the write
-// deadline WriteControl sets, which data writes must not inherit.
-func (s *session) writeControlLocked(messageType int, data []byte, deadline time.Time) error {
-	if s.closeSent {
+// writeControlLocked sends a control frame (payload at most 125 bytes);
+// the caller holds bc.mu, so the frame goes after any data frame being
+// written. Nothing follows a close frame.
+func (s *session) writeControlLocked(messageType int, payload []byte, deadline time.Time) error {
+	if s.bc.closeSent.Load() {
 		return errCloseSent
 	}
-	if messageType == websocket.CloseMessage {
-		s.closeSent = true
-	}
-	err := s.ws.WriteControl(messageType, data, deadline)
+	frame := make([]byte, 2, 2+len(payload))
+	frame[0], frame[1] = 0x80|byte(messageType), byte(len(payload))
+	frame = append(frame, payload...)
+	_ = s.browser.SetWriteDeadline(deadline)
+	_, err := s.browser.Write(frame)
+	// Data writes must not inherit the deadline.
 	_ = s.browser.SetWriteDeadline(time.Time{})
+	if err != nil || messageType == websocket.CloseMessage {
+		s.bc.closeSent.Store(true)
+	}
 	return err
 }
 
-// tryWriteControl sends a control frame unless a data frame is being
-// written: for pongs and pings, which a stream that is moving does not
-// need, and which must not wait behind a browser that does not read.
-func (s *session) tryWriteControl(messageType int, data []byte) bool {
-	if !s.wmu.TryLock() {
-		return false
+// errWriteBusy: a ping or pong was not sent because a data frame was being
+// written, which keeps the connection alive by itself.
+var errWriteBusy = errors.New("a data frame is being written")
+
+// tryWriteControl sends a ping or a pong unless a data frame is being
+// written: they must not wait behind a browser that does not read.
+func (s *session) tryWriteControl(messageType int, data []byte, timeout time.Duration) error {
+	if !s.bc.mu.TryLock() {
+		return errWriteBusy
 	}
-	defer s.wmu.Unlock()
-	return s.writeControlLocked(messageType, data, time.Now().Add(closeGrace)) == nil
+	defer s.bc.mu.Unlock()
+	return s.writeControlLocked(messageType, data, time.Now().Add(timeout))
 }
 
 // heldBufferReader reads c into a pooled buffer, after its frameHeaderRoom,
@@ -373,12 +392,19 @@ func fill(r io.Reader, buf []byte) (int, error) {
 
 func (s *session) endOnBrowserError(err error) {
 	var ne net.Error
+	var ce *websocket.CloseError
 	switch {
-	case errors.Is(err, websocket.ErrReadLimit):
+	case errors.Is(err, websocket.ErrReadLimit) && s.bc.closeSent.Load():
 		// gorilla has sent close 1009 already.
 		s.end(reasonTooBig, 0, "", nil)
-	case websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway, websocket.CloseNoStatusReceived):
-		s.end(reasonBrowserClosed, 0, "", nil)
+	case errors.Is(err, websocket.ErrReadLimit):
+		// A frame length with the top bit set, which gorilla refuses
+		// without a close frame (RFC 6455 5.2: the bit must be 0).
+		s.end(reasonProtocolError, websocket.CloseProtocolError, "invalid frame length", err)
+	case errors.As(err, &ce) && ce.Code != websocket.CloseAbnormalClosure:
+		// Echo the browser's close (RFC 6455 5.5.1), after the frame in
+		// flight; a close without a code gets one without a code.
+		s.end(reasonBrowserClosed, ce.Code, "", nil)
 	case errors.As(err, &ne) && ne.Timeout():
 		s.end(reasonPingTimeout, 0, "", nil)
 	default:
@@ -398,9 +424,12 @@ func (s *session) countToTarget(n int) {
 
 // end ends the session once: it records why, sends the browser a close
 // frame with code (none when code is 0), and closes the VNC server's
-// connection, which ends pumpToBrowser. After a close frame the browser gets
-// closeGrace to answer before its connection is dropped; without one it is
-// dropped at once. Either way both pumps return promptly.
+// connection, which ends pumpToBrowser. The close frame waits for the data
+// frame being written, for at most closeGrace; the browser then gets
+// closeGrace to answer before its connection is dropped. Without a close
+// frame (from end, or from gorilla on a protocol error) the connection is
+// dropped at once. Either way both pumps return promptly, and the last one
+// closes the browser's connection (pumpDone).
 func (s *session) end(reason string, code int, text string, err error) {
 	s.mu.Lock()
 	if s.ended {
@@ -417,21 +446,26 @@ func (s *session) end(reason string, code int, text string, err error) {
 	defer s.writers.Done()
 
 	s.target.Close()
-	if code == 0 {
+	if code != 0 {
+		// A data frame being written to a browser that does not read gets
+		// closeGrace to finish; the close frame goes after it.
+		deadline := time.Now().Add(closeGrace)
+		_ = s.browser.SetWriteDeadline(deadline)
+		s.bc.mu.Lock()
+		werr := s.writeControlLocked(websocket.CloseMessage, websocket.FormatCloseMessage(code, text), deadline)
+		s.bc.mu.Unlock()
+		if werr != nil {
+			s.browser.Close()
+			return
+		}
+	}
+	if !s.bc.closeSent.Load() {
+		// No close frame (the browser is gone or stalled): drop it.
 		s.browser.Close()
 		return
 	}
-	// A data frame being written to a browser that does not read gets
-	// closeGrace to finish; the close frame goes after it.
-	deadline := time.Now().Add(closeGrace)
-	_ = s.browser.SetWriteDeadline(deadline)
-	s.wmu.Lock()
-	werr := s.writeControlLocked(websocket.CloseMessage, websocket.FormatCloseMessage(code, text), deadline)
-	s.wmu.Unlock()
-	if werr != nil {
-		s.browser.Close()
-		return
-	}
+	// The browser's answer ends pumpToTarget; one that does not answer is
+	// dropped.
 	s.mu.Lock()
 	s.closeTimer = time.AfterFunc(closeGrace, func() { s.browser.Close() })
 	s.mu.Unlock()
@@ -458,9 +492,15 @@ func (s *session) pumpDone() {
 	stopTimer(s.closeTimer)
 	reason, err := s.reason, s.endErr
 	s.mu.Unlock()
-	s.browser.Close()
 	s.target.Close()
 	s.writers.Wait()
+	if s.bc.closeSent.Load() {
+		// After a close frame, or a write that failed (then lingerClose
+		// finds the connection closed already).
+		s.bc.lingerClose(closeGrace)
+	} else {
+		s.browser.Close()
+	}
 	sessions.remove(s)
 
 	duration := time.Since(s.started)
@@ -485,25 +525,66 @@ func (s *session) pumpDone() {
 	close(s.done)
 }
 
-// ping sends the browser a ping and schedules the next one.
-func (s *session) ping() {
+// tick runs every ping interval (every defaultPingInterval when pings are
+// off): it ends a session whose writes make no progress, and pings the
+// browser.
+func (s *session) tick() {
 	s.mu.Lock()
 	if s.ended {
 		s.mu.Unlock()
 		return
 	}
+	toBrowser := s.browserStall.stalled(s.toBrowserBusy.Load(), s.toBrowser.Load())
+	toTarget := s.targetStall.stalled(s.toTargetBusy.Load(), s.toTarget.Load())
 	s.writers.Add(1)
 	s.mu.Unlock()
 	defer s.writers.Done()
-	// A ping waits for no data frame: moving data keeps the connection
-	// alive, and a browser that stops reading misses the pongs it would
-	// owe, so the read deadline ends its session.
-	s.tryWriteControl(websocket.PingMessage, nil)
+	switch {
+	case toBrowser:
+		// It cannot take a close frame either.
+		s.end(reasonBrowserStalled, 0, "", fmt.Errorf("no bytes written to the browser for %v", 2*s.tickInterval()))
+		return
+	case toTarget:
+		s.end(reasonTargetStalled, websocket.CloseNormalClosure, "VNC server not responding", fmt.Errorf("no bytes written to the vnc server for %v", 2*s.tickInterval()))
+		return
+	}
+	if s.pingInterval > 0 {
+		// A ping waits for no data frame: moving data keeps the connection
+		// alive, and a browser that stops reading misses the pongs it would
+		// owe, so the read deadline ends its session.
+		if err := s.tryWriteControl(websocket.PingMessage, nil, s.pingInterval); err != nil && !errors.Is(err, errWriteBusy) {
+			s.end(reasonBrowserGone, 0, "", fmt.Errorf("writing a ping: %w", err))
+			return
+		}
+	}
 	s.mu.Lock()
 	if !s.ended {
-		s.pingTimer.Reset(s.pingInterval)
+		s.pingTimer.Reset(s.tickInterval())
 	}
 	s.mu.Unlock()
+}
+
+func (s *session) tickInterval() time.Duration {
+	if s.pingInterval > 0 {
+		return s.pingInterval
+	}
+	return defaultPingInterval
+}
+
+// stallCheck tells a direction whose write has made no progress for two
+// ticks: a write is under way and the byte count has not moved.
+type stallCheck struct {
+	seen  int64
+	ticks int
+}
+
+func (c *stallCheck) stalled(busy bool, moved int64) bool {
+	if !busy || moved != c.seen {
+		c.seen, c.ticks = moved, 0
+		return false
+	}
+	c.ticks++
+	return c.ticks >= 2
 }
 
 // checkIdle ends the session when no bytes moved for idleTimeout.
@@ -577,9 +658,13 @@ func (r *registry) closeAll(code int, text string) {
 		live = append(live, s)
 	}
 	r.mu.Unlock()
+	// In parallel: a session whose browser does not read holds its end
+	// for up to closeGrace, and must not hold up the others.
+	var ending sync.WaitGroup
 	for _, s := range live {
-		s.end(reasonShutdown, code, text, nil)
+		ending.Go(func() { s.end(reasonShutdown, code, text, nil) })
 	}
+	ending.Wait()
 	deadline := time.After(closeGrace + time.Second)
 	for _, s := range live {
 		select {

@@ -77,7 +77,10 @@ func (s *session) writeToTarget(p []byte) error {
 			return nil
 		}
 	}
-	if _, err := s.target.Write(p); err != nil {
+	s.toTargetBusy.Store(true)
+	_, err := s.target.Write(p)
+	s.toTargetBusy.Store(false)
+	if err != nil {
 		s.end(reasonTargetWriteErr, websocket.CloseNormalClosure, "VNC server closed the connection", err)
 		return err
 	}

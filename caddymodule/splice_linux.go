@@ -7,8 +7,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"runtime"
-	"sync"
 	"syscall"
 
 	"github.com/gorilla/websocket"
@@ -20,19 +18,23 @@ import (
 const spliceMax = 1 << 20
 
 // A splicePipe carries the VNC server's bytes from its socket to the
-// browser's inside the kernel. Pipes are pooled and taken only while bytes
-// are moving, so an idle session holds none.
+// browser's inside the kernel. Pipes are taken only while bytes are moving,
+// so an idle session holds none.
 type splicePipe struct {
 	r, w int
 }
 
-var splicePipes sync.Pool
+// idlePipes holds empty pipes for the next messages; more than it holds
+// are closed, so that pipes live only while bytes move, give or take a few.
+var idlePipes = make(chan *splicePipe, 16)
 
 // getPipe returns an empty pipe, or nil if none can be made (out of file
 // descriptors, say).
 func getPipe() *splicePipe {
-	if p, ok := splicePipes.Get().(*splicePipe); ok {
+	select {
+	case p := <-idlePipes:
 		return p
+	default:
 	}
 	var fds [2]int
 	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
@@ -40,20 +42,21 @@ func getPipe() *splicePipe {
 	}
 	// Best effort: an unprivileged process may be refused a bigger pipe.
 	_, _ = unix.FcntlInt(uintptr(fds[0]), unix.F_SETPIPE_SZ, spliceMax)
-	p := &splicePipe{r: fds[0], w: fds[1]}
-	runtime.AddCleanup(p, func(fds [2]int) {
-		unix.Close(fds[0])
-		unix.Close(fds[1])
-	}, fds)
-	return p
+	return &splicePipe{r: fds[0], w: fds[1]}
 }
 
-// putPipe returns an empty pipe to the pool; a pipe that may hold bytes is
-// dropped and closed by its cleanup.
+// putPipe keeps an empty pipe for the next message; a pipe that may hold
+// bytes, or one more than idlePipes holds, is closed at once.
 func putPipe(p *splicePipe, empty bool) {
 	if empty {
-		splicePipes.Put(p)
+		select {
+		case idlePipes <- p:
+			return
+		default:
+		}
 	}
+	unix.Close(p.r)
+	unix.Close(p.w)
 }
 
 // spliceToBrowser relays the VNC server's bytes to the browser the way
@@ -182,15 +185,22 @@ func (s *session) spliceFrame(brc syscall.RawConn, p *splicePipe, n int) error {
 		}
 		return true
 	}
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	if s.closeSent {
+	s.bc.mu.Lock()
+	defer s.bc.mu.Unlock()
+	if s.bc.closeSent.Load() {
 		return errCloseSent
 	}
-	if err := brc.Write(writeReady); err != nil {
-		return err
+	s.toBrowserBusy.Store(true)
+	err := brc.Write(writeReady)
+	s.toBrowserBusy.Store(false)
+	if err == nil {
+		err = werr
 	}
-	return werr
+	if err != nil {
+		// A frame cut short: nothing may follow it.
+		s.bc.closeSent.Store(true)
+	}
+	return err
 }
 
 func ignoringEINTR(f func() (int, error)) (int, error) {

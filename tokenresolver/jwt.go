@@ -138,11 +138,17 @@ func (j *JWT) Resolve(_ context.Context, q Query) (Target, error) {
 		return Target{}, ErrNotFound
 	}
 	var c consoleClaims
-	if _, err := j.parser.ParseWithClaims(q.Token, &c, j.keyFunc); err != nil {
+	tok, err := j.parser.ParseWithClaims(q.Token, &c, j.keyFunc)
+	if err != nil {
 		if errors.Is(err, jwt.ErrTokenExpired) {
 			return Target{}, ErrExpired
 		}
 		return Target{}, fmt.Errorf("%w: jwt: %v", ErrNotFound, err)
+	}
+	// RFC 7515 4.1.11: a recipient must refuse a token whose "crit" names
+	// an extension it does not understand, and this one understands none.
+	if _, ok := tok.Header["crit"]; ok {
+		return Target{}, fmt.Errorf("%w: jwt: a crit header names extensions this proxy does not understand", ErrNotFound)
 	}
 	return targetFromClaims(&c)
 }

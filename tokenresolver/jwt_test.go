@@ -62,6 +62,18 @@ func sign(t testing.TB, m jwt.SigningMethod, key any, claims jwt.MapClaims) stri
 	return s
 }
 
+// signWithHeader signs claims with HS256 and one more header field.
+func signWithHeader(t testing.TB, key []byte, claims jwt.MapClaims, name string, value any) string {
+	t.Helper()
+	tok := jwt.NewWithClaims(jwt.SigningMethodHS256, claims)
+	tok.Header[name] = value
+	s, err := tok.SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 func newJWT(t testing.TB, j *JWT) *JWT {
 	t.Helper()
 	if err := j.Init(); err != nil {
@@ -202,6 +214,9 @@ func TestJWTRefused(t *testing.T) {
 		{"tampered claims", rsaJWT, tamper(sign(t, jwt.SigningMethodRS256, k.rsa, good)), ErrNotFound},
 		{"garbage", hmac, "not.a.jwt", ErrNotFound},
 		{"empty", hmac, "", ErrNotFound},
+		// RFC 7515 4.1.11: an extension the recipient does not understand.
+		{"crit header", hmac, signWithHeader(t, secret, issued, "crit", []string{"http://example.com/must-check"}), ErrNotFound},
+		{"empty crit header", hmac, signWithHeader(t, secret, issued, "crit", []string{}), ErrNotFound},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -35,40 +35,46 @@ const maxQuoted = 80
 //
 // Errors repeat the target text (shortened) and nothing else.
 func ParseTarget(s string) (Target, error) {
+	return parseTarget(s, quote)
+}
+
+// parseTarget is ParseTarget with q to show input text in errors: quote
+// for the operator's own files, redact for resolver answers.
+func parseTarget(s string, q func(string) string) (Target, error) {
 	s = strings.TrimFunc(s, isSpace)
 	if s == "" {
 		return Target{}, errors.New("empty target")
 	}
 	if path, ok := strings.CutPrefix(s, "unix_socket:"); ok {
-		return unixTarget(path, s)
+		return unixTarget(path, s, q)
 	}
 	if path, ok := strings.CutPrefix(s, "unix:"); ok && strings.HasPrefix(path, "/") {
-		return unixTarget(path, s)
+		return unixTarget(path, s, q)
 	}
 
 	var host, port string
 	if strings.HasPrefix(s, "[") {
 		end := strings.IndexByte(s, ']')
 		if end < 0 {
-			return Target{}, fmt.Errorf("invalid target %s: missing ']' after IPv6 address", quote(s))
+			return Target{}, fmt.Errorf("invalid target %s: missing ']' after IPv6 address", q(s))
 		}
 		host = s[1:end]
 		rest := s[end+1:]
 		if !strings.HasPrefix(rest, ":") {
-			return Target{}, fmt.Errorf("invalid target %s: missing ':<port>' after ']'", quote(s))
+			return Target{}, fmt.Errorf("invalid target %s: missing ':<port>' after ']'", q(s))
 		}
 		port = rest[1:]
 		if host == "" || !isIPv6(host) {
-			return Target{}, fmt.Errorf("invalid target %s: %s is not an IPv6 address", quote(s), quote(host))
+			return Target{}, fmt.Errorf("invalid target %s: %s is not an IPv6 address", q(s), q(host))
 		}
 	} else {
 		i := strings.LastIndexByte(s, ':')
 		if i < 0 {
-			return Target{}, fmt.Errorf("invalid target %s: missing ':<port>'", quote(s))
+			return Target{}, fmt.Errorf("invalid target %s: missing ':<port>'", q(s))
 		}
 		host, port = s[:i], s[i+1:]
 	}
-	return tcpTarget(host, port, s)
+	return tcpTarget(host, port, s, q)
 }
 
 // TargetFromHostPort builds a target from a separate host and port, as in
@@ -76,26 +82,30 @@ func ParseTarget(s string) (Target, error) {
 // integer of any Go integer type, a float64 or json.Number holding an
 // integer (as encoding/json decodes numbers), or a string of digits. A host of
 // "unix_socket" makes port the socket path, as in websockify. The host may be
-// an IPv6 address with or without brackets.
+// an IPv6 address with or without brackets. Errors do not repeat the host.
 func TargetFromHostPort(host string, port any) (Target, error) {
+	return targetFromHostPort(host, port, redact)
+}
+
+func targetFromHostPort(host string, port any, q func(string) string) (Target, error) {
 	if host == "unix_socket" {
 		path, ok := port.(string)
 		if !ok {
 			return Target{}, errors.New(`invalid target: host "unix_socket" needs the socket path as a string port`)
 		}
-		return unixTarget(path, "unix_socket:"+path)
+		return unixTarget(path, "unix_socket:"+path, q)
 	}
 	if len(host) > 1 && host[0] == '[' && host[len(host)-1] == ']' {
 		host = host[1 : len(host)-1]
 		if !isIPv6(host) {
-			return Target{}, fmt.Errorf("invalid host %s: not an IPv6 address", quote("["+host+"]"))
+			return Target{}, fmt.Errorf("invalid host %s: not an IPv6 address", q("["+host+"]"))
 		}
 	}
 	p, err := portString(port)
 	if err != nil {
 		return Target{}, err
 	}
-	return tcpTarget(host, p, host+":"+p)
+	return tcpTarget(host, p, host+":"+p, q)
 }
 
 // portString turns a decoded port of any accepted type into its decimal text,
@@ -110,7 +120,7 @@ func portString(port any) (string, error) {
 		return p.String(), nil
 	case float64:
 		if p != math.Trunc(p) || p < 0 || p > math.MaxUint16 {
-			return "", fmt.Errorf("invalid port %v", p)
+			return "", errors.New("invalid port: not a whole number in 1-65535")
 		}
 		return strconv.FormatFloat(p, 'f', 0, 64), nil
 	case float32:
@@ -141,34 +151,34 @@ func portString(port any) (string, error) {
 }
 
 // tcpTarget validates host and port and joins them; orig is the text they
-// came from, for error messages.
-func tcpTarget(host, port, orig string) (Target, error) {
+// came from, shown in errors through q.
+func tcpTarget(host, port, orig string, q func(string) string) (Target, error) {
 	if host == "" {
-		return Target{}, fmt.Errorf("invalid target %s: empty host", quote(orig))
+		return Target{}, fmt.Errorf("invalid target %s: empty host", q(orig))
 	}
 	if strings.IndexByte(host, ':') >= 0 {
 		// Only an IPv6 address may contain colons; websockify's rule puts
 		// the port after the last one.
 		if !isIPv6(host) {
-			return Target{}, fmt.Errorf("invalid target %s: %s is neither a host name nor an IPv6 address", quote(orig), quote(host))
+			return Target{}, fmt.Errorf("invalid target %s: %s is neither a host name nor an IPv6 address", q(orig), q(host))
 		}
 	} else if !isHostName(host) {
-		return Target{}, fmt.Errorf("invalid target %s: invalid host %s", quote(orig), quote(host))
+		return Target{}, fmt.Errorf("invalid target %s: invalid host %s", q(orig), q(host))
 	}
 	n, ok := parsePort(port)
 	if !ok {
-		return Target{}, fmt.Errorf("invalid target %s: invalid port %s (want 1-65535)", quote(orig), quote(port))
+		return Target{}, fmt.Errorf("invalid target %s: invalid port %s (want 1-65535)", q(orig), q(port))
 	}
 	return Target{Network: "tcp", Address: net.JoinHostPort(host, strconv.Itoa(n))}, nil
 }
 
-func unixTarget(path, orig string) (Target, error) {
+func unixTarget(path, orig string, q func(string) string) (Target, error) {
 	path = strings.TrimFunc(path, isSpace)
 	if path == "" {
-		return Target{}, fmt.Errorf("invalid target %s: empty socket path", quote(orig))
+		return Target{}, fmt.Errorf("invalid target %s: empty socket path", q(orig))
 	}
 	if strings.IndexByte(path, 0) >= 0 {
-		return Target{}, fmt.Errorf("invalid target %s: NUL byte in socket path", quote(orig))
+		return Target{}, fmt.Errorf("invalid target %s: NUL byte in socket path", q(orig))
 	}
 	return Target{Network: "unix", Address: path}, nil
 }
@@ -221,6 +231,10 @@ func isSpace(r rune) bool {
 	return unicode.IsSpace(r) || (r >= 0x1c && r <= 0x1f)
 }
 
+// redact stands for resolver answer text in errors: an answer may carry a
+// password, or echo the token, so errors say only how long the text was.
+func redact(string) string { return "(not shown)" }
+
 // quote returns s quoted for an error message, shortened to maxQuoted bytes
 // on a rune boundary.
 func quote(s string) string {
@@ -243,7 +257,8 @@ func quote(s string) string {
 // "view_only" (true or false). Other JSON fields are ignored. Values over MaxValueSize bytes are rejected.
 //
 // ParseValue does not judge expiry: the caller compares the result with its
-// clock through Target.Expired.
+// clock through Target.Expired. Its errors say what is wrong, never what
+// the answer holds: answers may carry passwords or echo the token.
 func ParseValue(b []byte) (Target, error) {
 	if len(b) > MaxValueSize {
 		return Target{}, fmt.Errorf("value too large: %d bytes, limit %d", len(b), MaxValueSize)
@@ -253,7 +268,11 @@ func ParseValue(b []byte) (Target, error) {
 		return Target{}, errors.New("empty value")
 	}
 	if b[0] != '{' {
-		return ParseTarget(string(b))
+		t, err := parseTarget(string(b), redact)
+		if err != nil {
+			return Target{}, fmt.Errorf("plain-text answer of %d bytes: %w", len(b), err)
+		}
+		return t, nil
 	}
 
 	var v struct {
@@ -265,7 +284,11 @@ func ParseValue(b []byte) (Target, error) {
 		ViewOnly  json.RawMessage `json:"view_only"`
 	}
 	if err := json.Unmarshal(b, &v); err != nil {
-		return Target{}, fmt.Errorf("invalid JSON value: %w", err)
+		var se *json.SyntaxError
+		if errors.As(err, &se) {
+			return Target{}, fmt.Errorf("invalid JSON value of %d bytes: syntax error at byte %d", len(b), se.Offset)
+		}
+		return Target{}, fmt.Errorf("invalid JSON value of %d bytes", len(b))
 	}
 	host, err := jsonString(v.Host, "host")
 	if err != nil {
@@ -277,12 +300,12 @@ func ParseValue(b []byte) (Target, error) {
 
 	var t Target
 	if isNull(v.Port) {
-		t, err = ParseTarget(*host)
+		t, err = parseTarget(*host, redact)
 	} else {
 		var port any
 		port, err = jsonPort(v.Port)
 		if err == nil {
-			t, err = TargetFromHostPort(*host, port)
+			t, err = targetFromHostPort(*host, port, redact)
 		}
 	}
 	if err != nil {
@@ -363,7 +386,7 @@ func parseExpiresAt(raw json.RawMessage) (time.Time, error) {
 			return t, nil
 		}
 		if !allDigits(text) {
-			return time.Time{}, fmt.Errorf(`JSON field "expires_at": %s is neither RFC 3339 nor Unix seconds`, quote(text))
+			return time.Time{}, errors.New(`JSON field "expires_at" is neither RFC 3339 nor Unix seconds`)
 		}
 	} else {
 		var n json.Number
@@ -374,13 +397,13 @@ func parseExpiresAt(raw json.RawMessage) (time.Time, error) {
 	}
 	secs, err := strconv.ParseFloat(text, 64)
 	if err != nil || math.IsNaN(secs) || math.IsInf(secs, 0) {
-		return time.Time{}, fmt.Errorf(`JSON field "expires_at": invalid Unix seconds %s`, quote(text))
+		return time.Time{}, errors.New(`JSON field "expires_at": invalid Unix seconds`)
 	}
 	if secs <= 0 {
-		return time.Time{}, fmt.Errorf(`JSON field "expires_at": Unix seconds %s must be positive`, quote(text))
+		return time.Time{}, errors.New(`JSON field "expires_at": Unix seconds must be positive`)
 	}
 	if secs >= maxUnixSeconds {
-		return time.Time{}, fmt.Errorf(`JSON field "expires_at": %s is too far in the future for Unix seconds (milliseconds?)`, quote(text))
+		return time.Time{}, errors.New(`JSON field "expires_at" is too far in the future for Unix seconds (milliseconds?)`)
 	}
 	whole, frac := math.Modf(secs)
 	return time.Unix(int64(whole), int64(frac*1e9)).UTC(), nil

@@ -1,0 +1,82 @@
+package caddymodule
+
+import (
+	"crypto/tls"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// browserConn is the browser's connection as gorilla/websocket sees it.
+// Reads pass through (to a pooledReadConn on a plain socket). Writes are
+// gorilla's own: the handshake response, and the close frames it sends by
+// itself for a protocol error or an oversized message. They take the
+// session's write lock, like the session's data and control frames, so no
+// frame lands inside another, and nothing is written after a close frame.
+type browserConn struct {
+	net.Conn          // for reading
+	sock     net.Conn // the connection itself, for writing
+
+	// mu orders every frame written to the browser: each is one write of
+	// sock under mu, and none follows the close frame.
+	mu sync.Mutex
+	// closeSent: no frame may follow, because a close frame was written or
+	// a write failed part-way. Set under mu; read anywhere.
+	closeSent atomic.Bool
+}
+
+func newBrowserConn(c net.Conn) *browserConn {
+	return &browserConn{Conn: pooledReads(c), sock: c}
+}
+
+// closeFrameStart is the first byte of a final close frame.
+const closeFrameStart = 0x80 | 0x8
+
+// Write is for gorilla only: the session writes under mu itself.
+func (b *browserConn) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closeSent.Load() {
+		return 0, errCloseSent
+	}
+	// gorilla writes each control frame in one Write.
+	n, err := b.sock.Write(p)
+	if err != nil || (len(p) > 0 && p[0] == closeFrameStart) {
+		b.closeSent.Store(true)
+	}
+	return n, err
+}
+
+// lingerClose closes the connection after a close frame was sent: it shuts
+// down the writing side, so the close frame goes out with a FIN, and reads
+// and discards what the browser still sends for up to grace before closing,
+// so that unread input does not make the kernel answer with a reset that
+// would discard the close frame at the browser.
+func (b *browserConn) lingerClose(grace time.Duration) {
+	type closeWriter interface{ CloseWrite() error }
+	cw, ok := b.sock.(closeWriter)
+	if !ok {
+		b.sock.Close()
+		return
+	}
+	if tc, isTLS := b.sock.(*tls.Conn); isTLS {
+		// A TLS close_notify must not wait behind a browser that does
+		// not read.
+		_ = tc.SetWriteDeadline(time.Now().Add(grace))
+	}
+	if cw.CloseWrite() == nil {
+		_ = b.sock.SetReadDeadline(time.Now().Add(grace))
+		var buf [512]byte
+		for {
+			if _, err := b.sock.Read(buf[:]); err != nil {
+				break
+			}
+		}
+	}
+	b.sock.Close()
+}
+
+// Interface guard
+var _ io.Writer = (*browserConn)(nil)

@@ -1,0 +1,341 @@
+package caddymodule
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/vncgate/caddy-vnc-proxy/internal/loadtarget"
+	"github.com/vncgate/caddy-vnc-proxy/internal/testenv"
+)
+
+// streamingConsole opens a console to a load target that streams n bytes
+// to the browser, and reads the greeting.
+func streamingConsole(t *testing.T, url string, n int64, dialer *websocket.Dialer) *websocket.Conn {
+	t.Helper()
+	if dialer == nil {
+		dialer = &websocket.Dialer{HandshakeTimeout: 10 * time.Second}
+	}
+	ws, _, err := dialer.Dial(url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ws.Close() })
+	_ = ws.SetReadDeadline(time.Now().Add(20 * time.Second))
+	if _, msg, err := ws.ReadMessage(); err != nil || string(msg) != loadtarget.Greeting {
+		t.Fatalf("greeting %q, %v", msg, err)
+	}
+	cmd := binary.BigEndian.AppendUint64([]byte{'s'}, uint64(n))
+	if err := ws.WriteMessage(websocket.BinaryMessage, cmd); err != nil {
+		t.Fatal(err)
+	}
+	return ws
+}
+
+// readUntilClose reads data messages until an error, which it returns.
+func readUntilClose(ws *websocket.Conn) error {
+	for {
+		_, r, err := ws.NextReader()
+		if err != nil {
+			return err
+		}
+		if _, err := io.Copy(io.Discard, r); err != nil {
+			return err
+		}
+	}
+}
+
+func closeCode(err error) int {
+	var ce *websocket.CloseError
+	if errors.As(err, &ce) {
+		return ce.Code
+	}
+	return -1
+}
+
+// TestCloseFramesWhileStreaming: while the VNC server streams, the close
+// frame the proxy sends comes after the data frame in flight and reaches
+// the browser, however the session ends.
+func TestCloseFramesWhileStreaming(t *testing.T) {
+	addr, _ := startLoadTarget(t)
+	tc := startCaddy(t, fileSite(writeTokenFile(t, t.TempDir(), secretToken+": "+addr), "max_message_size 64KiB"))
+	url := tc.url("/websockify?token=" + secretToken)
+	cases := []struct {
+		name string
+		act  func(ws *websocket.Conn) error
+		want int
+	}{
+		{"a message over max_message_size: 1009", func(ws *websocket.Conn) error {
+			return ws.WriteMessage(websocket.BinaryMessage, make([]byte, 200<<10))
+		}, websocket.CloseMessageTooBig},
+		{"the browser's close 1000 is echoed", func(ws *websocket.Conn) error {
+			return ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+		}, websocket.CloseNormalClosure},
+		{"the browser's close 4000 is echoed", func(ws *websocket.Conn) error {
+			return ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(4000, "bye"), time.Now().Add(time.Second))
+		}, 4000},
+		{"a frame length with the top bit set: 1002", func(ws *websocket.Conn) error {
+			// A masked binary frame announcing 2^63 + 5 bytes.
+			frame := []byte{0x82, 0x80 | 127, 0x80, 0, 0, 0, 0, 0, 0, 5, 1, 2, 3, 4}
+			_, err := ws.UnderlyingConn().Write(frame)
+			return err
+		}, websocket.CloseProtocolError},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			for try := range 10 {
+				ws := streamingConsole(t, url, 1<<40, nil)
+				done := make(chan error, 1)
+				go func() { done <- readUntilClose(ws) }()
+				time.Sleep(20 * time.Millisecond) // the stream is flowing
+				if err := c.act(ws); err != nil {
+					t.Fatal(err)
+				}
+				select {
+				case err := <-done:
+					if got := closeCode(err); got != c.want {
+						t.Fatalf("try %d: the stream ended with %v, want close %d", try, err, c.want)
+					}
+				case <-time.After(10 * time.Second):
+					t.Fatalf("try %d: no close frame in 10s", try)
+				}
+				ws.Close()
+			}
+		})
+	}
+	waitSessionGoroutines(t)
+}
+
+// TestStalledPeers: no write waits without bound. A session whose VNC
+// server stops reading, or whose browser stops reading while sending
+// unsolicited pongs (which keep its read deadline alive), ends within a
+// few ping intervals, and leaves nothing behind.
+func TestStalledPeers(t *testing.T) {
+	// A VNC server that greets and never reads, with a small receive window.
+	deaf := listenLoopback(t)
+	go func() {
+		for {
+			c, err := deaf.Accept()
+			if err != nil {
+				return
+			}
+			_ = c.(*net.TCPConn).SetReadBuffer(4096)
+			_, _ = io.WriteString(c, loadtarget.Greeting)
+			t.Cleanup(func() { c.Close() })
+		}
+	}()
+	streaming, _ := startLoadTarget(t)
+	tc := startCaddy(t, fileSite(writeTokenFile(t, t.TempDir(),
+		"deaf: "+deaf.Addr().String(), "stream: "+streaming), "ping_interval 200ms"))
+	smallWindow := &websocket.Dialer{
+		HandshakeTimeout: 10 * time.Second,
+		NetDial: func(network, addr string) (net.Conn, error) {
+			c, err := net.Dial(network, addr)
+			if err == nil {
+				_ = c.(*net.TCPConn).SetReadBuffer(4096)
+			}
+			return c, err
+		},
+	}
+
+	t.Run("the VNC server stops reading, then the browser vanishes", func(t *testing.T) {
+		ws := mustDialWS(t, tc.url("/websockify?token=deaf"))
+		if _, _, err := ws.ReadMessage(); err != nil {
+			t.Fatal(err)
+		}
+		// 10 MB at a server that reads nothing: the proxy's write blocks.
+		chunk := make([]byte, 64<<10)
+		_ = ws.SetWriteDeadline(time.Now().Add(3 * time.Second))
+		for range 160 {
+			if ws.WriteMessage(websocket.BinaryMessage, chunk) != nil {
+				break
+			}
+		}
+		// The browser vanishes with a reset.
+		_ = ws.UnderlyingConn().(*net.TCPConn).SetLinger(0)
+		ws.UnderlyingConn().Close()
+		waitFor(t, 3*time.Second, "the session's end", func() bool {
+			return strings.Contains(tc.logs(), `"reason":"vnc server stopped reading"`) ||
+				strings.Contains(tc.logs(), `"reason":"browser connection lost"`)
+		})
+	})
+
+	t.Run("the browser stops reading and sends pongs", func(t *testing.T) {
+		ws := streamingConsole(t, tc.url("/websockify?token=stream"), 1<<40, smallWindow)
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(50 * time.Millisecond):
+				}
+				if ws.WriteControl(websocket.PongMessage, nil, time.Now().Add(time.Second)) != nil {
+					return
+				}
+			}
+		}()
+		waitFor(t, 3*time.Second, "the session's end", func() bool {
+			return strings.Contains(tc.logs(), `"reason":"browser stopped reading"`)
+		})
+	})
+	waitSessionGoroutines(t)
+}
+
+// TestSplicePipesClosed: pipes of sessions that end mid-stream are closed
+// when the session ends, not at a later garbage collection.
+func TestSplicePipesClosed(t *testing.T) {
+	countPipes := func() int {
+		entries, _ := os.ReadDir("/proc/self/fd")
+		n := 0
+		for _, e := range entries {
+			if l, err := os.Readlink(filepath.Join("/proc/self/fd", e.Name())); err == nil && strings.HasPrefix(l, "pipe:") {
+				n++
+			}
+		}
+		return n
+	}
+	if _, err := os.Stat("/proc/self/fd"); err != nil {
+		t.Skip("needs /proc")
+	}
+	addr, _ := startLoadTarget(t)
+	tc := startCaddy(t, fileSite(writeTokenFile(t, t.TempDir(), secretToken+": "+addr)))
+	// No garbage collection may close what the proxy left open.
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	before := countPipes()
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 25 {
+				ws := streamingConsole(t, tc.url("/websockify?token="+secretToken), 1<<40, nil)
+				for range 4 {
+					if _, _, err := ws.ReadMessage(); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+				// Gone mid-stream: the session's pipe may hold bytes.
+				_ = ws.UnderlyingConn().(*net.TCPConn).SetLinger(0)
+				ws.Close()
+			}
+		})
+	}
+	wg.Wait()
+	waitSessionGoroutines(t)
+	// The proxy keeps up to 16 empty pipes for the next messages.
+	if n := countPipes(); n > before+2*16 {
+		t.Fatalf("%d pipe descriptors open after 200 sessions ended, %d before", n, before)
+	}
+}
+
+// TestShutdownWithStuckBrowsers: SIGTERM to the real binary with 30
+// browsers that read nothing and 100 healthy consoles: every healthy
+// console gets its 1001 within about one close grace, and Caddy exits.
+func TestShutdownWithStuckBrowsers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds cmd/caddy")
+	}
+	addr, _ := startLoadTarget(t)
+	dir := t.TempDir()
+	site, proc := startCaddyProcess(t, dir, fmt.Sprintf("vnc_proxy /websockify {\n\t\tresolver file %s\n\t}",
+		writeTokenFile(t, dir, secretToken+": "+addr)))
+	url := "ws://" + site + "/websockify?token=" + secretToken
+	smallWindow := &websocket.Dialer{
+		HandshakeTimeout: 10 * time.Second,
+		NetDial: func(network, addr string) (net.Conn, error) {
+			c, err := net.Dial(network, addr)
+			if err == nil {
+				_ = c.(*net.TCPConn).SetReadBuffer(4096)
+			}
+			return c, err
+		},
+	}
+	for range 30 {
+		streamingConsole(t, url, 1<<40, smallWindow) // never read again
+	}
+	healthy := make([]*websocket.Conn, 100)
+	for i := range healthy {
+		ws := mustDialWS(t, url)
+		_ = ws.SetReadDeadline(time.Now().Add(30 * time.Second))
+		if _, _, err := ws.ReadMessage(); err != nil {
+			t.Fatal(err)
+		}
+		if err := ws.WriteMessage(websocket.BinaryMessage, []byte{'e'}); err != nil {
+			t.Fatal(err)
+		}
+		healthy[i] = ws
+	}
+	time.Sleep(500 * time.Millisecond) // the stuck browsers' windows fill
+
+	start := time.Now()
+	if err := proc.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	late := make(chan string, len(healthy))
+	for i, ws := range healthy {
+		wg.Go(func() {
+			err := readUntilClose(ws)
+			if d := time.Since(start); closeCode(err) != websocket.CloseGoingAway || d > 2500*time.Millisecond {
+				late <- fmt.Sprintf("console %d: %v after %v", i, err, d)
+			}
+		})
+	}
+	wg.Wait()
+	close(late)
+	var problems []string
+	for p := range late {
+		problems = append(problems, p)
+	}
+	if len(problems) > 0 {
+		t.Errorf("%d of 100 healthy consoles did not get 1001 within 2.5s, e.g. %s", len(problems), problems[0])
+	}
+	select {
+	case <-proc.Done():
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("Caddy exited %v after SIGTERM", d)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("caddy did not exit 15s after SIGTERM")
+	}
+}
+
+// startCaddyProcess builds cmd/caddy and runs it with one plain-HTTP site
+// whose body is siteBody; it returns the site's address and the process.
+func startCaddyProcess(t *testing.T, dir, siteBody string) (string, *testenv.Process) {
+	t.Helper()
+	goBin := testenv.Require(t, "go", "golang")
+	caddyBin := filepath.Join(dir, "caddy")
+	build := exec.Command(goBin, "build", "-o", caddyBin, "../cmd/caddy")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building cmd/caddy: %v\n%s", err, out)
+	}
+	port := testenv.FreePort(t)
+	cf := filepath.Join(dir, "Caddyfile")
+	config := fmt.Sprintf("{\n\tadmin off\n\tskip_install_trust\n\tstorage file_system %s/storage\n}\n\nhttp://127.0.0.1:%d {\n\t%s\n}\n", dir, port, siteBody)
+	if err := os.WriteFile(cf, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("XDG_DATA_HOME", filepath.Join(dir, "data"))
+	t.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config"))
+	proc := testenv.Start(t, caddyBin, "run", "--config", cf, "--adapter", "caddyfile")
+	site := fmt.Sprintf("127.0.0.1:%d", port)
+	if err := testenv.WaitDial("tcp", site, 15*time.Second); err != nil {
+		t.Fatalf("%v\n%s", err, proc.Output())
+	}
+	return site, proc
+}
