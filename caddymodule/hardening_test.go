@@ -339,3 +339,104 @@ func startCaddyProcess(t *testing.T, dir, siteBody string) (string, *testenv.Pro
 	}
 	return site, proc
 }
+
+// TestDialAndGreetingOneDeadline: dial_timeout bounds the dial and the
+// greeting together, and a browser that leaves ends the wait.
+func TestDialAndGreetingOneDeadline(t *testing.T) {
+	// A listener with a backlog of one that accepts late: the proxy's
+	// first SYN is dropped and its retransmission, about a second later,
+	// gets through; then the server says nothing.
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fd), "slow listener")
+	slow, err := net.FileListener(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { slow.Close() })
+	slowAddr := slow.Addr().String()
+	// Fill the accept queue.
+	for range 2 {
+		c, err := net.DialTimeout("tcp", slowAddr, 200*time.Millisecond)
+		if err == nil {
+			t.Cleanup(func() { c.Close() })
+		}
+	}
+	held := make(chan net.Conn, 16)
+	t.Cleanup(func() {
+		for len(held) > 0 {
+			(<-held).Close()
+		}
+	})
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		for {
+			c, err := slow.Accept()
+			if err != nil {
+				return
+			}
+			held <- c // silent
+		}
+	}()
+
+	// A server that accepts at once, never greets, and reports when the
+	// proxy hangs up.
+	silent := listenLoopback(t)
+	hungUp := make(chan time.Time, 4)
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				_, _ = c.Read(make([]byte, 1))
+				hungUp <- time.Now()
+				c.Close()
+			}()
+		}
+	}()
+
+	tc := startCaddy(t, fileSite(writeTokenFile(t, t.TempDir(), "slow: "+slowAddr, "silent: "+silent.Addr().String()), "dial_timeout 1500ms"))
+
+	t.Run("slow dial, then silence: 502 within dial_timeout", func(t *testing.T) {
+		start := time.Now()
+		_, status, _ := dialWS(t, tc.url("/websockify?token=slow"), nil)
+		d := time.Since(start)
+		if status != 502 {
+			t.Fatalf("status %d, want 502", status)
+		}
+		if d > 2*time.Second {
+			t.Errorf("502 after %v with dial_timeout 1.5s", d)
+		}
+	})
+
+	t.Run("the browser leaves: the wait for the greeting ends", func(t *testing.T) {
+		conn, err := net.Dial("tcp", tc.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.WriteString(conn, "GET /websockify?token=silent HTTP/1.1\r\nHost: "+tc.addr+
+			"\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+		time.Sleep(200 * time.Millisecond)
+		left := time.Now()
+		conn.Close()
+		select {
+		case at := <-hungUp:
+			if d := at.Sub(left); d > 700*time.Millisecond {
+				t.Errorf("the proxy hung up on the VNC server %v after the browser left", d)
+			}
+		case <-time.After(3 * time.Second):
+			t.Fatal("the proxy still waits for the greeting 3s after the browser left")
+		}
+	})
+}
