@@ -31,6 +31,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		}
 //		token            <placeholder>
 //		allowed_origins  <origin...>
+//		allow_targets    <cidr|host[:port[-port]]|unix:/dir/>...
 //		dial_timeout     <duration>
 //		ping_interval    <duration>
 //		idle_timeout     <duration>
@@ -88,6 +89,17 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 					continue
 				}
 				if _, err := normalizeOrigin(o); err != nil {
+					return d.Err(err.Error())
+				}
+			}
+
+		case "allow_targets":
+			h.AllowTargets = d.RemainingArgs()
+			if len(h.AllowTargets) == 0 {
+				return d.ArgErr()
+			}
+			for _, a := range h.AllowTargets {
+				if _, err := parseTargetRule(a); err != nil {
 					return d.Err(err.Error())
 				}
 			}

@@ -87,6 +87,15 @@ type Handler struct {
 	// browser's request is upgraded. Default: true.
 	CheckRFB *bool `json:"check_rfb,omitempty"`
 
+	// The VNC servers tokens may point at: CIDRs or IP addresses, host
+	// names, each with an optional :port or :port-port (IPv6 in brackets
+	// then), and unix:/dir/ for sockets under a directory. IP ranges are
+	// checked on the address actually dialed, after DNS, so a name cannot
+	// rebind past them; a host name entry allows that name as the token
+	// gives it. A target outside the list is refused with 403 before any
+	// connection is made. Default: any target.
+	AllowTargets []string `json:"allow_targets,omitempty"`
+
 	// The proxy logs in to the VNC server itself and offers the browser
 	// security None, so the browser never sees a VNC credential; with tls,
 	// it reaches VNC servers that require VeNCrypt X.509. Default: off
@@ -109,6 +118,7 @@ type Handler struct {
 	pingInterval   time.Duration
 	checkRFB       bool
 	credentials    rfbproxy.Credentials
+	targets        targetPolicy
 }
 
 // CaddyModule returns the Caddy module information.
@@ -157,6 +167,16 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.checkRFB = h.CheckRFB == nil || *h.CheckRFB
 	h.dialer = net.Dialer{Timeout: time.Duration(h.DialTimeout)}
+	for _, a := range h.AllowTargets {
+		rule, err := parseTargetRule(a)
+		if err != nil {
+			return err
+		}
+		h.targets = append(h.targets, rule)
+	}
+	if h.targets != nil {
+		h.dialer.ControlContext = h.targets.control
+	}
 	if h.ViewOnly && !h.checkRFB {
 		return errors.New("view_only needs check_rfb on: the proxy speaks RFB with both sides")
 	}
@@ -245,6 +265,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 
 	conn, greeting, login, err := h.dialTarget(r.Context(), target, h.rfbAware(target))
 	if err != nil {
+		if errors.Is(err, errTargetNotAllowed) {
+			return h.refuse(w, r, http.StatusForbidden, "target not allowed", "target_refused", err,
+				tokenHashField(token), zap.Stringer("target", target))
+		}
 		if r.Context().Err() != nil {
 			// The browser went away while the VNC server was slow.
 			return nil
@@ -411,7 +435,11 @@ func (h *Handler) dialTarget(ctx context.Context, t tokenresolver.Target, aware 
 	deadline := time.Now().Add(time.Duration(h.DialTimeout))
 	dialer := h.dialer
 	dialer.Deadline = deadline
-	raw, err := dialer.DialContext(ctx, t.Network, t.Address)
+	dialCtx, err := h.targets.checkTarget(ctx, t)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	raw, err := dialer.DialContext(dialCtx, t.Network, t.Address)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("dialing target: %w", err)
 	}
