@@ -32,6 +32,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		token            <placeholder>
 //		allowed_origins  <origin...>
 //		allow_targets    <cidr|host[:port[-port]]|unix:/dir/>...
+//		failed_token_rate <n>/<duration>
 //		dial_timeout     <duration>
 //		ping_interval    <duration>
 //		idle_timeout     <duration>
@@ -102,6 +103,14 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				if _, err := parseTargetRule(a); err != nil {
 					return d.Err(err.Error())
 				}
+			}
+
+		case "failed_token_rate":
+			if !d.AllArgs(&h.FailedTokenRate) {
+				return d.ArgErr()
+			}
+			if _, err := parseFailedTokenRate(h.FailedTokenRate); err != nil {
+				return d.Err(err.Error())
 			}
 
 		case "dial_timeout":

@@ -96,6 +96,14 @@ type Handler struct {
 	// connection is made. Default: any target.
 	AllowTargets []string `json:"allow_targets,omitempty"`
 
+	// How many unknown or expired tokens one client may present, as
+	// "<n>/<duration>" (e.g. "10/1m"): beyond it, requests from that
+	// client are answered 429 with Retry-After, before their token is
+	// looked up, until the rate allows another. Clients are Caddy's client
+	// IPs (trusted_proxies apply), IPv6 counted per /64; at most 10,000 are
+	// tracked. Default: no limit.
+	FailedTokenRate string `json:"failed_token_rate,omitempty"`
+
 	// The proxy logs in to the VNC server itself and offers the browser
 	// security None, so the browser never sees a VNC credential; with tls,
 	// it reaches VNC servers that require VeNCrypt X.509. Default: off
@@ -119,6 +127,7 @@ type Handler struct {
 	checkRFB       bool
 	credentials    rfbproxy.Credentials
 	targets        targetPolicy
+	failedTokens   *failedTokens
 }
 
 // CaddyModule returns the Caddy module information.
@@ -176,6 +185,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	if h.targets != nil {
 		h.dialer.ControlContext = h.targets.control
+	}
+	if h.FailedTokenRate != "" {
+		if h.failedTokens, err = parseFailedTokenRate(h.FailedTokenRate); err != nil {
+			return err
+		}
 	}
 	if h.ViewOnly && !h.checkRFB {
 		return errors.New("view_only needs check_rfb on: the proxy speaks RFB with both sides")
@@ -241,6 +255,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	}
 
 	clientAddr := clientAddress(r)
+	if h.failedTokens != nil {
+		if wait := h.failedTokens.retryAfter(clientIP(r)); wait > 0 {
+			w.Header().Set("Retry-After", retryAfterSeconds(wait))
+			return h.refuse(w, r, http.StatusTooManyRequests, "too many failed tokens", "rate_limited", nil)
+		}
+	}
 	start := time.Now()
 	target, err := h.resolver.Resolve(r.Context(), tokenresolver.Query{
 		Token:      token,
@@ -254,6 +274,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	if err != nil {
 		switch {
 		case errors.Is(err, tokenresolver.ErrNotFound), errors.Is(err, tokenresolver.ErrExpired):
+			if h.failedTokens != nil {
+				h.failedTokens.failed(clientIP(r))
+			}
 			return h.refuse(w, r, http.StatusForbidden, "invalid or expired token", "token_refused", err, tokenHashField(token))
 		case r.Context().Err() != nil:
 			// The browser went away while the resolver worked.
@@ -481,16 +504,27 @@ func (h *Handler) greet(raw net.Conn, t tokenresolver.Target, aware bool) (conn 
 	return conn, nil, &res, nil
 }
 
-// clientAddress is the browser's address: Caddy's client IP (which honours
-// trusted proxies) with the connection's port, or the connection's address.
-func clientAddress(r *http.Request) string {
+// clientIP is Caddy's client IP of the request (which honours trusted
+// proxies), or the connection's.
+func clientIP(r *http.Request) string {
 	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok && ip != "" {
-		if _, port, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-			return net.JoinHostPort(ip, port)
-		}
 		return ip
 	}
-	return r.RemoteAddr
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// clientAddress is the browser's address: Caddy's client IP (which honours
+// trusted proxies) with the connection's port.
+func clientAddress(r *http.Request) string {
+	ip := clientIP(r)
+	if _, port, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return net.JoinHostPort(ip, port)
+	}
+	return ip
 }
 
 // tokenHash is what logs carry instead of the token: the first 12 hex digits

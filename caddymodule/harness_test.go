@@ -62,6 +62,10 @@ func (tc *testCaddy) load(siteBody string) {
 	skip_install_trust
 	auto_https off
 	storage file_system %[1]s/storage
+	servers {
+		# Tests act as many clients through X-Forwarded-For.
+		trusted_proxies static 127.0.0.1/32
+	}
 	log {
 		output file %[2]s
 		format json
