@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"context"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -47,6 +48,11 @@ type HTTPResolver struct {
 	// Default: 0 (no cache).
 	Cache caddy.Duration `json:"cache,omitempty"`
 
+	// How many callback requests may be in flight at once (lookups of one
+	// token share one); a lookup beyond it gets the browser 503 at once,
+	// and a lookup whose browsers have all left is cancelled. Default: 256.
+	MaxInFlight int `json:"max_in_flight,omitempty"`
+
 	callback *tokenresolver.HTTPCallback
 }
 
@@ -69,11 +75,12 @@ func (r *HTTPResolver) Provision(ctx caddy.Context) error {
 		}
 	}
 	r.callback = &tokenresolver.HTTPCallback{
-		URL:      repl.ReplaceKnown(r.URL, ""),
-		Method:   strings.ToUpper(r.Method),
-		Header:   h,
-		Timeout:  time.Duration(r.Timeout),
-		CacheTTL: time.Duration(r.Cache),
+		URL:         repl.ReplaceKnown(r.URL, ""),
+		Method:      strings.ToUpper(r.Method),
+		Header:      h,
+		Timeout:     time.Duration(r.Timeout),
+		CacheTTL:    time.Duration(r.Cache),
+		MaxInFlight: r.MaxInFlight,
 	}
 	return r.callback.Init()
 }
@@ -98,6 +105,7 @@ func (r *HTTPResolver) Resolve(ctx context.Context, q tokenresolver.Query) (toke
 //		header  <name> <value>
 //		timeout <duration>
 //		cache   <duration>
+//		max_in_flight <n>
 //	}
 func (r *HTTPResolver) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the resolver's name
@@ -144,6 +152,16 @@ func (r *HTTPResolver) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			r.Cache = v
+		case "max_in_flight":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 {
+				return d.Errf("max_in_flight: want a positive whole number, not %q", v)
+			}
+			r.MaxInFlight = n
 		default:
 			return d.Errf("unknown option %q", option)
 		}

@@ -38,6 +38,10 @@ const maxCallbackBody = 64 << 10
 // defaultCacheEntries bounds the positive cache when MaxCacheEntries is zero.
 const defaultCacheEntries = 10000
 
+// DefaultMaxInFlight bounds the callback requests in flight when
+// HTTPCallback.MaxInFlight is zero.
+const DefaultMaxInFlight = 256
+
 // HTTPCallback resolves a token by asking an HTTP service.
 //
 // A 200 answer carries the target in any format ParseValue accepts; 401, 403,
@@ -63,6 +67,10 @@ type HTTPCallback struct {
 	CacheTTL time.Duration
 	// MaxCacheEntries bounds the cache. Default: 10000.
 	MaxCacheEntries int
+	// MaxInFlight bounds the callback requests in flight (lookups of one
+	// token share one); a lookup beyond it is ErrUnavailable at once.
+	// Default: 256.
+	MaxInFlight int
 	// Client sends the requests. Default: a client with its own transport.
 	Client *http.Client
 
@@ -99,8 +107,11 @@ func (h *HTTPCallback) Init() error {
 	if h.Method == http.MethodGet && !strings.Contains(h.URL, TokenPlaceholder) {
 		return fmt.Errorf("callback URL must contain %s when the method is GET", TokenPlaceholder)
 	}
-	if h.Timeout < 0 || h.CacheTTL < 0 || h.MaxCacheEntries < 0 {
-		return errors.New("timeout, cache and cache size must not be negative")
+	if h.Timeout < 0 || h.CacheTTL < 0 || h.MaxCacheEntries < 0 || h.MaxInFlight < 0 {
+		return errors.New("timeout, cache, cache size and requests in flight must not be negative")
+	}
+	if h.MaxInFlight == 0 {
+		h.MaxInFlight = DefaultMaxInFlight
 	}
 	if h.Timeout == 0 {
 		h.Timeout = DefaultHTTPTimeout
@@ -150,14 +161,18 @@ func (h *HTTPCallback) Resolve(ctx context.Context, q Query) (Target, error) {
 		}
 		return t, nil
 	}
-	f := h.flights.start(q.Token, func() (Target, error) {
-		ctx, cancel := context.WithTimeout(h.base, h.Timeout)
+	f, err := h.flights.start(h.base, q.Token, h.MaxInFlight, func(ctx context.Context) (Target, error) {
+		ctx, cancel := context.WithTimeout(ctx, h.Timeout)
 		defer cancel()
 		return h.fetch(ctx, q)
 	})
+	if err != nil {
+		return Target{}, err
+	}
 	select {
 	case <-f.done:
 	case <-ctx.Done():
+		h.flights.leave(f)
 		return Target{}, fmt.Errorf("%w: waiting for callback: %w", ErrUnavailable, ctx.Err())
 	}
 	if f.err != nil {
@@ -316,7 +331,8 @@ func (h *HTTPCallback) remember(token string, t Target, now time.Time) {
 	h.cache[token] = cachedTarget{target: t, until: until}
 }
 
-// flightGroup lets concurrent lookups of one key share one call.
+// flightGroup lets concurrent lookups of one key share one call, bounds
+// the calls in flight, and cancels a call whose callers have all left.
 type flightGroup struct {
 	mu sync.Mutex
 	m  map[string]*flight
@@ -326,27 +342,55 @@ type flight struct {
 	done   chan struct{}
 	target Target
 	err    error
+
+	waiters int // guarded by flightGroup.mu
+	cancel  context.CancelFunc
 }
 
-// start returns the call in progress for key, or starts fn in its own
-// goroutine, so that no caller's cancellation ends it for the others.
-func (g *flightGroup) start(key string, fn func() (Target, error)) *flight {
+// errTooManyInFlight: the lookup would exceed the calls in flight allowed.
+var errTooManyInFlight = fmt.Errorf("%w: too many lookups in flight", ErrUnavailable)
+
+// start joins the call in progress for key, or starts fn in its own
+// goroutine with a context from base, so that one caller's cancellation
+// does not end it for the others. With max calls in flight already, it
+// returns an error wrapping ErrUnavailable.
+func (g *flightGroup) start(base context.Context, key string, max int, fn func(context.Context) (Target, error)) (*flight, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if f, ok := g.m[key]; ok {
-		return f
+	if f, ok := g.m[key]; ok && f.waiters > 0 {
+		f.waiters++
+		return f, nil
+	}
+	// (A call whose callers all left is being cancelled: start anew.)
+	if max > 0 && len(g.m) >= max {
+		return nil, errTooManyInFlight
 	}
 	if g.m == nil {
 		g.m = make(map[string]*flight)
 	}
-	f := &flight{done: make(chan struct{})}
+	ctx, cancel := context.WithCancel(base)
+	f := &flight{done: make(chan struct{}), waiters: 1, cancel: cancel}
 	g.m[key] = f
 	go func() {
-		f.target, f.err = fn()
+		f.target, f.err = fn(ctx)
 		g.mu.Lock()
-		delete(g.m, key)
+		if g.m[key] == f {
+			delete(g.m, key)
+		}
 		g.mu.Unlock()
+		cancel()
 		close(f.done)
 	}()
-	return f
+	return f, nil
+}
+
+// leave is called by a caller that stops waiting for f; when none is left,
+// the call is cancelled.
+func (g *flightGroup) leave(f *flight) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	f.waiters--
+	if f.waiters == 0 {
+		f.cancel()
+	}
 }

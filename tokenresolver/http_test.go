@@ -428,3 +428,85 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// slowService answers after a long time and counts the requests in
+// flight, which end early only when the client cancels them.
+type slowService struct {
+	inFlight atomic.Int32
+}
+
+func (s *slowService) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.inFlight.Add(1)
+	defer s.inFlight.Add(-1)
+	select {
+	case <-r.Context().Done():
+	case <-time.After(10 * time.Second):
+		_, _ = io.WriteString(w, "10.0.0.1:5900")
+	}
+}
+
+// TestHTTPCallbackAllCallersGone: a lookup whose callers have all given
+// up is cancelled, so browsers that leave a slow callback leave no
+// requests behind; a later caller of the same token gets a fresh one.
+func TestHTTPCallbackAllCallersGone(t *testing.T) {
+	svc := &slowService{}
+	srv := httptest.NewServer(svc)
+	defer srv.Close()
+	h := newCallback(t, &HTTPCallback{URL: srv.URL + "/{token}", Timeout: 10 * time.Second})
+	var wg sync.WaitGroup
+	for i := range 40 {
+		for range 2 { // two browsers per token
+			wg.Go(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+				defer cancel()
+				_, _ = h.Resolve(ctx, Query{Token: fmt.Sprintf("t%d", i)})
+			})
+		}
+	}
+	wg.Wait()
+	deadline := time.Now().Add(2 * time.Second)
+	for svc.inFlight.Load() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d callback requests still in flight 2s after every browser left", svc.inFlight.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// A later browser with the same token is not handed the cancelled call.
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	_, err := h.Resolve(ctx, Query{Token: "t1"})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("a later caller got %v, want its own wait to time out", err)
+	}
+}
+
+// TestHTTPCallbackMaxInFlight: lookups beyond MaxInFlight are refused at
+// once; lookups of a token already in flight share its request.
+func TestHTTPCallbackMaxInFlight(t *testing.T) {
+	svc := &slowService{}
+	srv := httptest.NewServer(svc)
+	defer srv.Close()
+	h := newCallback(t, &HTTPCallback{URL: srv.URL + "/{token}", Timeout: 10 * time.Second, MaxInFlight: 3})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for i := range 3 {
+		go func() { _, _ = h.Resolve(ctx, Query{Token: fmt.Sprintf("t%d", i)}) }()
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for svc.inFlight.Load() < 3 {
+		if time.Now().After(deadline) {
+			t.Fatal("the first three lookups did not reach the service")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	start := time.Now()
+	_, err := h.Resolve(context.Background(), Query{Token: "t3"})
+	if !errors.Is(err, ErrUnavailable) || time.Since(start) > time.Second {
+		t.Fatalf("a fourth lookup: %v after %v, want ErrUnavailable at once", err, time.Since(start))
+	}
+	short, cancelShort := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancelShort()
+	if _, err := h.Resolve(short, Query{Token: "t0"}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("a lookup joining one in flight got %v, want to wait for it", err)
+	}
+}
