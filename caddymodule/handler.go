@@ -30,6 +30,11 @@ import (
 
 func init() {
 	caddy.RegisterModule(Handler{})
+	// Consoles outlive the config that started them; one that survived a
+	// reload to a config without vnc_proxy still gets its 1001 on exit.
+	caddy.OnExit(func(context.Context) {
+		sessions.closeAll(websocket.CloseGoingAway, "server shutting down")
+	})
 }
 
 // Defaults of the handler's options.

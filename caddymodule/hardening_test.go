@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -315,8 +317,21 @@ func TestShutdownWithStuckBrowsers(t *testing.T) {
 }
 
 // startCaddyProcess builds cmd/caddy and runs it with one plain-HTTP site
-// whose body is siteBody; it returns the site's address and the process.
+// whose body is siteBody, admin off; it returns the site's address and the
+// process.
 func startCaddyProcess(t *testing.T, dir, siteBody string) (string, *testenv.Process) {
+	t.Helper()
+	return startCaddyProcessAdmin(t, dir, "off", siteBody)
+}
+
+// caddyfileFor is the Caddyfile startCaddyProcessAdmin runs.
+func caddyfileFor(dir, admin string, port int, siteBody string) string {
+	return fmt.Sprintf("{\n\tadmin %s\n\tskip_install_trust\n\tstorage file_system %s/storage\n}\n\nhttp://127.0.0.1:%d {\n\t%s\n}\n", admin, dir, port, siteBody)
+}
+
+// startCaddyProcessAdmin is startCaddyProcess with the admin endpoint at
+// admin ("off", or an address).
+func startCaddyProcessAdmin(t *testing.T, dir, admin, siteBody string) (string, *testenv.Process) {
 	t.Helper()
 	goBin := testenv.Require(t, "go", "golang")
 	caddyBin := filepath.Join(dir, "caddy")
@@ -326,8 +341,7 @@ func startCaddyProcess(t *testing.T, dir, siteBody string) (string, *testenv.Pro
 	}
 	port := testenv.FreePort(t)
 	cf := filepath.Join(dir, "Caddyfile")
-	config := fmt.Sprintf("{\n\tadmin off\n\tskip_install_trust\n\tstorage file_system %s/storage\n}\n\nhttp://127.0.0.1:%d {\n\t%s\n}\n", dir, port, siteBody)
-	if err := os.WriteFile(cf, []byte(config), 0o600); err != nil {
+	if err := os.WriteFile(cf, []byte(caddyfileFor(dir, admin, port, siteBody)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv("XDG_DATA_HOME", filepath.Join(dir, "data"))
@@ -439,4 +453,52 @@ func TestDialAndGreetingOneDeadline(t *testing.T) {
 			t.Fatal("the proxy still waits for the greeting 3s after the browser left")
 		}
 	})
+}
+
+// TestExitAfterReloadWithoutHandler: a console that survived a reload to a
+// config without vnc_proxy still gets close 1001 when Caddy exits.
+func TestExitAfterReloadWithoutHandler(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds cmd/caddy")
+	}
+	addr, _ := startLoadTarget(t)
+	dir := t.TempDir()
+	admin := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	site, proc := startCaddyProcessAdmin(t, dir, admin, fmt.Sprintf("vnc_proxy /websockify {\n\t\tresolver file %s\n\t}",
+		writeTokenFile(t, dir, secretToken+": "+addr)))
+	ws := mustDialWS(t, "ws://"+site+"/websockify?token="+secretToken)
+	if _, _, err := ws.ReadMessage(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ws.WriteMessage(websocket.BinaryMessage, []byte{'e'}); err != nil {
+		t.Fatal(err)
+	}
+
+	_, port, _ := net.SplitHostPort(site)
+	portN, _ := strconv.Atoi(port)
+	next := caddyfileFor(dir, admin, portN, "respond \"no consoles here\"")
+	resp, err := http.Post("http://"+admin+"/load", "text/caddyfile", strings.NewReader(next))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("reload: %s: %s", resp.Status, body)
+	}
+	// The console is still alive across the reload.
+	if err := ws.WriteMessage(websocket.BinaryMessage, []byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, msg, err := ws.ReadMessage(); err != nil || string(msg) != "ping" {
+		t.Fatalf("after the reload: %q, %v", msg, err)
+	}
+
+	if err := proc.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := readUntilClose(ws); closeCode(err) != websocket.CloseGoingAway {
+		t.Fatalf("on exit the console got %v, want close 1001", err)
+	}
 }
