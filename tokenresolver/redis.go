@@ -2,9 +2,12 @@ package tokenresolver
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -15,16 +18,89 @@ import (
 // DefaultRedisTimeout bounds one lookup when Redis.Timeout is zero.
 const DefaultRedisTimeout = 2 * time.Second
 
-// lookupScript reads a key's value and remaining lifetime in one atomic step,
-// and deletes the key when ARGV[1] is "1" (one-time tokens): of several
-// proxies asking for the same key at once, exactly one gets the value.
+// A one-time token's key is not deleted by the lookup that uses it but
+// marked, so that a lookup whose answer never reached its browser (a
+// timeout while Redis stalled, a browser that left) can be undone:
+//
+//	"\x00spent <nonce> <expiry ms>\x00<value>"  used by the lookup <nonce>
+//	"\x00abort <nonce> -1\x00<value>"           <nonce> gave up before its lookup ran
+//
+// The lookup that used it deletes the mark as soon as it has its answer
+// (confirmScript); one that gave up restores the value (releaseScript).
+// Marks of lookups that can do neither expire after the release window.
+// Of several lookups of one key, at most one ever gets the value.
+const markPattern = `'^%z(%a+) (%x+) (%-?%d+)%z(.*)$'`
+
+// lookupScript reads a key's value and remaining lifetime in one atomic
+// step. With ARGV[1] "1" (one-time tokens) it marks the key used by the
+// nonce ARGV[2], the mark living at most ARGV[3] milliseconds.
 var lookupScript = redis.NewScript(`
 local v = redis.call('GET', KEYS[1])
 if not v then return false end
 local ttl = redis.call('PTTL', KEYS[1])
-if ARGV[1] == '1' then redis.call('DEL', KEYS[1]) end
+local kind, nonce, exp, orig = string.match(v, ` + markPattern + `)
+if kind == 'spent' then return false end
+if kind == 'abort' then
+  if nonce == ARGV[2] then
+    redis.call('SET', KEYS[1], orig, 'KEEPTTL')
+    return false
+  end
+  v = orig
+end
+if ARGV[1] ~= '1' then return {v, ttl} end
+local keep = tonumber(ARGV[3])
+if ttl > 0 and ttl < keep then keep = ttl end
+local expms = -1
+if ttl > 0 then
+  local t = redis.call('TIME')
+  expms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + ttl
+end
+redis.call('SET', KEYS[1], '\0spent ' .. ARGV[2] .. ' ' .. expms .. '\0' .. v, 'PX', keep)
 return {v, ttl}
 `)
+
+// confirmScript deletes the mark of the lookup ARGV[1], which used the
+// token.
+var confirmScript = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+local kind, nonce = string.match(v, ` + markPattern + `)
+if kind == 'spent' and nonce == ARGV[1] then redis.call('DEL', KEYS[1]) return 1 end
+return 0
+`)
+
+// releaseScript undoes the lookup ARGV[1], whose answer was not used: it
+// restores the value (with the lifetime it had) if that lookup marked the
+// key, or, if the lookup has not run yet, marks the key so that it will
+// not use the token when it does.
+var releaseScript = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+local kind, nonce, exp, orig = string.match(v, ` + markPattern + `)
+if kind == nil then
+  redis.call('SET', KEYS[1], '\0abort ' .. ARGV[1] .. ' -1\0' .. v, 'KEEPTTL')
+  return 2
+end
+if kind == 'spent' and nonce == ARGV[1] then
+  exp = tonumber(exp)
+  if exp < 0 then
+    redis.call('SET', KEYS[1], orig)
+    return 1
+  end
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if exp <= now then
+    redis.call('DEL', KEYS[1])
+  else
+    redis.call('SET', KEYS[1], orig, 'PX', exp - now)
+  end
+  return 1
+end
+return 0
+`)
+
+// maxPendingReleases bounds the lookups being undone in the background.
+const maxPendingReleases = 1024
 
 // Redis resolves a token by reading the key KeyPrefix+token from Redis: a
 // single server, a Sentinel-managed master or a Cluster. The value is in any
@@ -54,12 +130,25 @@ type Redis struct {
 	KeyPrefix string
 	// Timeout bounds one lookup, connecting included. Default: 2s.
 	Timeout time.Duration
-	// OneTime deletes the key in the same atomic step that reads it, so a
-	// token opens one session only, across every proxy sharing the Redis.
+	// OneTime makes a token open one session only, across every proxy
+	// sharing the Redis: the lookup that gets the value marks the key used
+	// in the same atomic step, and deletes it once it has its answer. A
+	// lookup whose answer was not used (it timed out, its browser left) is
+	// undone in the background, for up to the release window, so a stall
+	// of Redis does not use up the token of a browser that got 503.
 	OneTime bool
 
-	client redis.UniversalClient
-	now    func() time.Time
+	client   redis.UniversalClient
+	now      func() time.Time
+	base     context.Context
+	stop     context.CancelFunc
+	releases chan struct{} // semaphore of background releases
+}
+
+// releaseWindow is how long a one-time lookup whose answer was not used
+// keeps trying to give the token back, and how long a mark lives at most.
+func (r *Redis) releaseWindow() time.Duration {
+	return max(30*time.Second, 5*r.Timeout)
 }
 
 // Init checks the configuration and creates the client (with its connection
@@ -139,44 +228,108 @@ func (r *Redis) Init() error {
 		r.now = time.Now
 	}
 	r.client = redis.NewUniversalClient(opts)
+	r.base, r.stop = context.WithCancel(context.Background())
+	r.releases = make(chan struct{}, maxPendingReleases)
 	return nil
 }
 
-// Close closes the client's connections.
+// Close stops background work and closes the client's connections.
 func (r *Redis) Close() error {
 	if r.client == nil {
 		return nil
 	}
+	r.stop()
 	return r.client.Close()
 }
 
-// Resolve reads (and with OneTime, consumes) the token's key.
+// Resolve reads (and with OneTime, uses up) the token's key.
 func (r *Redis) Resolve(ctx context.Context, q Query) (Target, error) {
 	if q.Token == "" {
 		return Target{}, ErrNotFound
 	}
-	ctx, cancel := context.WithTimeout(ctx, r.Timeout)
+	key := r.KeyPrefix + q.Token
+	lookupCtx, cancel := context.WithTimeout(ctx, r.Timeout)
 	defer cancel()
-	consume := "0"
+	consume, nonce := "0", ""
 	if r.OneTime {
-		consume = "1"
+		consume, nonce = "1", newNonce()
 	}
-	reply, err := lookupScript.Run(ctx, r.client, []string{r.KeyPrefix + q.Token}, consume).Result()
+	window := strconv.FormatInt(r.releaseWindow().Milliseconds(), 10)
+	reply, err := lookupScript.Run(lookupCtx, r.client, []string{key}, consume, nonce, window).Result()
 	if errors.Is(err, redis.Nil) {
 		return Target{}, ErrNotFound
 	}
+	if err == nil && r.OneTime && ctx.Err() != nil {
+		// The browser left while Redis answered: give the token back.
+		err = ctx.Err()
+	}
 	if err != nil {
+		if r.OneTime {
+			// The lookup may have run, or may still run: undo it.
+			r.release(key, nonce)
+		}
 		// go-redis errors name the server and the failure, never the key.
 		if errors.Is(err, context.DeadlineExceeded) {
 			return Target{}, fmt.Errorf("%w: redis: timed out after %v: %v", ErrUnavailable, r.Timeout, err)
 		}
 		return Target{}, fmt.Errorf("%w: redis: %v", ErrUnavailable, err)
 	}
+	if r.OneTime {
+		r.background(func(ctx context.Context) bool {
+			return confirmScript.Run(ctx, r.client, []string{key}, nonce).Err() == nil
+		}, false)
+	}
 	value, pttl, err := decodeLookupReply(reply)
 	if err != nil {
 		return Target{}, fmt.Errorf("%w: redis: %w", ErrUnavailable, err)
 	}
 	return targetFromRedis(value, pttl, r.now())
+}
+
+// release gives back a one-time token whose lookup's answer was not used,
+// retrying until Redis answers or the release window ends.
+func (r *Redis) release(key, nonce string) {
+	r.background(func(ctx context.Context) bool {
+		return releaseScript.Run(ctx, r.client, []string{key}, nonce).Err() == nil
+	}, true)
+}
+
+// background runs try, each attempt bounded by Timeout, in a goroutine of
+// its own; with retry, again with backoff until it succeeds or the release
+// window ends. At most maxPendingReleases run at once; beyond, the attempt
+// is dropped (a mark left then expires with the release window).
+func (r *Redis) background(try func(context.Context) bool, retry bool) {
+	select {
+	case r.releases <- struct{}{}:
+	default:
+		return
+	}
+	go func() {
+		defer func() { <-r.releases }()
+		ctx, cancel := context.WithTimeout(r.base, r.releaseWindow())
+		defer cancel()
+		wait := 100 * time.Millisecond
+		for {
+			attempt, cancelAttempt := context.WithTimeout(ctx, r.Timeout)
+			ok := try(attempt)
+			cancelAttempt()
+			if ok || !retry {
+				return
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+			wait = min(2*wait, 2*time.Second)
+		}
+	}()
+}
+
+func newNonce() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // decodeLookupReply takes lookupScript's answer apart: {value, pttl}.

@@ -188,8 +188,85 @@ func TestRedisOneTime(t *testing.T) {
 			t.Fatalf("round %d: %d nodes opened the one-time token, want exactly 1", round, won)
 		}
 	}
-	if n, _ := admin.Exists(ctx, "once:t0").Result(); n != 0 {
-		t.Error("one-time key still exists after use")
+	// The lookup that used a token deletes its key once it has the answer.
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		n, _ := admin.Exists(ctx, "once:t0", "once:t49").Result()
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("one-time keys still exist 2s after use")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestRedisOneTimeStall: a one-time lookup that times out while Redis is
+// stalled does not use up the token when Redis resumes: the browser got
+// 503, and its retry opens the console. A lookup whose browser left is
+// undone the same way. Still, at most one lookup ever gets the value.
+func TestRedisOneTimeStall(t *testing.T) {
+	srv, admin := startRedis(t)
+	ctx := context.Background()
+	r := newRedis(t, &Redis{Addrs: []string{srv.Addr}, OneTime: true, Timeout: 300 * time.Millisecond})
+	other := newRedis(t, &Redis{Addrs: []string{srv.Addr}, OneTime: true, Timeout: 300 * time.Millisecond})
+	if err := admin.Set(ctx, "stall", "10.0.0.1:5900", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// Warm both pools, so the lookups below are sent, not stuck dialing.
+	for _, n := range []*Redis{r, other} {
+		if _, err := n.Resolve(ctx, Query{Token: "warm-up"}); !errors.Is(err, ErrNotFound) {
+			t.Fatal(err)
+		}
+	}
+
+	srv.Pause()
+	_, err := r.Resolve(ctx, Query{Token: "stall"})
+	if !errors.Is(err, ErrUnavailable) {
+		srv.Resume()
+		t.Fatalf("during the stall: %v, want ErrUnavailable", err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	srv.Resume()
+
+	var got Target
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got, err = other.Resolve(ctx, Query{Token: "stall"})
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the retry after the stall: %v; the stalled lookup used up the token", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got.Address != "10.0.0.1:5900" || got.ExpiresAt.IsZero() {
+		t.Errorf("the retry got %+v", got)
+	}
+	if _, err := r.Resolve(ctx, Query{Token: "stall"}); !errors.Is(err, ErrNotFound) {
+		t.Errorf("a third lookup: %v, want ErrNotFound: the token was given back twice", err)
+	}
+
+	// A browser that leaves while Redis answers does not use it up either.
+	if err := admin.Set(ctx, "left", "10.0.0.2:5900", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	gone, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := r.Resolve(gone, Query{Token: "left"}); err == nil {
+		t.Fatal("a lookup for a browser that left succeeded")
+	}
+	deadline = time.Now().Add(5 * time.Second)
+	for {
+		if _, err = other.Resolve(ctx, Query{Token: "left"}); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the browser left: %v; the token was used up", err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 

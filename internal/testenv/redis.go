@@ -4,6 +4,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -55,6 +56,8 @@ func (r *Redis) Stop() {
 	r.proc = nil
 	r.mu.Unlock()
 	if p != nil {
+		// A paused server must go on to take its SIGTERM.
+		_ = p.Cmd.Process.Signal(syscall.SIGCONT)
 		p.Stop()
 	}
 }
@@ -65,4 +68,21 @@ func (r *Redis) Restart() {
 	r.t.Helper()
 	r.Stop()
 	r.start()
+}
+
+// Pause stops the server's process (SIGSTOP): it holds its connections
+// and answers nothing until Resume, as a Redis stalled by the kernel, a
+// fork or a long command would.
+func (r *Redis) Pause() { r.signal(syscall.SIGSTOP) }
+
+// Resume lets a paused server go on (SIGCONT).
+func (r *Redis) Resume() { r.signal(syscall.SIGCONT) }
+
+func (r *Redis) signal(sig syscall.Signal) {
+	r.mu.Lock()
+	p := r.proc
+	r.mu.Unlock()
+	if p != nil {
+		_ = p.Cmd.Process.Signal(sig)
+	}
 }
