@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 BIN := $(CURDIR)/bin
 
-.PHONY: demo test test-deps test-go test-e2e caddy vncdemo build bench fuzz
+.PHONY: demo test test-deps test-go test-e2e caddy vncdemo build bench soak fuzz
 
 ## demo: build Caddy with the plugin, start vncdemo and open a console page
 demo:
@@ -40,6 +40,11 @@ build:
 ## bench: the side-by-side benchmark harness (not part of `make test`)
 bench:
 	./bench/run.sh
+
+## soak: ~1,000 hostile and normal consoles through the real binary for
+## SOAK_DURATION (default 90s), with reloads (not part of `make test`)
+soak:
+	SOAK_REPORT=$${SOAK_REPORT:-$(CURDIR)/bench/results/soak.md} $(GO) test -tags soak -run '^TestSoak$$' -count=1 -timeout 20m -v ./caddymodule/
 
 ## fuzz: run each fuzz target for a while (FUZZTIME, default 30s)
 fuzz:

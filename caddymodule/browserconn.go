@@ -49,6 +49,23 @@ func (b *browserConn) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// abort drops a browser that cannot take a close frame (gone, or not
+// reading): with a reset, so that the kernel frees the bytes queued for it
+// at once rather than holding them, in an orphaned socket, for minutes of
+// zero-window probes; and for TLS without the close_notify alert, which
+// would wait behind them.
+func (b *browserConn) abort() {
+	raw := b.sock
+	if tc, ok := raw.(*tls.Conn); ok {
+		raw = tc.NetConn()
+	}
+	if tc, ok := raw.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	raw.Close()
+	b.sock.Close()
+}
+
 // lingerClose closes the connection after a close frame was sent: it shuts
 // down the writing side, so the close frame goes out with a FIN, and reads
 // and discards what the browser still sends for up to grace before closing,

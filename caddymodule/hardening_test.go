@@ -326,7 +326,7 @@ func startCaddyProcess(t *testing.T, dir, siteBody string) (string, *testenv.Pro
 
 // caddyfileFor is the Caddyfile startCaddyProcessAdmin runs.
 func caddyfileFor(dir, admin string, port int, siteBody string) string {
-	return fmt.Sprintf("{\n\tadmin %s\n\tskip_install_trust\n\tstorage file_system %s/storage\n}\n\nhttp://127.0.0.1:%d {\n\t%s\n}\n", admin, dir, port, siteBody)
+	return fmt.Sprintf("{\n\tadmin %s\n\tskip_install_trust\n\tstorage file_system %s/storage\n\tlog {\n\t\toutput file %s/caddy.log\n\t\tformat json\n\t}\n}\n\nhttp://127.0.0.1:%d {\n\t%s\n}\n", admin, dir, dir, port, siteBody)
 }
 
 // startCaddyProcessAdmin is startCaddyProcess with the admin endpoint at

@@ -455,19 +455,19 @@ func (s *session) end(reason string, code int, text string, err error) {
 		werr := s.writeControlLocked(websocket.CloseMessage, websocket.FormatCloseMessage(code, text), deadline)
 		s.bc.mu.Unlock()
 		if werr != nil {
-			s.browser.Close()
+			s.bc.abort()
 			return
 		}
 	}
 	if !s.bc.closeSent.Load() {
 		// No close frame (the browser is gone or stalled): drop it.
-		s.browser.Close()
+		s.bc.abort()
 		return
 	}
 	// The browser's answer ends pumpToTarget; one that does not answer is
 	// dropped.
 	s.mu.Lock()
-	s.closeTimer = time.AfterFunc(closeGrace, func() { s.browser.Close() })
+	s.closeTimer = time.AfterFunc(closeGrace, s.bc.abort)
 	s.mu.Unlock()
 }
 
