@@ -31,6 +31,15 @@ func newBrowserConn(c net.Conn) *browserConn {
 	return &browserConn{Conn: pooledReads(c), sock: c}
 }
 
+// SetWriteDeadline ignores gorilla's deadlines: the one it sets before its
+// own close frame would cut short the data frame in flight on the same
+// socket. The session bounds every write itself, and its stall check
+// bounds the wait for the lock.
+func (b *browserConn) SetWriteDeadline(time.Time) error { return nil }
+
+// SetDeadline sets the read deadline only, for the same reason.
+func (b *browserConn) SetDeadline(t time.Time) error { return b.Conn.SetReadDeadline(t) }
+
 // closeFrameStart is the first byte of a final close frame.
 const closeFrameStart = 0x80 | 0x8
 

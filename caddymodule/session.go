@@ -99,8 +99,10 @@ type session struct {
 	// session whose writes make no progress.
 	toBrowserBusy atomic.Bool
 	toTargetBusy  atomic.Bool
-	pumps         atomic.Int32
-	done          chan struct{}
+	// heard is when the browser last sent anything (Unix nanoseconds).
+	heard atomic.Int64
+	pumps atomic.Int32
+	done  chan struct{}
 	// writers counts the goroutines other than the pumps (pings, end) that
 	// may still write to the browser; the session finishes only after them,
 	// so that nothing writes to a connection it has given up.
@@ -121,6 +123,8 @@ type session struct {
 	lastActive   time.Time
 	browserStall stallCheck
 	targetStall  stallCheck
+	progressSeen int64     // toBrowser at the last tick
+	progressAt   time.Time // when toBrowser last moved, as ticks see it
 }
 
 func newSession(h *Handler, ws *websocket.Conn, target net.Conn, t tokenresolver.Target, client, tokenHash string) *session {
@@ -154,13 +158,13 @@ func (s *session) start(greeting []byte) error {
 		return err
 	}
 	s.ws.SetReadLimit(s.maxMessageSize)
-	if s.pingInterval > 0 {
-		_ = s.ws.SetReadDeadline(time.Now().Add(2 * s.pingInterval))
-		s.ws.SetPongHandler(func(string) error {
-			return s.ws.SetReadDeadline(time.Now().Add(2 * s.pingInterval))
-		})
-	}
+	s.heard.Store(time.Now().UnixNano())
+	s.ws.SetPongHandler(func(string) error {
+		s.heard.Store(time.Now().UnixNano())
+		return nil
+	})
 	s.ws.SetPingHandler(func(data string) error {
+		s.heard.Store(time.Now().UnixNano())
 		if err := s.tryWriteControl(websocket.PongMessage, []byte(data), closeGrace); err != nil && !errors.Is(err, errWriteBusy) {
 			// A control frame that cannot be written may be cut short:
 			// the stream is lost.
@@ -185,6 +189,7 @@ func (s *session) start(greeting []byte) error {
 	s.logger.Info("session started", fields...)
 
 	s.mu.Lock()
+	s.progressAt = s.started
 	s.pingTimer = time.AfterFunc(s.tickInterval(), s.tick)
 	if s.idleTimeout > 0 {
 		s.lastActive = s.started
@@ -343,9 +348,7 @@ func (s *session) pumpToTarget() {
 			s.end(reasonTextMessage, websocket.CloseUnsupportedData, "only binary messages are accepted", nil)
 			return
 		}
-		if s.pingInterval > 0 {
-			_ = s.ws.SetReadDeadline(time.Now().Add(2 * s.pingInterval))
-		}
+		s.heard.Store(time.Now().UnixNano())
 		bp := relayBuffers.Get().(*[]byte)
 		err = s.copyMessage(r, *bp)
 		relayBuffers.Put(bp)
@@ -391,7 +394,6 @@ func fill(r io.Reader, buf []byte) (int, error) {
 }
 
 func (s *session) endOnBrowserError(err error) {
-	var ne net.Error
 	var ce *websocket.CloseError
 	switch {
 	case errors.Is(err, websocket.ErrReadLimit) && s.bc.closeSent.Load():
@@ -405,8 +407,6 @@ func (s *session) endOnBrowserError(err error) {
 		// Echo the browser's close (RFC 6455 5.5.1), after the frame in
 		// flight; a close without a code gets one without a code.
 		s.end(reasonBrowserClosed, ce.Code, "", nil)
-	case errors.As(err, &ne) && ne.Timeout():
-		s.end(reasonPingTimeout, 0, "", nil)
 	default:
 		s.end(reasonBrowserGone, 0, "", err)
 	}
@@ -534,8 +534,21 @@ func (s *session) tick() {
 		s.mu.Unlock()
 		return
 	}
-	toBrowser := s.browserStall.stalled(s.toBrowserBusy.Load(), s.toBrowser.Load())
+	now := time.Now()
+	moved := s.toBrowser.Load()
+	toBrowser := s.browserStall.stalled(s.toBrowserBusy.Load(), moved)
 	toTarget := s.targetStall.stalled(s.toTargetBusy.Load(), s.toTarget.Load())
+	// The browser is alive while it sends something (data, pongs, pings)
+	// or takes what is written to it: a browser busy receiving a stream
+	// need not answer pings, which wait for no data frame.
+	if moved != s.progressSeen {
+		s.progressSeen, s.progressAt = moved, now
+	}
+	alive := time.Unix(0, s.heard.Load())
+	if s.progressAt.After(alive) {
+		alive = s.progressAt
+	}
+	silent := s.pingInterval > 0 && now.Sub(alive) >= 2*s.pingInterval
 	s.writers.Add(1)
 	s.mu.Unlock()
 	defer s.writers.Done()
@@ -546,6 +559,9 @@ func (s *session) tick() {
 		return
 	case toTarget:
 		s.end(reasonTargetStalled, websocket.CloseNormalClosure, "VNC server not responding", fmt.Errorf("no bytes written to the vnc server for %v", 2*s.tickInterval()))
+		return
+	case silent:
+		s.end(reasonPingTimeout, 0, "", fmt.Errorf("nothing from the browser and nothing taken by it for %v", now.Sub(alive).Round(time.Millisecond)))
 		return
 	}
 	if s.pingInterval > 0 {
