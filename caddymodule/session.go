@@ -165,10 +165,8 @@ func (s *session) start(greeting []byte) error {
 	})
 	s.ws.SetPingHandler(func(data string) error {
 		s.heard.Store(time.Now().UnixNano())
-		if err := s.tryWriteControl(websocket.PongMessage, []byte(data), closeGrace); err != nil && !errors.Is(err, errWriteBusy) {
-			// A control frame that cannot be written may be cut short:
-			// the stream is lost.
-			s.end(reasonBrowserGone, 0, "", fmt.Errorf("writing a pong: %w", err))
+		if err := s.tryWriteControl(websocket.PongMessage, []byte(data), 2*s.tickInterval()); err != nil && !errors.Is(err, errWriteBusy) {
+			s.endOnControlError(err, "writing a pong")
 		}
 		return nil
 	})
@@ -305,17 +303,33 @@ func (s *session) writeControlLocked(messageType int, payload []byte, deadline t
 	return err
 }
 
+// endOnControlError ends a session whose ping or pong could not be
+// written: the frame may have been cut short, so the stream is lost. A
+// write that took two intervals is a browser that stopped reading, as for
+// data frames.
+func (s *session) endOnControlError(err error, what string) {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		s.end(reasonBrowserStalled, 0, "", fmt.Errorf("%s: %w", what, err))
+		return
+	}
+	s.end(reasonBrowserGone, 0, "", fmt.Errorf("%s: %w", what, err))
+}
+
 // errWriteBusy: a ping or pong was not sent because a data frame was being
 // written, which keeps the connection alive by itself.
 var errWriteBusy = errors.New("a data frame is being written")
 
 // tryWriteControl sends a ping or a pong unless a data frame is being
-// written: they must not wait behind a browser that does not read.
+// written: they must not wait behind a browser that does not read. The
+// write itself counts as one in progress for the stall check.
 func (s *session) tryWriteControl(messageType int, data []byte, timeout time.Duration) error {
 	if !s.bc.mu.TryLock() {
 		return errWriteBusy
 	}
 	defer s.bc.mu.Unlock()
+	s.toBrowserBusy.Store(true)
+	defer s.toBrowserBusy.Store(false)
 	return s.writeControlLocked(messageType, data, time.Now().Add(timeout))
 }
 
@@ -568,8 +582,8 @@ func (s *session) tick() {
 		// A ping waits for no data frame: moving data keeps the connection
 		// alive, and a browser that stops reading misses the pongs it would
 		// owe, so the read deadline ends its session.
-		if err := s.tryWriteControl(websocket.PingMessage, nil, s.pingInterval); err != nil && !errors.Is(err, errWriteBusy) {
-			s.end(reasonBrowserGone, 0, "", fmt.Errorf("writing a ping: %w", err))
+		if err := s.tryWriteControl(websocket.PingMessage, nil, 2*s.tickInterval()); err != nil && !errors.Is(err, errWriteBusy) {
+			s.endOnControlError(err, "writing a ping")
 			return
 		}
 	}

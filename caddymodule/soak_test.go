@@ -37,7 +37,11 @@ import (
 //
 // SOAK_DURATION (default 90s) and SOAK_CONSOLES (default 1000) set its size.
 
-const soakPing = time.Second // ping_interval: stalls end within 2-3 of these
+// soakPing is the soak's ping_interval: stalls end within 2-3 of these. Not
+// shorter: on a machine the soak saturates, timers and readers can lag a
+// second or more, and the rule ends a console after two intervals without
+// progress.
+const soakPing = 2 * time.Second
 
 type soakKind struct {
 	name   string
@@ -377,8 +381,9 @@ func soakStream(s *soak) error {
 }
 
 // stallBound is how long after it stops reading a browser's console ends:
-// two to three ping intervals, and the close grace.
-const stallBound = 3*soakPing + 2*time.Second
+// two to three ping intervals, a tick's lateness on a saturated machine,
+// and the close grace.
+const stallBound = 4*soakPing + 2*time.Second
 
 func soakStopsReading(s *soak) error {
 	ws, err := s.dial("normal", true)
