@@ -448,13 +448,18 @@ func soakTargetVanishes(s *soak) error {
 	return nil
 }
 
+// soakOversized sends a message over max_message_size to an echoing VNC
+// server, so bytes move both ways meanwhile. (A server that reads nothing
+// would stop the relay before the limit is reached: the proxy relays a
+// message's frames as they come, and a server that stops reading ends the
+// console with 1000.)
 func soakOversized(s *soak) error {
 	ws, err := s.dial("normal", false)
 	if err != nil {
 		return err
 	}
 	defer ws.Close()
-	if err := ws.WriteMessage(websocket.BinaryMessage, binary.BigEndian.AppendUint64([]byte{'s'}, 1<<40)); err != nil {
+	if err := ws.WriteMessage(websocket.BinaryMessage, []byte{'e'}); err != nil {
 		return err
 	}
 	done := make(chan error, 1)
