@@ -539,3 +539,44 @@ func TestReadingBrowserStaysUp(t *testing.T) {
 		t.Fatalf("an idle browser that ignores pings: %v after %v, want dropped within about 3 intervals", err, time.Since(start))
 	}
 }
+
+// TestSlowBrowserGetsTheTail: when the VNC server closes right after
+// sending, a browser that reads its backlog slowly (a phone on a slow
+// link) still gets every byte and then the close frame, however long past
+// the close grace that takes, as long as it keeps reading.
+func TestSlowBrowserGetsTheTail(t *testing.T) {
+	addr, _ := startLoadTarget(t)
+	tc := startCaddy(t, fileSite(writeTokenFile(t, t.TempDir(), secretToken+": "+addr)))
+	slow := &websocket.Dialer{
+		HandshakeTimeout: 10 * time.Second,
+		NetDial: func(network, addr string) (net.Conn, error) {
+			c, err := net.Dial(network, addr)
+			if err == nil {
+				_ = c.(*net.TCPConn).SetReadBuffer(16 << 10)
+			}
+			return c, err
+		},
+	}
+	const n = 6 << 20
+	ws := streamingConsole(t, tc.url("/websockify?token="+secretToken), n, slow)
+	var got int64
+	start := time.Now()
+	for {
+		_, r, err := ws.NextReader()
+		if err != nil {
+			if closeCode(err) != websocket.CloseNormalClosure || got != n {
+				t.Fatalf("after %d of %d bytes, %v: %v", got, n, time.Since(start).Round(time.Millisecond), err)
+			}
+			break
+		}
+		k, err := io.Copy(io.Discard, r)
+		if err != nil {
+			t.Fatalf("after %d of %d bytes: %v", got, n, err)
+		}
+		got += k
+		time.Sleep(time.Duration(k) * time.Second / (2 << 20)) // about 2 MB/s
+	}
+	if d := time.Since(start); d < 2*closeGrace {
+		t.Fatalf("read in %v: not slow enough to test the grace", d)
+	}
+}

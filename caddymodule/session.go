@@ -112,19 +112,23 @@ type session struct {
 	// every frame written to the browser (browser is its socket).
 	bc *browserConn
 
-	mu           sync.Mutex // guards the fields below
-	ended        bool
-	reason       string
-	endErr       error
-	pingTimer    *time.Timer
-	idleTimer    *time.Timer
-	closeTimer   *time.Timer
-	idleSeen     int64
-	lastActive   time.Time
-	browserStall stallCheck
-	targetStall  stallCheck
-	progressSeen int64     // toBrowser at the last tick
-	progressAt   time.Time // when toBrowser last moved, as ticks see it
+	mu         sync.Mutex // guards the fields below
+	ended      bool
+	reason     string
+	endErr     error
+	pingTimer  *time.Timer
+	idleTimer  *time.Timer
+	closeTimer *time.Timer
+	// closeWait's state: when the wait began, and the browser's unsent
+	// bytes at its last look (-1 before the first).
+	closeWaitStart time.Time
+	closeUnsent    int
+	idleSeen       int64
+	lastActive     time.Time
+	browserStall   stallCheck
+	targetStall    stallCheck
+	progressSeen   int64     // toBrowser at the last tick
+	progressAt     time.Time // when toBrowser last moved, as ticks see it
 }
 
 func newSession(h *Handler, ws *websocket.Conn, target net.Conn, t tokenresolver.Target, client, tokenHash string) *session {
@@ -461,12 +465,15 @@ func (s *session) end(reason string, code int, text string, err error) {
 
 	s.target.Close()
 	if code != 0 {
-		// A data frame being written to a browser that does not read gets
-		// closeGrace to finish; the close frame goes after it.
-		deadline := time.Now().Add(closeGrace)
-		_ = s.browser.SetWriteDeadline(deadline)
-		s.bc.mu.Lock()
-		werr := s.writeControlLocked(websocket.CloseMessage, websocket.FormatCloseMessage(code, text), deadline)
+		// The close frame goes after the data frame being written.
+		if code == websocket.CloseGoingAway {
+			// Shutting down: that frame gets closeGrace, no more.
+			_ = s.browser.SetWriteDeadline(time.Now().Add(closeGrace))
+			s.bc.mu.Lock()
+		} else {
+			s.lockAfterFrameInFlight()
+		}
+		werr := s.writeControlLocked(websocket.CloseMessage, websocket.FormatCloseMessage(code, text), time.Now().Add(closeGrace))
 		s.bc.mu.Unlock()
 		if werr != nil {
 			s.bc.abort()
@@ -479,10 +486,60 @@ func (s *session) end(reason string, code int, text string, err error) {
 		return
 	}
 	// The browser's answer ends pumpToTarget; one that does not answer is
-	// dropped.
+	// dropped (closeWait).
 	s.mu.Lock()
-	s.closeTimer = time.AfterFunc(closeGrace, s.bc.abort)
+	s.closeWaitStart = time.Now()
+	s.closeUnsent = -1
+	if left, ok := s.bc.unsent(); ok {
+		s.closeUnsent = left
+	}
+	s.closeTimer = time.AfterFunc(closeGrace, s.closeWait)
 	s.mu.Unlock()
+}
+
+// lockAfterFrameInFlight takes the write lock once the data frame being
+// written is done, waiting as long as the browser keeps taking bytes (the
+// VNC server's side is closed, so what is left is finite); a browser that
+// takes nothing for closeGrace has the write cut short.
+func (s *session) lockAfterFrameInFlight() {
+	if s.bc.mu.TryLock() {
+		return
+	}
+	last, _ := s.bc.unsent()
+	lastMoved := s.toBrowser.Load()
+	cut := time.Now().Add(closeGrace)
+	for {
+		time.Sleep(20 * time.Millisecond)
+		if s.bc.mu.TryLock() {
+			return
+		}
+		left, _ := s.bc.unsent()
+		if moved := s.toBrowser.Load(); left < last || moved != lastMoved {
+			last, lastMoved, cut = left, moved, time.Now().Add(closeGrace)
+		}
+		if time.Now().After(cut) {
+			_ = s.browser.SetWriteDeadline(time.Now())
+			s.bc.mu.Lock()
+			return
+		}
+	}
+}
+
+// closeWait runs closeGrace after the close frame, and again while the
+// browser still takes the bytes queued before it: a browser on a slow link
+// reading a backlog must not lose its tail to the reset. One that takes
+// nothing for closeGrace, or that has had two intervals, is dropped.
+func (s *session) closeWait() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	left, ok := s.bc.unsent()
+	progress := ok && left > 0 && left < s.closeUnsent
+	if progress && time.Since(s.closeWaitStart) < 2*s.tickInterval() {
+		s.closeUnsent = left
+		s.closeTimer.Reset(closeGrace)
+		return
+	}
+	s.bc.abort()
 }
 
 // recoverPanic ends the session with close code 1011 if its pump panics,

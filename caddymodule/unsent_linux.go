@@ -1,0 +1,33 @@
+//go:build linux
+
+package caddymodule
+
+import (
+	"crypto/tls"
+	"net"
+
+	"golang.org/x/sys/unix"
+)
+
+// unsent returns how many bytes written to the browser's socket it has
+// not yet taken (SIOCOUTQ), and whether that could be told.
+func (b *browserConn) unsent() (int, bool) {
+	raw := b.sock
+	if tc, ok := raw.(*tls.Conn); ok {
+		raw = tc.NetConn()
+	}
+	tc, ok := raw.(*net.TCPConn)
+	if !ok {
+		return 0, false
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	n, ok := 0, false
+	_ = rc.Control(func(fd uintptr) {
+		v, err := unix.IoctlGetInt(int(fd), unix.SIOCOUTQ)
+		n, ok = v, err == nil
+	})
+	return n, ok
+}

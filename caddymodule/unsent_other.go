@@ -1,0 +1,7 @@
+//go:build !linux
+
+package caddymodule
+
+// unsent: without SIOCOUTQ, how much the browser has not yet taken cannot
+// be told.
+func (b *browserConn) unsent() (int, bool) { return 0, false }
