@@ -145,16 +145,7 @@ func TestStalledPeers(t *testing.T) {
 	streaming, _ := startLoadTarget(t)
 	tc := startCaddy(t, fileSite(writeTokenFile(t, t.TempDir(),
 		"deaf: "+deaf.Addr().String(), "stream: "+streaming), "ping_interval 200ms"))
-	smallWindow := &websocket.Dialer{
-		HandshakeTimeout: 10 * time.Second,
-		NetDial: func(network, addr string) (net.Conn, error) {
-			c, err := net.Dial(network, addr)
-			if err == nil {
-				_ = c.(*net.TCPConn).SetReadBuffer(4096)
-			}
-			return c, err
-		},
-	}
+	smallWindow := smallWindowDialer(4096)
 
 	t.Run("the VNC server stops reading, then the browser vanishes", func(t *testing.T) {
 		ws := mustDialWS(t, tc.url("/websockify?token=deaf"))
@@ -259,16 +250,7 @@ func TestShutdownWithStuckBrowsers(t *testing.T) {
 	site, proc := startCaddyProcess(t, dir, fmt.Sprintf("vnc_proxy /websockify {\n\t\tresolver file %s\n\t}",
 		writeTokenFile(t, dir, secretToken+": "+addr)))
 	url := "ws://" + site + "/websockify?token=" + secretToken
-	smallWindow := &websocket.Dialer{
-		HandshakeTimeout: 10 * time.Second,
-		NetDial: func(network, addr string) (net.Conn, error) {
-			c, err := net.Dial(network, addr)
-			if err == nil {
-				_ = c.(*net.TCPConn).SetReadBuffer(4096)
-			}
-			return c, err
-		},
-	}
+	smallWindow := smallWindowDialer(4096)
 	for range 30 {
 		streamingConsole(t, url, 1<<40, smallWindow) // never read again
 	}
@@ -547,16 +529,7 @@ func TestReadingBrowserStaysUp(t *testing.T) {
 func TestSlowBrowserGetsTheTail(t *testing.T) {
 	addr, _ := startLoadTarget(t)
 	tc := startCaddy(t, fileSite(writeTokenFile(t, t.TempDir(), secretToken+": "+addr)))
-	slow := &websocket.Dialer{
-		HandshakeTimeout: 10 * time.Second,
-		NetDial: func(network, addr string) (net.Conn, error) {
-			c, err := net.Dial(network, addr)
-			if err == nil {
-				_ = c.(*net.TCPConn).SetReadBuffer(16 << 10)
-			}
-			return c, err
-		},
-	}
+	slow := smallWindowDialer(16 << 10)
 	const n = 6 << 20
 	ws := streamingConsole(t, tc.url("/websockify?token="+secretToken), n, slow)
 	var got int64

@@ -146,6 +146,22 @@ func mustDialWS(t testing.TB, url string) *websocket.Conn {
 	return ws
 }
 
+// smallWindowDialer dials WebSockets with a receive buffer of size bytes:
+// a browser that stops reading fills it at once, one that reads slowly is
+// slow.
+func smallWindowDialer(size int) *websocket.Dialer {
+	return &websocket.Dialer{
+		HandshakeTimeout: 10 * time.Second,
+		NetDial: func(network, addr string) (net.Conn, error) {
+			c, err := net.Dial(network, addr)
+			if err == nil {
+				_ = c.(*net.TCPConn).SetReadBuffer(size)
+			}
+			return c, err
+		},
+	}
+}
+
 // writeTokenFile writes a websockify token file and returns its path.
 func writeTokenFile(t testing.TB, dir string, lines ...string) string {
 	t.Helper()

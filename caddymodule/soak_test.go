@@ -240,15 +240,9 @@ func (s *soak) nearReload(start time.Time) bool {
 // dialSoak opens a console and reads the greeting; small sets a small
 // receive buffer, for browsers that stop reading.
 func (s *soak) dial(token string, small bool) (*websocket.Conn, error) {
-	d := websocket.Dialer{HandshakeTimeout: 20 * time.Second}
+	d := &websocket.Dialer{HandshakeTimeout: 20 * time.Second}
 	if small {
-		d.NetDial = func(network, addr string) (net.Conn, error) {
-			c, err := net.Dial(network, addr)
-			if err == nil {
-				_ = c.(*net.TCPConn).SetReadBuffer(4096)
-			}
-			return c, err
-		}
+		d = smallWindowDialer(4096)
 	}
 	ws, resp, err := d.Dial(s.url+token, nil)
 	if err != nil {
@@ -448,58 +442,48 @@ func soakTargetVanishes(s *soak) error {
 	return nil
 }
 
+// soakAct opens a console that runs cmd (a stream, an echo), does act
+// while bytes flow, and expects the close frame with code.
+func soakAct(s *soak, cmd []byte, pause time.Duration, act func(ws *websocket.Conn), code int) error {
+	ws, err := s.dial("normal", false)
+	if err != nil {
+		return err
+	}
+	defer ws.Close()
+	if err := ws.WriteMessage(websocket.BinaryMessage, cmd); err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	go func() { done <- readUntilClose(ws) }()
+	time.Sleep(time.Duration(rand.Int64N(int64(pause))))
+	act(ws)
+	return awaitClose(done, code)
+}
+
+var streamForever = binary.BigEndian.AppendUint64([]byte{'s'}, 1<<40)
+
 // soakOversized sends a message over max_message_size to an echoing VNC
 // server, so bytes move both ways meanwhile. (A server that reads nothing
 // would stop the relay before the limit is reached: the proxy relays a
 // message's frames as they come, and a server that stops reading ends the
 // console with 1000.)
 func soakOversized(s *soak) error {
-	ws, err := s.dial("normal", false)
-	if err != nil {
-		return err
-	}
-	defer ws.Close()
-	if err := ws.WriteMessage(websocket.BinaryMessage, []byte{'e'}); err != nil {
-		return err
-	}
-	done := make(chan error, 1)
-	go func() { done <- readUntilClose(ws) }()
-	time.Sleep(time.Duration(rand.IntN(200)) * time.Millisecond)
-	_ = ws.WriteMessage(websocket.BinaryMessage, make([]byte, 300<<10))
-	return awaitClose(done, websocket.CloseMessageTooBig)
+	return soakAct(s, []byte{'e'}, 200*time.Millisecond, func(ws *websocket.Conn) {
+		_ = ws.WriteMessage(websocket.BinaryMessage, make([]byte, 300<<10))
+	}, websocket.CloseMessageTooBig)
 }
 
 func soakMalformed(s *soak) error {
-	ws, err := s.dial("normal", false)
-	if err != nil {
-		return err
-	}
-	defer ws.Close()
-	if err := ws.WriteMessage(websocket.BinaryMessage, binary.BigEndian.AppendUint64([]byte{'s'}, 1<<40)); err != nil {
-		return err
-	}
-	done := make(chan error, 1)
-	go func() { done <- readUntilClose(ws) }()
-	time.Sleep(time.Duration(rand.IntN(200)) * time.Millisecond)
-	// A masked binary frame announcing 2^63 + 5 bytes.
-	_, _ = ws.UnderlyingConn().Write([]byte{0x82, 0x80 | 127, 0x80, 0, 0, 0, 0, 0, 0, 5, 1, 2, 3, 4})
-	return awaitClose(done, websocket.CloseProtocolError)
+	return soakAct(s, streamForever, 200*time.Millisecond, func(ws *websocket.Conn) {
+		// A masked binary frame announcing 2^63 + 5 bytes.
+		_, _ = ws.UnderlyingConn().Write([]byte{0x82, 0x80 | 127, 0x80, 0, 0, 0, 0, 0, 0, 5, 1, 2, 3, 4})
+	}, websocket.CloseProtocolError)
 }
 
 func soakBrowserCloses(s *soak) error {
-	ws, err := s.dial("normal", false)
-	if err != nil {
-		return err
-	}
-	defer ws.Close()
-	if err := ws.WriteMessage(websocket.BinaryMessage, binary.BigEndian.AppendUint64([]byte{'s'}, 1<<40)); err != nil {
-		return err
-	}
-	done := make(chan error, 1)
-	go func() { done <- readUntilClose(ws) }()
-	time.Sleep(time.Duration(rand.IntN(500)) * time.Millisecond)
-	_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(4001, "bye"), time.Now().Add(5*time.Second))
-	return awaitClose(done, 4001)
+	return soakAct(s, streamForever, 500*time.Millisecond, func(ws *websocket.Conn) {
+		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(4001, "bye"), time.Now().Add(5*time.Second))
+	}, 4001)
 }
 
 // awaitClose waits, within the close grace and a margin, for the close

@@ -72,16 +72,7 @@ func ClientHandshakeWith(rw io.ReadWriter, o HandshakeOptions) (ServerInit, erro
 	if major != 3 {
 		return si, fmt.Errorf("rfb: unsupported server version %d.%d", major, minor)
 	}
-	// RFC 6143 7.1.1: a version other than 3.3, 3.7 and 3.8 is treated as
-	// 3.3, except that anything above 3.8 can be answered with 3.8.
-	switch {
-	case minor >= 8:
-		minor = 8
-	case minor == 7:
-	default:
-		minor = 3
-	}
-	minor = min(minor, maxMinor)
+	minor = min(UsedMinor(minor), maxMinor)
 	if minor != 3 && minor != 7 && minor != 8 {
 		return si, fmt.Errorf("rfb: cannot offer version 3.%d", minor)
 	}

@@ -50,3 +50,16 @@ func AppendVersion(b []byte, major, minor int) []byte {
 func append3(b []byte, n int) []byte {
 	return append(b, byte('0'+n/100%10), byte('0'+n/10%10), byte('0'+n%10))
 }
+
+// UsedMinor is the RFB 3.x minor version to speak when the peer offers
+// 3.minor (RFC 6143 7.1.1): 3.3, 3.7 or 3.8; an unknown version is taken as
+// 3.3, except that anything above 3.8 can be answered with 3.8.
+func UsedMinor(minor int) int {
+	switch {
+	case minor >= 8:
+		return 8
+	case minor == 7:
+		return 7
+	}
+	return 3
+}

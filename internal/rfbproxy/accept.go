@@ -32,13 +32,7 @@ func Accept(rw io.ReadWriter) (shared bool, minor int, err error) {
 	if err != nil || major != 3 {
 		return false, 0, fmt.Errorf("%w: version %q is not RFB 3.x", ErrBrowser, printable(v[:]))
 	}
-	switch {
-	case minor >= 8:
-		minor = 8
-	case minor == 7:
-	default:
-		minor = 3
-	}
+	minor = rfb.UsedMinor(minor)
 
 	if minor == 3 {
 		if _, err := rw.Write(binary.BigEndian.AppendUint32(nil, SecurityNone)); err != nil {

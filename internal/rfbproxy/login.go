@@ -143,15 +143,7 @@ func (l *login) run(greeting []byte) error {
 	if err != nil || major != 3 {
 		return fmt.Errorf("%w: greeting %q is not RFB 3.x", ErrProtocol, printable(greeting))
 	}
-	// RFC 6143 7.1.1: an unknown version is 3.3, except that one above 3.8
-	// can be answered with 3.8.
-	switch {
-	case minor >= 8:
-		minor = 8
-	case minor == 7:
-	default:
-		minor = 3
-	}
+	minor = rfb.UsedMinor(minor)
 	l.res.Minor = minor
 	if err := l.write(rfb.AppendVersion(nil, 3, minor)); err != nil {
 		return fmt.Errorf("sending version: %w", err)
