@@ -66,7 +66,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		switch opt {
 		case "resolver":
 			if !d.NextArg() {
-				return d.Err("resolver needs a source: file, http, redis or jwt")
+				return d.Err("resolver needs a source: file, http, redis, jwt or nova")
 			}
 			source := d.Val()
 			unm, err := caddyfile.UnmarshalModule(d, "http.vnc_proxy.resolvers."+source)
@@ -181,7 +181,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 	}
 	if h.ResolverRaw == nil {
-		return d.Err("vnc_proxy needs a resolver (resolver file|http|redis|jwt ...)")
+		return d.Err("vnc_proxy needs a resolver (resolver file|http|redis|jwt|nova ...)")
 	}
 	return nil
 }

@@ -56,7 +56,7 @@ const (
 type Handler struct {
 	// The token resolver: which VNC server a token stands for. Required.
 	// Modules in the namespace http.vnc_proxy.resolvers, chosen by "source":
-	// file, http, redis or jwt.
+	// file, http, redis, jwt or nova.
 	ResolverRaw json.RawMessage `json:"resolver,omitempty" caddy:"namespace=http.vnc_proxy.resolvers inline_key=source"`
 
 	// Where the token comes from, as a placeholder, for example
@@ -151,7 +151,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 
 	if h.ResolverRaw == nil {
-		return errors.New("a resolver is required (resolver file|http|redis|jwt ...)")
+		return errors.New("a resolver is required (resolver file|http|redis|jwt|nova ...)")
 	}
 	mod, err := ctx.LoadModule(h, "ResolverRaw")
 	if err != nil {

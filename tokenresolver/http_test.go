@@ -438,6 +438,8 @@ type slowService struct {
 func (s *slowService) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.inFlight.Add(1)
 	defer s.inFlight.Add(-1)
+	// Until the body is read, the server does not notice the client leave.
+	_, _ = io.Copy(io.Discard, r.Body)
 	select {
 	case <-r.Context().Done():
 	case <-time.After(10 * time.Second):

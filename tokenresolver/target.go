@@ -254,7 +254,9 @@ func quote(s string) string {
 // string of digits), with the optional fields "expires_at" (RFC 3339 string,
 // or Unix seconds as a number or a string of digits), "password" and
 // "username" (the VNC server's credentials, for the RFB-aware mode) and
-// "view_only" (true or false). Other JSON fields are ignored. Values over MaxValueSize bytes are rejected.
+// "view_only" (true or false). nova's answer, {"console": {"host": ...,
+// "port": ..., "internal_access_path": null}}, is read too. Other JSON
+// fields are ignored. Values over MaxValueSize bytes are rejected.
 //
 // ParseValue does not judge expiry: the caller compares the result with its
 // clock through Target.Expired. Its errors say what is wrong, never what
@@ -275,13 +277,21 @@ func ParseValue(b []byte) (Target, error) {
 		return t, nil
 	}
 
+	return parseJSONValue(b, true)
+}
+
+// parseJSONValue parses a JSON answer; with outer, one whose target is in
+// nova's shape, {"console": {"host": ..., "port": ...}}, is read too.
+func parseJSONValue(b []byte, outer bool) (Target, error) {
 	var v struct {
-		Host      json.RawMessage `json:"host"`
-		Port      json.RawMessage `json:"port"`
-		ExpiresAt json.RawMessage `json:"expires_at"`
-		Password  json.RawMessage `json:"password"`
-		Username  json.RawMessage `json:"username"`
-		ViewOnly  json.RawMessage `json:"view_only"`
+		Host               json.RawMessage `json:"host"`
+		Port               json.RawMessage `json:"port"`
+		ExpiresAt          json.RawMessage `json:"expires_at"`
+		Password           json.RawMessage `json:"password"`
+		Username           json.RawMessage `json:"username"`
+		ViewOnly           json.RawMessage `json:"view_only"`
+		Console            json.RawMessage `json:"console"`
+		InternalAccessPath json.RawMessage `json:"internal_access_path"`
 	}
 	if err := json.Unmarshal(b, &v); err != nil {
 		var se *json.SyntaxError
@@ -294,8 +304,15 @@ func ParseValue(b []byte) (Target, error) {
 	if err != nil {
 		return Target{}, err
 	}
+	if host == nil && outer && !isNull(v.Console) && v.Console[0] == '{' {
+		// nova's os-console-auth-tokens answer.
+		return parseJSONValue(v.Console, false)
+	}
 	if host == nil {
 		return Target{}, errors.New(`JSON value has no "host"`)
+	}
+	if !outer && !isNull(v.InternalAccessPath) {
+		return Target{}, errors.New(`nova's console has an "internal_access_path", which this proxy does not serve (it is for consoles behind a hypervisor-side proxy)`)
 	}
 
 	var t Target

@@ -1,0 +1,203 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+)
+
+// keystoneAndNova is a stand-in for Keystone v3 and nova's compute API,
+// following their API references: POST /v3/auth/tokens answers 201 with
+// X-Subject-Token and token.expires_at for the right application
+// credential; GET /v2.1/os-console-auth-tokens/{token} needs that token and
+// microversion 2.31, and answers {"console": {...}} or 404.
+type keystoneAndNova struct {
+	consoles map[string]string
+	logins   atomic.Int32
+	lookups  atomic.Int32
+}
+
+func (s *keystoneAndNova) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case r.Method == http.MethodPost && r.URL.Path == "/v3/auth/tokens":
+		var req struct {
+			Auth struct {
+				Identity struct {
+					Methods               []string `json:"methods"`
+					ApplicationCredential struct {
+						ID     string `json:"id"`
+						Secret string `json:"secret"`
+					} `json:"application_credential"`
+				} `json:"identity"`
+			} `json:"auth"`
+		}
+		_ = json.NewDecoder(r.Body).Decode(&req)
+		ac := req.Auth.Identity.ApplicationCredential
+		if ac.ID != "ac-id-1" || ac.Secret != "ac-secret-2f9e" {
+			http.Error(w, `{"error": {"code": 401}}`, http.StatusUnauthorized)
+			return
+		}
+		s.logins.Add(1)
+		w.Header().Set("X-Subject-Token", "gAAAAAB-ks-token")
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		fmt.Fprintf(w, `{"token": {"expires_at": %q}}`, time.Now().Add(time.Hour).UTC().Format(time.RFC3339Nano))
+	case strings.HasPrefix(r.URL.Path, "/v2.1/os-console-auth-tokens/"):
+		if r.Header.Get("X-Auth-Token") != "gAAAAAB-ks-token" {
+			http.Error(w, `{"error": {"code": 401}}`, http.StatusUnauthorized)
+			return
+		}
+		if r.Header.Get("OpenStack-API-Version") != "compute 2.31" {
+			http.Error(w, `{"badRequest": {"code": 400}}`, http.StatusBadRequest)
+			return
+		}
+		s.lookups.Add(1)
+		c, ok := s.consoles[strings.TrimPrefix(r.URL.Path, "/v2.1/os-console-auth-tokens/")]
+		if !ok {
+			http.Error(w, `{"itemNotFound": {"code": 404}}`, http.StatusNotFound)
+			return
+		}
+		fmt.Fprintf(w, `{"console": %s}`, c)
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+// novaSite is the README's nova Caddyfile, less TLS: nova's console URLs
+// open the page at /vnc_lite.html?path=%3Ftoken%3D<token>, whose WebSocket
+// is /?token=<token>; the upgrade goes to vnc_proxy by a matcher.
+func novaSite(dir, api string) string {
+	return fmt.Sprintf(`log {
+		output file %[1]s/access.log
+		format filter {
+			request>uri query {
+				delete token
+				delete path
+			}
+			request>headers>Referer delete
+		}
+	}
+	@console {
+		header Connection *Upgrade*
+		header Upgrade websocket
+	}
+	handle @console {
+		vnc_proxy {
+			resolver nova %[2]s/v2.1 {
+				keystone %[2]s/v3
+				application_credential {env.NOVA_APP_CRED_ID} {env.NOVA_APP_CRED_SECRET}
+			}
+		}
+	}
+	handle {
+		respond "the noVNC page"
+	}`, dir, api)
+}
+
+// TestNovaThroughCaddy: nova's URL shape, through the real binary and the
+// nova resolver, to a real VNC server.
+func TestNovaThroughCaddy(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds cmd/caddy")
+	}
+	vnc, _ := startVNCDemo(t)
+	const consoleToken = "7f3c9e2a-5b1d-4e8f-a6c2-1d9b8e7f6a5c"
+	api := &keystoneAndNova{consoles: map[string]string{
+		consoleToken: fmt.Sprintf(`{"instance_uuid": "0b5c2a1e-0000-4000-8000-000000000001", "host": %q, "port": %s, "internal_access_path": null}`,
+			strings.Split(vnc, ":")[0], strings.Split(vnc, ":")[1]),
+	}}
+	srv := httptest.NewServer(api)
+	t.Cleanup(srv.Close)
+	t.Setenv("NOVA_APP_CRED_ID", "ac-id-1")
+	t.Setenv("NOVA_APP_CRED_SECRET", "ac-secret-2f9e")
+	dir := t.TempDir()
+	site, _ := startCaddyProcess(t, dir, novaSite(dir, srv.URL))
+
+	// The page nova links to is served at /vnc_lite.html?path=...
+	resp, err := http.Get("http://" + site + "/vnc_lite.html?path=%3Ftoken%3D" + consoleToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "the noVNC page" {
+		t.Errorf("the page: %s %q", resp.Status, body)
+	}
+	// Its WebSocket at /?token=<token> reaches the VNC server.
+	stream, si := rfbThroughProxy(t, "ws://"+site+"/?token="+consoleToken)
+	if si.Width != 800 || si.Height != 600 {
+		t.Fatalf("ServerInit %+v", si)
+	}
+	if rects := firstFrame(t, stream, si); len(rects) == 0 {
+		t.Fatal("no picture")
+	}
+	stream.Conn.Close()
+	for range 3 {
+		ws, _, _ := dialWS(t, "ws://"+site+"/?token="+consoleToken, nil)
+		if ws != nil {
+			ws.Close()
+		}
+	}
+	if n := api.logins.Load(); n != 1 {
+		t.Errorf("%d Keystone logins for 4 consoles, want 1", n)
+	}
+	_, status, body2 := dialWS(t, "ws://"+site+"/?token=00000000-dead-beef-0000-000000000000", nil)
+	if status != http.StatusForbidden {
+		t.Errorf("an unknown token: %d %q, want 403", status, body2)
+	}
+
+	time.Sleep(200 * time.Millisecond) // the access log's last lines
+	logs := ""
+	for _, f := range []string{"caddy.log", "access.log"} {
+		b, _ := os.ReadFile(filepath.Join(dir, f))
+		logs += string(b)
+	}
+	if !strings.Contains(logs, `"session started"`) {
+		t.Errorf("no session in the log:\n%s", logs)
+	}
+	for _, secret := range []string{consoleToken, "ac-secret-2f9e", "gAAAAAB-ks-token"} {
+		if strings.Contains(logs, secret) {
+			t.Errorf("a secret (%.6s...) is in Caddy's logs", secret)
+		}
+	}
+}
+
+func TestNovaCaddyfile(t *testing.T) {
+	var r NovaResolver
+	d := caddyfile.NewTestDispenser(`nova https://nova.internal:8774/v2.1 {
+		keystone https://keystone.internal:5000/v3
+		application_credential {env.ID} {env.SECRET}
+		ca /etc/ssl/private-cloud.pem
+		timeout 3s
+	}`)
+	if err := r.UnmarshalCaddyfile(d); err != nil {
+		t.Fatal(err)
+	}
+	if r.ComputeURL != "https://nova.internal:8774/v2.1" || r.Keystone != "https://keystone.internal:5000/v3" ||
+		r.ApplicationCredentialID != "{env.ID}" || r.ApplicationCredentialSecret != "{env.SECRET}" ||
+		r.CA != "/etc/ssl/private-cloud.pem" || time.Duration(r.Timeout) != 3*time.Second {
+		t.Errorf("parsed %+v", r)
+	}
+	for _, bad := range []string{
+		"nova",
+		"nova https://n/v2.1",
+		"nova https://n/v2.1 {\nkeystone https://k/v3\napplication_credential only-id\n}",
+		"nova https://n/v2.1 {\nkeystone https://k/v3\nregion RegionOne\n}",
+		"nova https://n/v2.1 {\nkeystone https://k/v3\nkeystone https://k2/v3\n}",
+	} {
+		var r NovaResolver
+		if err := r.UnmarshalCaddyfile(caddyfile.NewTestDispenser(bad)); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}
