@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# Builds a production Caddy with xcaddy from xcaddy.json (make build).
-# GOPRIVATE keeps the Go module proxy from being asked for this module, which
-# it does not serve: xcaddy builds it from the local checkout instead.
+# Builds a production Caddy with xcaddy from xcaddy.json (make build), then
+# checks that the binary has the plugin's modules. The plugin is given as
+# module@v0.0.0=./: a version, so that Go does not ask the module proxy or
+# the repository host for it, and the local checkout as its source.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 read -r xcaddy_version < <(go run ./internal/buildmanifest/print xcaddy.json xcaddy_version)
 mapfile -t args < <(go run ./internal/buildmanifest/print xcaddy.json args)
-export GOPRIVATE="${GOPRIVATE:+$GOPRIVATE,}github.com/vncgate"
 echo "xcaddy ${args[*]}"
 go run "github.com/caddyserver/xcaddy/cmd/xcaddy@${xcaddy_version}" "${args[@]}"
+read -r output < <(go run ./internal/buildmanifest/print xcaddy.json output)
+for m in http.handlers.vnc_proxy http.vnc_proxy.resolvers.file http.vnc_proxy.resolvers.http \
+	http.vnc_proxy.resolvers.redis http.vnc_proxy.resolvers.jwt http.vnc_proxy.resolvers.nova; do
+	"$output" list-modules | grep -qx "$m" || { echo "xcaddy-build: $output lacks the module $m" >&2; exit 1; }
+done
+echo "$output: $("$output" version | head -n1), with the vnc_proxy modules"

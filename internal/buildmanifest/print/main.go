@@ -1,5 +1,6 @@
 // Command print prints what scripts/xcaddy-build.sh needs from xcaddy.json:
-// "xcaddy_version", or "args", xcaddy's arguments one per line.
+// "xcaddy_version", "output" (the binary's path), or "args", xcaddy's
+// arguments one per line.
 package main
 
 import (
@@ -11,7 +12,7 @@ import (
 
 func main() {
 	if len(os.Args) != 3 {
-		fmt.Fprintln(os.Stderr, "usage: print xcaddy.json xcaddy_version|args")
+		fmt.Fprintln(os.Stderr, "usage: print xcaddy.json xcaddy_version|output|args")
 		os.Exit(2)
 	}
 	m, err := buildmanifest.Load(os.Args[1])
@@ -22,6 +23,8 @@ func main() {
 	switch os.Args[2] {
 	case "xcaddy_version":
 		fmt.Println(m.XcaddyVersion)
+	case "output":
+		fmt.Println(m.Output)
 	case "args":
 		for _, a := range m.XcaddyArgs() {
 			fmt.Println(a)
