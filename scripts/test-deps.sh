@@ -13,6 +13,7 @@ packages=(
 	websockify                 # side-by-side comparison in tests and bench
 	chromium                   # the browser for e2e/
 	openssl                    # e2e/: certificates for VeNCrypt X.509
+	novnc                      # e2e/: Debian's noVNC app, as OpenStack serves it
 )
 
 missing=()

@@ -17,9 +17,10 @@ export function newToken() {
 }
 
 // startCaddy writes the token file (token -> "host:port" or "unix:/path")
-// and starts Caddy. The returned object has the site's origin, the other
-// origin, and writeTokens to replace the token file.
-export async function startCaddy(tokens) {
+// and starts Caddy, with e2e/Caddyfile or another Caddyfile of e2e/ whose
+// readyPath answers 200 once it serves. The returned object has the site's
+// origin, the other origin, and writeTokens to replace the token file.
+export async function startCaddy(tokens, { caddyfile = 'Caddyfile', readyPath = '/index.html' } = {}) {
   const caddyBin = built('caddy');
   const novncDir = path.join(repoRoot, 'demo', 'node_modules', '@novnc', 'novnc');
   if (!fs.existsSync(path.join(novncDir, 'core', 'rfb.js'))) {
@@ -41,7 +42,7 @@ export async function startCaddy(tokens) {
   const pkiDir = makePKI(path.join(dir, 'pki'));
   fs.mkdirSync(path.join(dir, 'xdg-data'));
   fs.mkdirSync(path.join(dir, 'xdg-config'));
-  const proc = new Process('caddy', caddyBin, ['run', '--adapter', 'caddyfile', '--config', path.join(e2eDir, 'Caddyfile')], {
+  const proc = new Process('caddy', caddyBin, ['run', '--adapter', 'caddyfile', '--config', path.join(e2eDir, caddyfile)], {
     env: {
       E2E_PORT: String(port),
       E2E_OTHER_PORT: String(otherPort),
@@ -81,7 +82,7 @@ export async function startCaddy(tokens) {
     },
   };
   try {
-    await waitForHTTPS(caddy, 30_000);
+    await waitForHTTPS(caddy, readyPath, 30_000);
   } catch (err) {
     await proc.stop();
     err.message += `\nCaddy's output:\n${caddy.logs().slice(-4000)}`;
@@ -115,7 +116,7 @@ function makePKI(dir) {
 
 // waitForHTTPS resolves when the site answers 200 over TLS, which also means
 // its certificate from the internal CA has been issued.
-async function waitForHTTPS(caddy, timeoutMs) {
+async function waitForHTTPS(caddy, readyPath, timeoutMs) {
   const deadline = Date.now() + timeoutMs;
   let last = '';
   while (Date.now() < deadline) {
@@ -123,7 +124,7 @@ async function waitForHTTPS(caddy, timeoutMs) {
       throw new Error(`caddy exited (${caddy.proc.exitCode}) while starting`);
     }
     last = await new Promise((resolve) => {
-      const req = https.get(`${caddy.origin}/index.html`, { rejectUnauthorized: false, timeout: 2000 }, (res) => {
+      const req = https.get(`${caddy.origin}${readyPath}`, { rejectUnauthorized: false, timeout: 2000 }, (res) => {
         res.resume();
         resolve(res.statusCode === 200 ? '' : `status ${res.statusCode}`);
       });

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 export const e2eDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const repoRoot = path.resolve(e2eDir, '..');
 
-const inCI = process.env.CI === 'true';
+export const inCI = process.env.CI === 'true';
 
 // built returns the path of a program that `make test-e2e` builds into bin/.
 // The suite builds nothing itself, so a missing one is always a failure.
