@@ -40,6 +40,13 @@ var (
 		Buckets:   []float64{.0001, .0005, .001, .005, .01, .05, .1, .5, 1, 2, 5},
 	})
 
+	tokenFileSkipped = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "caddy",
+		Subsystem: "vnc_proxy",
+		Name:      "token_file_skipped_lines",
+		Help:      "Malformed lines the last load of each token file left out.",
+	}, []string{"path"})
+
 	sessionDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Namespace: "caddy",
 		Subsystem: "vnc_proxy",
@@ -55,7 +62,7 @@ func registerMetrics(reg prometheus.Registerer) error {
 	if reg == nil {
 		return nil
 	}
-	for _, c := range []prometheus.Collector{sessionsTotal, sessionsActive, bytesTotal, resolveDuration, sessionDuration} {
+	for _, c := range []prometheus.Collector{sessionsTotal, sessionsActive, bytesTotal, resolveDuration, sessionDuration, tokenFileSkipped} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {

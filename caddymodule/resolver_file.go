@@ -7,6 +7,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/vncgate/caddy-vnc-proxy/tokenresolver"
@@ -51,9 +52,14 @@ func (r *FileResolver) Provision(ctx caddy.Context) error {
 		return errors.New("file resolver: path is required")
 	}
 	logger := r.logger.With(zap.String("path", path))
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return err
+	}
+	skippedGauge := tokenFileSkipped.WithLabelValues(path)
 	f, err := tokenresolver.OpenFile(path, tokenresolver.FileOptions{
-		OnReload: func(n int) {
+		OnReload: func(n int, skipped tokenresolver.Skipped) {
 			logger.Info("token file reloaded", zap.Int("tokens", n))
+			reportSkipped(logger, skippedGauge, skipped)
 		},
 		OnError: func(err error) {
 			logger.Error("token file not reloaded", zap.Error(err))
@@ -64,7 +70,23 @@ func (r *FileResolver) Provision(ctx caddy.Context) error {
 	}
 	r.file = f
 	logger.Info("token file loaded", zap.Int("tokens", f.Len()))
+	reportSkipped(logger, skippedGauge, f.Skipped())
 	return nil
+}
+
+// reportSkipped logs the malformed lines a load left out, once per load
+// that changed the tokens, naming file, line and reason (never the token),
+// and sets the gauge of skipped lines.
+func reportSkipped(logger *zap.Logger, gauge prometheus.Gauge, skipped tokenresolver.Skipped) {
+	gauge.Set(float64(skipped.Lines))
+	if skipped.Lines == 0 {
+		return
+	}
+	lines := make([]string, len(skipped.First))
+	for i, e := range skipped.First {
+		lines[i] = e.Error()
+	}
+	logger.Warn("token file lines skipped", zap.Int("skipped", skipped.Lines), zap.Strings("lines", lines))
 }
 
 // Cleanup stops watching the token file.

@@ -128,7 +128,6 @@ func TestFileResolverProvisionErrors(t *testing.T) {
 		{"", "path is required"},
 		{"{env.VNC_TOKENS_UNSET_FOR_TEST}", "path is required"},
 		{filepath.Join(dir, "missing"), "no such file or directory"},
-		{bad, bad + `:2: missing ": " between token and target`},
 	}
 	for _, c := range cases {
 		err := provision(t, &FileResolver{Path: c.path})
@@ -138,6 +137,27 @@ func TestFileResolverProvisionErrors(t *testing.T) {
 		if err != nil && strings.Contains(err.Error(), "secret-token-9") {
 			t.Errorf("path %q: error %q contains the token", c.path, err)
 		}
+	}
+}
+
+// TestFileResolverSkipsBadLines: a malformed line costs only its own
+// token: the config loads, the other consoles open, and the log names file
+// and line, never the token.
+func TestFileResolverSkipsBadLines(t *testing.T) {
+	addr, _ := startVNCDemo(t)
+	dir := t.TempDir()
+	tokens := writeTokenFile(t, dir, "ok: "+addr, "secret-token-9 "+addr, "also-ok: "+addr)
+	tc := startCaddy(t, fileSite(tokens))
+	for _, token := range []string{"ok", "also-ok"} {
+		ws := mustDialWS(t, tc.url("/websockify?token="+token))
+		ws.Close()
+	}
+	logs := tc.logs()
+	if !strings.Contains(logs, `"token file lines skipped"`) || !strings.Contains(logs, tokens+`:2: missing \": \" between token and target`) {
+		t.Errorf("no log line naming %s:2:\n%s", tokens, logs)
+	}
+	if strings.Contains(logs, "secret-token-9") {
+		t.Error("the malformed line's token is in the log")
 	}
 }
 

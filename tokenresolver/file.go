@@ -26,22 +26,28 @@ import (
 // white space; the target is anything ParseTarget accepts. Surrounding white
 // space is ignored, a line whose first non-blank character is '#' is a
 // comment, blank lines are skipped, and CRLF, LF and CR line endings all
-// work. Unlike websockify, which skips a malformed line with a warning, a
-// malformed line makes the whole load fail, naming file and line (never the
-// token). A token that appears twice takes its last target, as in websockify.
+// work. A malformed line is skipped, as websockify does, and reported with
+// its file and line (never the token), so that one bad line costs only its
+// own token. A token that appears twice takes its last target, as in
+// websockify.
 //
 // A directory means every regular file in it (symbolic links followed), read
-// in name order, so across files too the last one wins. Names that begin
-// with '.' or '#', or end with '~', ".swp", ".swo", ".swx" or ".tmp", are
-// skipped: hidden files, Kubernetes' "..data" links, and editor temporaries.
-// Subdirectories are not descended into.
+// in name order, so across files too the last one wins; plain dot files are
+// read, as websockify reads them. Skipped are Kubernetes' "..data" entries
+// (names beginning with ".."), editor leftovers (names beginning with '#' or
+// ".#", or ending with '~', ".swp", ".swo", ".swx", ".tmp", ".bak", ".orig"
+// or ".rej"), packaging leftovers (".dpkg-old", ".dpkg-new", ".dpkg-dist",
+// ".rpmnew", ".rpmsave") and logs (".log"): a log written into the
+// directory, Caddy's own say, is no token file. Subdirectories are not
+// descended into.
 //
 // File watches the directory that holds the file (or the directory itself),
 // so editors that save by renaming a new file over the old one and
 // Kubernetes ConfigMap updates, which swap a symbolic link, are both seen.
-// Bursts of changes are read once, after they settle. A reload that fails
-// keeps the last good table in use and reports the error. Lookups never
-// block on a reload.
+// Changes to other files than the token files are ignored; bursts of
+// changes are read once, after they settle. A reload that fails (the file
+// gone or unreadable) keeps the last good table in use and reports the
+// error, once while it stays the same. Lookups never block on a reload.
 type File struct {
 	path     string
 	opts     FileOptions
@@ -52,17 +58,17 @@ type File struct {
 	closing  sync.Once
 	closeErr error
 
-	// failing is whether the last reload failed; only the watch goroutine
-	// uses it.
-	failing bool
+	// failing is the error of the last reload, if it failed; only the
+	// watch goroutine uses it.
+	failing string
 }
 
 // FileOptions are File's optional settings.
 type FileOptions struct {
 	// OnReload is called after the file changed and was read again, with
-	// the number of tokens now in use. It is not called for the first load
-	// in OpenFile.
-	OnReload func(tokens int)
+	// the number of tokens now in use and the lines skipped. It is not
+	// called for the first load in OpenFile (see File.Skipped).
+	OnReload func(tokens int, skipped Skipped)
 	// OnError is called when a reload fails (the previous table stays in
 	// use) or watching the file reports a problem.
 	OnError func(error)
@@ -74,7 +80,26 @@ type FileOptions struct {
 // tokenTable is one load of the token file; never modified once published.
 type tokenTable struct {
 	targets map[string]Target
+	skipped Skipped
 	digest  [sha256.Size]byte
+}
+
+// Skipped are the malformed lines a load left out.
+type Skipped struct {
+	// Lines is how many; First holds the first maxSkippedShown of them.
+	Lines int
+	First []*TokenFileError
+}
+
+// maxSkippedShown bounds the malformed lines kept to show, so that a file
+// that is not a token file at all costs no more than a few.
+const maxSkippedShown = 20
+
+func (sk *Skipped) add(e *TokenFileError) {
+	sk.Lines++
+	if len(sk.First) < maxSkippedShown {
+		sk.First = append(sk.First, e)
+	}
 }
 
 // OpenFile reads the token file or directory at path and starts watching it.
@@ -111,6 +136,11 @@ func OpenFile(path string, opts FileOptions) (*File, error) {
 	f.table.Store(table)
 	go f.watch()
 	return f, nil
+}
+
+// Skipped returns the malformed lines left out of the tokens in use.
+func (f *File) Skipped() Skipped {
+	return f.table.Load().skipped
 }
 
 // Resolve returns the target of q.Token, or ErrNotFound.
@@ -181,14 +211,16 @@ func (f *File) watch() {
 		select {
 		case <-f.done:
 			return
-		case _, ok := <-f.watcher.Events:
+		case ev, ok := <-f.watcher.Events:
 			if !ok {
 				return
 			}
-			// Any change in the directory may matter (a symbolic link
-			// swapped, a file renamed into place); reading the file again
-			// is cheap and an unchanged table is not reported.
-			settle.Reset(f.opts.Debounce)
+			// A change to a token file, or to what leads to one (a
+			// symbolic link swapped, a file renamed into place); reading
+			// again is cheap and an unchanged table is not reported.
+			if f.concerns(ev.Name) {
+				settle.Reset(f.opts.Debounce)
+			}
 		case err, ok := <-f.watcher.Errors:
 			if !ok {
 				return
@@ -202,24 +234,47 @@ func (f *File) watch() {
 	}
 }
 
+// concerns reports whether a change to the named file may change the
+// tokens: the token file itself, a token file of the directory, or, for a
+// token file given by a symbolic link, anything in the directories
+// watched (the link's target may have moved).
+func (f *File) concerns(name string) bool {
+	fi, err := os.Stat(f.path)
+	if err == nil && fi.IsDir() {
+		return !skipTokenFileName(filepath.Base(name)) || strings.HasPrefix(filepath.Base(name), "..")
+	}
+	if filepath.Clean(name) == filepath.Clean(f.path) {
+		return true
+	}
+	if real, err := filepath.EvalSymlinks(f.path); err == nil && filepath.Clean(name) == real {
+		return true
+	}
+	// A symbolic link at path, or in the way to it, may have been swapped
+	// (Kubernetes' ..data): then path reads something else.
+	lfi, err := os.Lstat(f.path)
+	return err != nil || lfi.Mode()&os.ModeSymlink != 0
+}
+
 func (f *File) reload() {
 	table, err := loadTokenTable(f.path)
 	if err != nil {
-		f.failing = true
-		f.report(fmt.Errorf("reloading token file, keeping the previous tokens: %w", err))
+		if msg := err.Error(); msg != f.failing {
+			f.failing = msg
+			f.report(fmt.Errorf("reloading token file, keeping the previous tokens: %w", err))
+		}
 		return
 	}
 	// A symbolic link may now point somewhere else.
 	if err := f.addWatches(); err != nil {
 		f.report(err)
 	}
-	if table.digest == f.table.Load().digest && !f.failing {
+	if table.digest == f.table.Load().digest && f.failing == "" {
 		return
 	}
-	f.failing = false
+	f.failing = ""
 	f.table.Store(table)
 	if f.opts.OnReload != nil {
-		f.opts.OnReload(len(table.targets))
+		f.opts.OnReload(len(table.targets), table.skipped)
 	}
 }
 
@@ -278,9 +333,7 @@ func loadTokenTable(path string) (*tokenTable, error) {
 		}
 		fmt.Fprintf(h, "%d:%s%d:", len(name), name, len(data))
 		h.Write(data)
-		if err := parseTokenFile(name, data, table.targets); err != nil {
-			return nil, err
-		}
+		parseTokenFile(name, data, table.targets, &table.skipped)
 	}
 	h.Sum(table.digest[:0])
 	return table, nil
@@ -289,10 +342,13 @@ func loadTokenTable(path string) (*tokenTable, error) {
 // skipTokenFileName reports whether a directory entry is a hidden or an
 // editor's temporary file rather than a token file.
 func skipTokenFileName(name string) bool {
-	if strings.HasPrefix(name, ".") || strings.HasPrefix(name, "#") {
-		return true
+	for _, prefix := range []string{"..", "#", ".#"} {
+		if strings.HasPrefix(name, prefix) {
+			return true
+		}
 	}
-	for _, suffix := range []string{"~", ".swp", ".swo", ".swx", ".tmp"} {
+	for _, suffix := range []string{"~", ".swp", ".swo", ".swx", ".tmp", ".bak", ".orig", ".rej",
+		".dpkg-old", ".dpkg-new", ".dpkg-dist", ".rpmnew", ".rpmsave", ".log"} {
 		if strings.HasSuffix(name, suffix) {
 			return true
 		}
@@ -315,8 +371,9 @@ func (e *TokenFileError) Error() string {
 func (e *TokenFileError) Unwrap() error { return e.Err }
 
 // parseTokenFile adds the tokens of one file to targets; a token seen before
-// is overwritten. name is used in errors only.
-func parseTokenFile(name string, data []byte, targets map[string]Target) error {
+// is overwritten. A malformed line is left out and added to skipped; name
+// is used in those errors only.
+func parseTokenFile(name string, data []byte, targets map[string]Target, skipped *Skipped) {
 	// A byte order mark from a Windows editor would otherwise end up in
 	// the first token.
 	data = bytes.TrimPrefix(data, []byte("\uFEFF"))
@@ -331,15 +388,16 @@ func parseTokenFile(name string, data []byte, targets map[string]Target) error {
 		}
 		token, target, err := splitTokenLine(s)
 		if err != nil {
-			return &TokenFileError{File: name, Line: lineNo, Err: err}
+			skipped.add(&TokenFileError{File: name, Line: lineNo, Err: err})
+			continue
 		}
 		t, err := ParseTarget(target)
 		if err != nil {
-			return &TokenFileError{File: name, Line: lineNo, Err: err}
+			skipped.add(&TokenFileError{File: name, Line: lineNo, Err: err})
+			continue
 		}
 		targets[token] = t
 	}
-	return nil
 }
 
 // cutLine splits off the first line, ending at LF, CRLF or a lone CR as

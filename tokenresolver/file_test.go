@@ -148,12 +148,14 @@ func TestFileMalformed(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "vnc-tokens")
-			writeFile(t, path, tt.content)
-			f, err := OpenFile(path, FileOptions{})
-			if err == nil {
-				f.Close()
-				t.Fatal("OpenFile succeeded, want an error")
+			// A good line after the bad one: only the bad one is lost.
+			writeFile(t, path, tt.content+"after: h:7\n")
+			f := openFile(t, path, FileOptions{})
+			sk := f.Skipped()
+			if sk.Lines != 1 || len(sk.First) != 1 {
+				t.Fatalf("skipped %+v, want the one bad line", sk)
 			}
+			err := sk.First[0]
 			prefix := fmt.Sprintf("%s:%d: ", path, tt.line)
 			if !strings.HasPrefix(err.Error(), prefix) || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Errorf("error %q, want %q...%q", err, prefix, tt.wantErr)
@@ -161,11 +163,27 @@ func TestFileMalformed(t *testing.T) {
 			if strings.Contains(err.Error(), secret) {
 				t.Errorf("error %q contains the token", err)
 			}
-			var tfe *TokenFileError
-			if !errors.As(err, &tfe) || tfe.File != path || tfe.Line != tt.line {
-				t.Errorf("error %#v, want a *TokenFileError for %s:%d", err, path, tt.line)
+			if err.File != path || err.Line != tt.line {
+				t.Errorf("error %#v, want %s:%d", err, path, tt.line)
+			}
+			if got, rerr := f.Resolve(context.Background(), Query{Token: "after"}); rerr != nil || got.Address != "h:7" {
+				t.Errorf("the good line after the bad one: %+v, %v", got, rerr)
+			}
+			if _, rerr := f.Resolve(context.Background(), Query{Token: secret}); !errors.Is(rerr, ErrNotFound) {
+				t.Errorf("the bad line's token: %v, want ErrNotFound", rerr)
 			}
 		})
+	}
+}
+
+// TestFileSkippedBounded: a file that is no token file at all (a log, say)
+// costs a count and a few examples, not an error per line.
+func TestFileSkippedBounded(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "vnc-tokens")
+	writeFile(t, path, strings.Repeat("this is not a token line\n", 10000)+"ok: h:1\n")
+	sk := openFile(t, path, FileOptions{}).Skipped()
+	if sk.Lines != 10000 || len(sk.First) != maxSkippedShown {
+		t.Errorf("skipped %d lines, %d shown; want 10000 and %d", sk.Lines, len(sk.First), maxSkippedShown)
 	}
 }
 
@@ -210,18 +228,26 @@ func TestFileDirectory(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	writeFile(t, filepath.Join(dir, "..data"), "kubernetes: h:9\n")
+	writeFile(t, filepath.Join(dir, "caddy.log"), `{"level":"info","msg":"a log is no token file"}`+"\n")
+	writeFile(t, filepath.Join(dir, "a.dpkg-old"), "old: h:9\n")
+
 	f := openFile(t, dir, FileOptions{})
 	checkTable(t, f, map[string]Target{
 		"a1":     {Network: "tcp", Address: "h:1"},
 		"b1":     {Network: "tcp", Address: "h:2"},
 		"shared": {Network: "tcp", Address: "h:20"}, // b.conf comes after a
 		"linked": {Network: "tcp", Address: "h:8"},
+		"hidden": {Network: "tcp", Address: "h:3"}, // websockify reads dot files too
 	})
+	if sk := f.Skipped(); sk.Lines != 0 {
+		t.Errorf("skipped %+v", sk)
+	}
 
 	writeFile(t, filepath.Join(dir, "d"), "ok: h:1\n\nsecret-token h:1\n")
-	_, err := OpenFile(dir, FileOptions{})
-	if want := filepath.Join(dir, "d") + ":3: "; err == nil || !strings.HasPrefix(err.Error(), want) {
-		t.Errorf("OpenFile of a directory with a bad file: %v, want %q...", err, want)
+	sk := openFile(t, dir, FileOptions{}).Skipped()
+	if want := filepath.Join(dir, "d") + ":3: "; sk.Lines != 1 || !strings.HasPrefix(sk.First[0].Error(), want) {
+		t.Errorf("a directory with a bad line: skipped %+v, want %q...", sk, want)
 	}
 }
 
@@ -237,7 +263,7 @@ func newRecorder() *reloadRecorder {
 
 func (r *reloadRecorder) options() FileOptions {
 	return FileOptions{
-		OnReload: func(n int) { r.reloads <- n },
+		OnReload: func(n int, _ Skipped) { r.reloads <- n },
 		OnError:  func(err error) { r.errs <- err },
 		Debounce: 20 * time.Millisecond,
 	}
@@ -308,16 +334,14 @@ func TestFileReload(t *testing.T) {
 		}
 	})
 
-	t.Run("malformed edit keeps the last good table", func(t *testing.T) {
+	t.Run("a malformed line costs only its own token", func(t *testing.T) {
 		replaceFile(t, path, "c: h:5\nsecret-token-x h:6\n")
-		err := rec.waitError(t)
-		if !strings.Contains(err.Error(), path+":2: ") || strings.Contains(err.Error(), "secret-token-x") {
-			t.Errorf("reload error %q: want %s:2 and no token", err, path)
+		rec.waitReload(t, 1)
+		checkTable(t, f, map[string]Target{"c": {Network: "tcp", Address: "h:5"}})
+		sk := f.Skipped()
+		if sk.Lines != 1 || !strings.Contains(sk.First[0].Error(), path+":2: ") || strings.Contains(sk.First[0].Error(), "secret-token-x") {
+			t.Errorf("skipped %+v: want %s:2 and no token", sk, path)
 		}
-		checkTable(t, f, map[string]Target{"c": {Network: "tcp", Address: "h:4"}})
-
-		// Going back to the content in use is reported too: the file is
-		// healthy again.
 		replaceFile(t, path, "c: h:4\n")
 		rec.waitReload(t, 1)
 	})
@@ -632,4 +656,63 @@ json.dump({tok: list(target) for tok, target in plugin._targets.items()}, sys.st
 		t.Fatalf("websockify's output %q: %v", out, err)
 	}
 	return targets
+}
+
+// TestFileLogStorm: a log written into the token directory (Caddy's own,
+// say) is not read and does not trigger reloads; an error that stays the
+// same is reported once.
+func TestFileLogStorm(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "tokens"), "a: h:1\n")
+	rec := newRecorder()
+	f := openFile(t, dir, rec.options())
+	logFile, err := os.OpenFile(filepath.Join(dir, "caddy.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logFile.Close()
+	for i := range 50 {
+		fmt.Fprintf(logFile, `{"level":"error","msg":"token file not reloaded","n":%d}`+"\n", i)
+		time.Sleep(10 * time.Millisecond)
+	}
+	select {
+	case n := <-rec.reloads:
+		t.Fatalf("reloaded (%d tokens) for a log line", n)
+	case err := <-rec.errs:
+		t.Fatalf("reported %v for a log line", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	checkTable(t, f, map[string]Target{"a": {Network: "tcp", Address: "h:1"}})
+
+	// A token file that went missing is reported once, however much else
+	// changes around it.
+	file := filepath.Join(t.TempDir(), "vnc-tokens")
+	writeFile(t, file, "b: h:2\n")
+	rec2 := newRecorder()
+	openFile(t, file, rec2.options())
+	if err := os.Remove(file); err != nil {
+		t.Fatal(err)
+	}
+	rec2.waitError(t)
+	for i := range 5 {
+		writeFile(t, file+".tmp", fmt.Sprint(i)) // a neighbour, ignored
+		writeFile(t, file, "b: h:2\n")           // back, and gone again
+		if err := os.Remove(file); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(150 * time.Millisecond)
+	}
+	errs := 0
+	for done := false; !done; {
+		select {
+		case <-rec2.errs:
+			errs++
+		case <-rec2.reloads:
+		case <-time.After(300 * time.Millisecond):
+			done = true
+		}
+	}
+	if errs > 0 {
+		t.Errorf("the same error reported %d more times", errs)
+	}
 }
