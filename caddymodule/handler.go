@@ -272,7 +272,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		ClientAddr: clientAddr,
 		Origin:     r.Header.Get("Origin"),
 	})
-	resolveDuration.Observe(time.Since(start).Seconds())
+	resolveDuration.WithLabelValues(serverName(r)).Observe(time.Since(start).Seconds())
 	if err == nil && target.Expired(time.Now()) {
 		err = tokenresolver.ErrExpired
 	}
@@ -309,13 +309,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	if err != nil {
 		// The upgrader has answered the browser already.
 		conn.Close()
-		sessionsTotal.WithLabelValues("bad_request").Inc()
+		sessionsTotal.WithLabelValues(serverName(r), "bad_request").Inc()
 		h.logger.Debug("upgrade failed", zap.String("client", clientAddr), zap.Error(err))
 		return nil
 	}
-	sessionsTotal.WithLabelValues("started").Inc()
+	sessionsTotal.WithLabelValues(serverName(r), "started").Inc()
 
-	s := newSession(h, ws, conn, target, clientAddr, tokenHash(token))
+	s := newSession(h, ws, conn, target, clientAddr, tokenHash(token), serverName(r))
 	if login != nil {
 		s.login = login
 		if h.viewOnly(target) {
@@ -332,7 +332,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 // reason. The reason never contains the token, the target or err's text;
 // err and fields go to the log.
 func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, status int, reason, result string, err error, fields ...zap.Field) error {
-	sessionsTotal.WithLabelValues(result).Inc()
+	sessionsTotal.WithLabelValues(serverName(r), result).Inc()
 	level := zap.InfoLevel
 	if status >= 500 {
 		level = zap.WarnLevel

@@ -2,43 +2,46 @@ package caddymodule
 
 import (
 	"errors"
+	"net/http"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 // The collectors are process-wide so that counts carry over config reloads;
-// each config's registry gets them registered anew.
+// each config's registry gets them registered anew. Like Caddy's own HTTP
+// metrics they carry the label "server", the name of the server in Caddy's
+// config (srv0, ...), so several sites on one Caddy count apart.
 var (
 	sessionsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy",
 		Subsystem: "vnc_proxy",
 		Name:      "requests_total",
 		Help:      "Console requests by result: started, or why they were refused.",
-	}, []string{"result"})
+	}, []string{"server", "result"})
 
-	sessionsActive = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+	sessionsActive = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: "caddy",
 		Subsystem: "vnc_proxy",
 		Name:      "sessions_active",
 		Help:      "Consoles being relayed now.",
-	}, func() float64 { return float64(sessions.len()) })
+	}, []string{"server"})
 
 	bytesTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy",
 		Subsystem: "vnc_proxy",
 		Name:      "bytes_total",
 		Help:      "Bytes relayed, by direction: to_browser or to_target.",
-	}, []string{"direction"})
-	bytesToBrowser = bytesTotal.WithLabelValues("to_browser")
-	bytesToTarget  = bytesTotal.WithLabelValues("to_target")
+	}, []string{"server", "direction"})
 
-	resolveDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
+	resolveDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: "caddy",
 		Subsystem: "vnc_proxy",
 		Name:      "resolve_duration_seconds",
 		Help:      "How long token resolvers took to answer.",
 		Buckets:   []float64{.0001, .0005, .001, .005, .01, .05, .1, .5, 1, 2, 5},
-	})
+	}, []string{"server"})
 
 	tokenFileSkipped = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: "caddy",
@@ -47,13 +50,13 @@ var (
 		Help:      "Malformed lines the last load of each token file left out.",
 	}, []string{"path"})
 
-	sessionDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
+	sessionDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: "caddy",
 		Subsystem: "vnc_proxy",
 		Name:      "session_duration_seconds",
 		Help:      "How long consoles stayed open.",
 		Buckets:   []float64{1, 10, 60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600},
-	})
+	}, []string{"server"})
 )
 
 // registerMetrics adds the handler's collectors to a config's registry; a
@@ -71,4 +74,13 @@ func registerMetrics(reg prometheus.Registerer) error {
 		}
 	}
 	return nil
+}
+
+// serverName is the name of the Caddy server handling r (srv0, ...), for
+// the metrics' "server" label.
+func serverName(r *http.Request) string {
+	if srv, ok := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok {
+		return srv.Name()
+	}
+	return ""
 }

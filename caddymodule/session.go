@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/vncgate/caddy-vnc-proxy/internal/rfbproxy"
@@ -84,6 +85,11 @@ type session struct {
 	idleTimeout    time.Duration
 	maxMessageSize int64
 	started        time.Time
+	// server is the Caddy server's name, the metrics' label; the byte
+	// counters are its own.
+	server         string
+	bytesToBrowser prometheus.Counter
+	bytesToTarget  prometheus.Counter
 
 	// RFB-aware sessions: how the proxy logged in to the VNC server, how
 	// long the browser has for its handshake, and for a view-only console
@@ -131,9 +137,12 @@ type session struct {
 	progressAt     time.Time // when toBrowser last moved, as ticks see it
 }
 
-func newSession(h *Handler, ws *websocket.Conn, target net.Conn, t tokenresolver.Target, client, tokenHash string) *session {
+func newSession(h *Handler, ws *websocket.Conn, target net.Conn, t tokenresolver.Target, client, tokenHash, server string) *session {
 	bc := ws.NetConn().(*browserConn)
 	return &session{
+		server:           server,
+		bytesToBrowser:   bytesTotal.WithLabelValues(server, "to_browser"),
+		bytesToTarget:    bytesTotal.WithLabelValues(server, "to_target"),
 		id:               strconv.FormatUint(rand.Uint64(), 36),
 		ws:               ws,
 		bc:               bc,
@@ -432,12 +441,12 @@ func (s *session) endOnBrowserError(err error) {
 
 func (s *session) countToBrowser(n int) {
 	s.toBrowser.Add(int64(n))
-	bytesToBrowser.Add(float64(n))
+	s.bytesToBrowser.Add(float64(n))
 }
 
 func (s *session) countToTarget(n int) {
 	s.toTarget.Add(int64(n))
-	bytesToTarget.Add(float64(n))
+	s.bytesToTarget.Add(float64(n))
 }
 
 // end ends the session once: it records why, sends the browser a close
@@ -575,7 +584,7 @@ func (s *session) pumpDone() {
 	sessions.remove(s)
 
 	duration := time.Since(s.started)
-	sessionDuration.Observe(duration.Seconds())
+	sessionDuration.WithLabelValues(s.server).Observe(duration.Seconds())
 	fields := []zap.Field{
 		zap.String("session", s.id),
 		zap.String("client", s.client),
@@ -722,12 +731,14 @@ func (r *registry) add(s *session) {
 	r.mu.Lock()
 	r.m[s] = struct{}{}
 	r.mu.Unlock()
+	sessionsActive.WithLabelValues(s.server).Inc()
 }
 
 func (r *registry) remove(s *session) {
 	r.mu.Lock()
 	delete(r.m, s)
 	r.mu.Unlock()
+	sessionsActive.WithLabelValues(s.server).Dec()
 }
 
 func (r *registry) len() int {
