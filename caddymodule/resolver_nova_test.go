@@ -1,7 +1,10 @@
 package caddymodule
 
 import (
+	"context"
 	"encoding/json"
+	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,6 +17,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	"github.com/vncgate/caddy-vnc-proxy/tokenresolver"
 )
 
 // keystoneAndNova is a stand-in for Keystone v3 and nova's compute API,
@@ -198,6 +203,37 @@ func TestNovaCaddyfile(t *testing.T) {
 		var r NovaResolver
 		if err := r.UnmarshalCaddyfile(caddyfile.NewTestDispenser(bad)); err == nil {
 			t.Errorf("%q: no error", bad)
+		}
+	}
+}
+
+// TestNovaPrivateCA: with ca, the resolver trusts a private cloud's
+// endpoints; without it, their certificates are refused (503).
+func TestNovaPrivateCA(t *testing.T) {
+	api := &keystoneAndNova{consoles: map[string]string{
+		"tok": `{"instance_uuid": "x", "host": "10.0.0.5", "port": 5901, "internal_access_path": null}`,
+	}}
+	srv := httptest.NewTLSServer(api)
+	t.Cleanup(srv.Close)
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		ca string
+		ok bool
+	}{{caFile, true}, {"", false}} {
+		r := &NovaResolver{ComputeURL: srv.URL + "/v2.1", Keystone: srv.URL + "/v3",
+			ApplicationCredentialID: "ac-id-1", ApplicationCredentialSecret: "ac-secret-2f9e", CA: c.ca}
+		if err := provision(t, r); err != nil {
+			t.Fatal(err)
+		}
+		got, err := r.Resolve(context.Background(), tokenresolver.Query{Token: "tok"})
+		if c.ok && (err != nil || got.Address != "10.0.0.5:5901") {
+			t.Errorf("with ca: %+v, %v", got, err)
+		}
+		if !c.ok && !errors.Is(err, tokenresolver.ErrUnavailable) {
+			t.Errorf("without ca: %v, want ErrUnavailable", err)
 		}
 	}
 }
