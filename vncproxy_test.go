@@ -33,11 +33,13 @@ func TestXcaddyManifest(t *testing.T) {
 	if m.CaddyVersion != string(match[1]) {
 		t.Errorf("xcaddy.json builds Caddy %s, go.mod requires %s", m.CaddyVersion, match[1])
 	}
-	if m.Plugins[0].Module != "github.com/vncgate/caddy-vnc-proxy" || m.Plugins[0].Replacement != "./" {
-		t.Errorf("the first plugin is %+v, want this module replaced by ./", m.Plugins[0])
+	// A version (v0.0.0), so that Go asks neither the module proxy nor the
+	// repository host for the module, and the checkout as its source.
+	if m.Plugins[0].Module != "github.com/vncgate/caddy-vnc-proxy@v0.0.0" || m.Plugins[0].Replacement != "./" {
+		t.Errorf("the first plugin is %+v, want this module at v0.0.0 replaced by ./", m.Plugins[0])
 	}
 	args := strings.Join(m.XcaddyArgs(), " ")
-	if want := "build " + m.CaddyVersion + " --with github.com/vncgate/caddy-vnc-proxy=./"; !strings.HasPrefix(args, want) {
+	if want := "build " + m.CaddyVersion + " --with github.com/vncgate/caddy-vnc-proxy@v0.0.0=./"; !strings.HasPrefix(args, want) {
 		t.Errorf("xcaddy %s, want it to start with %q", args, want)
 	}
 }
