@@ -125,11 +125,7 @@ func (h *HTTPCallback) Init() error {
 		h.ownedTpt = t
 		h.Client = &http.Client{Transport: t}
 	}
-	// A copy, so that refusing redirects does not change the caller's client.
-	c := *h.Client
-	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	c.Timeout = 0 // the context bounds each request
-	h.Client = &c
+	h.Client = noRedirects(h.Client)
 	h.base, h.stop = context.WithCancel(context.Background())
 	h.cache = make(map[string]cachedTarget)
 	if h.now == nil {
@@ -161,7 +157,7 @@ func (h *HTTPCallback) Resolve(ctx context.Context, q Query) (Target, error) {
 		}
 		return t, nil
 	}
-	f, err := h.flights.start(h.base, q.Token, h.MaxInFlight, func(ctx context.Context) (Target, error) {
+	t, err := h.flights.do(ctx, h.base, q.Token, h.MaxInFlight, "callback", func(ctx context.Context) (Target, error) {
 		ctx, cancel := context.WithTimeout(ctx, h.Timeout)
 		defer cancel()
 		return h.fetch(ctx, q)
@@ -169,21 +165,22 @@ func (h *HTTPCallback) Resolve(ctx context.Context, q Query) (Target, error) {
 	if err != nil {
 		return Target{}, err
 	}
-	select {
-	case <-f.done:
-	case <-ctx.Done():
-		h.flights.leave(f)
-		return Target{}, fmt.Errorf("%w: waiting for callback: %w", ErrUnavailable, ctx.Err())
-	}
-	if f.err != nil {
-		return Target{}, f.err
-	}
 	now = h.now()
-	if f.target.Expired(now) {
+	if t.Expired(now) {
 		return Target{}, ErrExpired
 	}
-	h.remember(q.Token, f.target, now)
-	return f.target, nil
+	h.remember(q.Token, t, now)
+	return t, nil
+}
+
+// noRedirects returns a copy of c that follows no redirects (a token lookup
+// answers itself, or it is not an answer) and has no timeout of its own
+// (each request's context bounds it), leaving the caller's client as it is.
+func noRedirects(c *http.Client) *http.Client {
+	cp := *c
+	cp.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	cp.Timeout = 0
+	return &cp
 }
 
 // fetch makes one callback request. Its errors name neither the token nor the
@@ -382,6 +379,23 @@ func (g *flightGroup) start(base context.Context, key string, max int, fn func(c
 		close(f.done)
 	}()
 	return f, nil
+}
+
+// do joins or starts the call for key (see start) and waits for its
+// answer, or for ctx: a caller that stops waiting leaves the call, which is
+// cancelled when no caller is left. what names the service in errors.
+func (g *flightGroup) do(ctx, base context.Context, key string, max int, what string, fn func(context.Context) (Target, error)) (Target, error) {
+	f, err := g.start(base, key, max, fn)
+	if err != nil {
+		return Target{}, err
+	}
+	select {
+	case <-f.done:
+		return f.target, f.err
+	case <-ctx.Done():
+		g.leave(f)
+		return Target{}, fmt.Errorf("%w: waiting for %s: %w", ErrUnavailable, what, ctx.Err())
+	}
 }
 
 // leave is called by a caller that stops waiting for f; when none is left,

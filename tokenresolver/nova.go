@@ -113,10 +113,7 @@ func (n *Nova) Init() error {
 	if n.Client == nil {
 		n.Client = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
 	}
-	c := *n.Client
-	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	c.Timeout = 0 // each request has its own context
-	n.Client = &c
+	n.Client = noRedirects(n.Client)
 	n.base, n.stop = context.WithCancel(context.Background())
 	if n.now == nil {
 		n.now = time.Now
@@ -138,19 +135,9 @@ func (n *Nova) Resolve(ctx context.Context, q Query) (Target, error) {
 	if q.Token == "" {
 		return Target{}, ErrNotFound
 	}
-	f, err := n.flights.start(n.base, q.Token, n.MaxInFlight, func(ctx context.Context) (Target, error) {
+	return n.flights.do(ctx, n.base, q.Token, n.MaxInFlight, "nova", func(ctx context.Context) (Target, error) {
 		return n.lookup(ctx, q.Token)
 	})
-	if err != nil {
-		return Target{}, err
-	}
-	select {
-	case <-f.done:
-	case <-ctx.Done():
-		n.flights.leave(f)
-		return Target{}, fmt.Errorf("%w: waiting for nova: %w", ErrUnavailable, ctx.Err())
-	}
-	return f.target, f.err
 }
 
 // lookup asks nova once, and once more with a new Keystone token if nova
