@@ -25,6 +25,9 @@ type browserConn struct {
 	// closeSent: no frame may follow, because a close frame was written or
 	// a write failed part-way. Set under mu; read anywhere.
 	closeSent atomic.Bool
+	// answered: the request was answered already (200 on an HTTP/2 or
+	// HTTP/3 stream), and gorilla's 101, its first write, is dropped.
+	answered bool
 }
 
 func newBrowserConn(c net.Conn) *browserConn {
@@ -50,6 +53,10 @@ func (b *browserConn) Write(p []byte) (int, error) {
 	if b.closeSent.Load() {
 		return 0, errCloseSent
 	}
+	if b.answered {
+		b.answered = false
+		return len(p), nil
+	}
 	// gorilla writes each control frame in one Write.
 	n, err := b.sock.Write(p)
 	if err != nil || (len(p) > 0 && p[0] == closeFrameStart) {
@@ -64,6 +71,10 @@ func (b *browserConn) Write(p []byte) (int, error) {
 // zero-window probes; and for TLS without the close_notify alert, which
 // would wait behind them.
 func (b *browserConn) abort() {
+	if sc, ok := b.sock.(*streamConn); ok {
+		sc.abort()
+		return
+	}
 	raw := b.sock
 	if tc, ok := raw.(*tls.Conn); ok {
 		raw = tc.NetConn()

@@ -23,13 +23,30 @@ func TestCheckUpgradeRequest(t *testing.T) {
 		}
 		return r
 	}
+	extended := func(major int, protocol, version string) *http.Request {
+		r := httptest.NewRequest(http.MethodConnect, "/websockify?token=x", nil)
+		r.ProtoMajor = major
+		if major == 2 && protocol != "" {
+			r.Header.Set(":protocol", protocol)
+		}
+		if major == 3 && protocol != "" {
+			r.Proto = protocol
+		}
+		r.Header.Set("Sec-WebSocket-Version", version)
+		return r
+	}
 	cases := []struct {
 		name string
 		req  *http.Request
 		ok   bool
 	}{
 		{"upgrade", upgrade(http.MethodGet, nil), true},
-		{"extended CONNECT (HTTP/2, HTTP/3)", upgrade(http.MethodConnect, nil), false},
+		{"CONNECT over HTTP/1.1", upgrade(http.MethodConnect, nil), false},
+		{"extended CONNECT, HTTP/2", extended(2, "websocket", "13"), true},
+		{"extended CONNECT, HTTP/3", extended(3, "websocket", "13"), true},
+		{"extended CONNECT, other protocol", extended(2, "webtransport", "13"), false},
+		{"extended CONNECT, old version", extended(3, "websocket", "8"), false},
+		{"plain CONNECT, HTTP/2", extended(2, "", "13"), false},
 		{"POST", upgrade(http.MethodPost, nil), false},
 		{"plain GET", httptest.NewRequest(http.MethodGet, "/websockify", nil), false},
 		{"no key", upgrade(http.MethodGet, func(h http.Header) { h.Del("Sec-WebSocket-Key") }), false},

@@ -245,8 +245,9 @@ func (h *Handler) Cleanup() error {
 }
 
 // ServeHTTP checks the request, resolves its token, dials the VNC server and
-// hands the upgraded connection to a session, which runs on after
-// ServeHTTP returns.
+// hands the upgraded connection to a session. Over HTTP/1.1 the session runs
+// on after ServeHTTP returns; over HTTP/2 and HTTP/3 (extended CONNECT) its
+// stream is the request's, and ServeHTTP returns when the session ends.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
 	if err := checkUpgradeRequest(r); err != nil {
 		return h.refuse(w, r, http.StatusBadRequest, "not a WebSocket upgrade request", "bad_request", err)
@@ -305,7 +306,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 			tokenHashField(token), zap.Stringer("target", target))
 	}
 
-	ws, err := h.upgrader.Upgrade(hijackWriter{w}, r, nil)
+	var (
+		ws     *websocket.Conn
+		stream *streamConn
+	)
+	if r.Method == http.MethodConnect {
+		ws, stream, err = h.upgradeStream(w, r)
+	} else {
+		ws, err = h.upgrader.Upgrade(hijackWriter{w}, r, nil)
+	}
 	if err != nil {
 		// The upgrader has answered the browser already.
 		conn.Close()
@@ -324,6 +333,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	}
 	if err := s.start(greeting); err != nil {
 		h.logger.Debug("session did not start", zap.String("session", s.id), zap.Error(err))
+	}
+	if stream != nil {
+		// The stream lives as long as this request.
+		release := holdStream()
+		defer release()
+		stream.serve()
 	}
 	return nil
 }
@@ -360,8 +375,13 @@ func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, status int, rea
 // is resolved (and perhaps used up).
 func checkUpgradeRequest(r *http.Request) error {
 	if r.Method == http.MethodConnect {
-		// RFC 8441/9220 extended CONNECT (WebSocket over HTTP/2 or HTTP/3).
-		return errors.New("WebSocket over HTTP/2 or HTTP/3 is not supported; connect over HTTP/1.1")
+		if !isExtendedConnect(r) {
+			return errors.New("CONNECT without :protocol websocket")
+		}
+		if r.Header.Get("Sec-WebSocket-Version") != "13" {
+			return errors.New("Sec-WebSocket-Version is not 13")
+		}
+		return nil
 	}
 	if r.Method != http.MethodGet {
 		return fmt.Errorf("method %s is not GET", r.Method)

@@ -69,10 +69,12 @@ func firstFrame(t *testing.T, stream *wsstream.Stream, si rfb.ServerInit) []rfb.
 	return rects
 }
 
-func TestConsoleToVNCDemo(t *testing.T) {
+func TestConsoleToVNCDemo(t *testing.T) { forEachTransport(t, testConsoleToVNCDemo) }
+
+func testConsoleToVNCDemo(t *testing.T, transport string) {
 	addr, _ := startVNCDemo(t)
 	dir := t.TempDir()
-	tc := startCaddy(t, fileSite(writeTokenFile(t, dir, "# demo", "", secretToken+": "+addr)))
+	tc := startCaddyOver(t, transport, fileSite(writeTokenFile(t, dir, "# demo", "", secretToken+": "+addr)))
 
 	stream, si := rfbThroughProxy(t, tc.url("/websockify?token="+secretToken))
 	if si.Width != 800 || si.Height != 600 {
@@ -120,7 +122,9 @@ func TestSubprotocolBinary(t *testing.T) {
 
 // TestRefusals produces each pre-upgrade status of the contract and checks
 // that the body is a short reason without the token or the target.
-func TestRefusals(t *testing.T) {
+func TestRefusals(t *testing.T) { forEachTransport(t, testRefusals) }
+
+func testRefusals(t *testing.T, transport string) {
 	vnc, _ := startVNCDemo(t)
 	refused := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 
@@ -173,7 +177,7 @@ func TestRefusals(t *testing.T) {
 		"silent-"+secretToken+": "+silent.Addr().String(),
 	)
 	deadResolver := fmt.Sprintf("http://127.0.0.1:%d/{token}", testenv.FreePort(t))
-	tc := startCaddy(t, fmt.Sprintf(`route /websockify {
+	tc := startCaddyOver(t, transport, fmt.Sprintf(`route /websockify {
 		vnc_proxy {
 			resolver file %s
 			dial_timeout 500ms
@@ -225,7 +229,7 @@ func TestRefusals(t *testing.T) {
 	}
 
 	t.Run("not an upgrade", func(t *testing.T) {
-		resp, err := http.Get("http://" + tc.addr + "/websockify?token=good-" + secretToken)
+		resp, err := tc.httpClient().Get(tc.httpURL("/websockify?token=good-" + secretToken))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -359,17 +363,25 @@ func TestTokenFileEdit(t *testing.T) {
 // the splice relay (plain TCP on Linux) and with the copying one (TLS, and
 // other systems).
 func TestRelayIntegrity(t *testing.T) {
-	t.Run("splice", func(t *testing.T) { testRelayIntegrity(t) })
+	t.Run("splice", func(t *testing.T) { testRelayIntegrity(t, "ws") })
 	t.Run("copy", func(t *testing.T) {
 		copyRelayOnly.Store(true)
 		t.Cleanup(func() { copyRelayOnly.Store(false) })
-		testRelayIntegrity(t)
+		testRelayIntegrity(t, "ws")
 	})
+	t.Run("h2", func(t *testing.T) { testRelayIntegrity(t, "h2") })
+	t.Run("h3", func(t *testing.T) { testRelayIntegrity(t, "h3") })
 }
 
-func testRelayIntegrity(t *testing.T) {
+func testRelayIntegrity(t *testing.T, transport string) {
 	addr, _ := startLoadTarget(t)
-	tc := startCaddy(t, fileSite(writeTokenFile(t, t.TempDir(), secretToken+": "+addr)))
+	tc := startCaddyOver(t, transport, fileSite(writeTokenFile(t, t.TempDir(), secretToken+": "+addr)))
+	checkRelayIntegrity(t, tc)
+}
+
+// checkRelayIntegrity moves 32 MiB each way through tc to a loadtarget
+// behind secretToken and checks every byte.
+func checkRelayIntegrity(t *testing.T, tc *testCaddy) {
 	const size = 32 << 20
 
 	t.Run("to browser", func(t *testing.T) {
@@ -535,10 +547,12 @@ func TestSessionEnds(t *testing.T) {
 	})
 }
 
-func TestCloseCodes(t *testing.T) {
+func TestCloseCodes(t *testing.T) { forEachTransport(t, testCloseCodes) }
+
+func testCloseCodes(t *testing.T, transport string) {
 	addr, target := startLoadTarget(t)
 	tokens := writeTokenFile(t, t.TempDir(), secretToken+": "+addr)
-	tc := startCaddy(t, fileSite(tokens, "max_message_size 1KiB"))
+	tc := startCaddyOver(t, transport, fileSite(tokens, "max_message_size 1KiB"))
 
 	t.Run("oversized message", func(t *testing.T) {
 		stream := openLoad(t, tc, 'i', 0)
@@ -614,10 +628,12 @@ func TestCloseCodes(t *testing.T) {
 }
 
 // TestReloadKeepsSessions: a config reload leaves live consoles running.
-func TestReloadKeepsSessions(t *testing.T) {
+func TestReloadKeepsSessions(t *testing.T) { forEachTransport(t, testReloadKeepsSessions) }
+
+func testReloadKeepsSessions(t *testing.T, transport string) {
 	addr, _ := startLoadTarget(t)
 	tokens := writeTokenFile(t, t.TempDir(), secretToken+": "+addr)
-	tc := startCaddy(t, fileSite(tokens))
+	tc := startCaddyOver(t, transport, fileSite(tokens))
 	stream := openLoad(t, tc, 'e', 0)
 	echo := func(msg string) {
 		t.Helper()

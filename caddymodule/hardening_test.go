@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,14 +29,16 @@ import (
 // to the browser, and reads the greeting.
 func streamingConsole(t *testing.T, url string, n int64, dialer *websocket.Dialer) *websocket.Conn {
 	t.Helper()
+	var ws *websocket.Conn
 	if dialer == nil {
-		dialer = &websocket.Dialer{HandshakeTimeout: 10 * time.Second}
+		ws = mustDialWS(t, url)
+	} else {
+		var err error
+		if ws, _, err = dialer.Dial(url, nil); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ws.Close() })
 	}
-	ws, _, err := dialer.Dial(url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ws.Close() })
 	_ = ws.SetReadDeadline(time.Now().Add(20 * time.Second))
 	if _, msg, err := ws.ReadMessage(); err != nil || string(msg) != loadtarget.Greeting {
 		t.Fatalf("greeting %q, %v", msg, err)
@@ -72,8 +75,12 @@ func closeCode(err error) int {
 // frame the proxy sends comes after the data frame in flight and reaches
 // the browser, however the session ends.
 func TestCloseFramesWhileStreaming(t *testing.T) {
+	forEachTransport(t, testCloseFramesWhileStreaming)
+}
+
+func testCloseFramesWhileStreaming(t *testing.T, transport string) {
 	addr, _ := startLoadTarget(t)
-	tc := startCaddy(t, fileSite(writeTokenFile(t, t.TempDir(), secretToken+": "+addr), "max_message_size 64KiB"))
+	tc := startCaddyOver(t, transport, fileSite(writeTokenFile(t, t.TempDir(), secretToken+": "+addr), "max_message_size 64KiB"))
 	url := tc.url("/websockify?token=" + secretToken)
 	cases := []struct {
 		name string
@@ -93,6 +100,18 @@ func TestCloseFramesWhileStreaming(t *testing.T) {
 			// A masked binary frame announcing 2^63 + 5 bytes.
 			frame := []byte{0x82, 0x80 | 127, 0x80, 0, 0, 0, 0, 0, 0, 5, 1, 2, 3, 4}
 			_, err := ws.UnderlyingConn().Write(frame)
+			return err
+		}, websocket.CloseProtocolError},
+		{"an unmasked frame: 1002", func(ws *websocket.Conn) error {
+			_, err := ws.UnderlyingConn().Write([]byte{0x82, 3, 1, 2, 3})
+			return err
+		}, websocket.CloseProtocolError},
+		{"a fragmented ping: 1002", func(ws *websocket.Conn) error {
+			_, err := ws.UnderlyingConn().Write([]byte{0x09, 0x80, 1, 2, 3, 4})
+			return err
+		}, websocket.CloseProtocolError},
+		{"a continuation with no message begun: 1002", func(ws *websocket.Conn) error {
+			_, err := ws.UnderlyingConn().Write([]byte{0x80, 0x81, 1, 2, 3, 4, 5})
 			return err
 		}, websocket.CloseProtocolError},
 	}
@@ -318,6 +337,37 @@ func caddyfileFor(dir, admin string, port int, siteBody string) string {
 // admin ("off", or an address).
 func startCaddyProcessAdmin(t *testing.T, dir, admin, siteBody string) (string, *testenv.Process) {
 	t.Helper()
+	return startCaddyProcessWith(t, dir, caddyProcess{admin: admin}, siteBody)
+}
+
+// caddyProcess is how startCaddyProcessWith runs the real binary.
+type caddyProcess struct {
+	admin string // "off" (the default), or the admin endpoint's address
+	// https serves the site over HTTPS (tls internal) with Caddy's default
+	// protocols, h1 h2 h3.
+	https bool
+	// xconnect runs Caddy with GODEBUG=http2xconnect=1, so that Go's
+	// HTTP/2 server offers extended CONNECT; without it, Caddy runs with
+	// no GODEBUG, as operators run it.
+	xconnect bool
+}
+
+// caddyfile is the Caddyfile for a site on port with siteBody.
+func (c caddyProcess) caddyfile(dir string, port int, siteBody string) string {
+	if !c.https {
+		return caddyfileFor(dir, c.admin, port, siteBody)
+	}
+	return fmt.Sprintf("{\n\tadmin %s\n\tskip_install_trust\n\tlocal_certs\n\tauto_https disable_redirects\n\tstorage file_system %s/storage\n\tlog {\n\t\toutput file %s/caddy.log\n\t\tformat json\n\t}\n}\n\nhttps://127.0.0.1:%d {\n\t%s\n}\n", c.admin, dir, dir, port, siteBody)
+}
+
+// startCaddyProcessWith builds cmd/caddy and runs it as c says, with one
+// site whose body is siteBody; it returns the site's address and the
+// process.
+func startCaddyProcessWith(t *testing.T, dir string, c caddyProcess, siteBody string) (string, *testenv.Process) {
+	t.Helper()
+	if c.admin == "" {
+		c.admin = "off"
+	}
 	goBin := testenv.Require(t, "go", "golang")
 	caddyBin := filepath.Join(dir, "caddy")
 	build := exec.Command(goBin, "build", "-o", caddyBin, "../cmd/caddy")
@@ -326,12 +376,17 @@ func startCaddyProcessAdmin(t *testing.T, dir, admin, siteBody string) (string, 
 	}
 	port := testenv.FreePort(t)
 	cf := filepath.Join(dir, "Caddyfile")
-	if err := os.WriteFile(cf, []byte(caddyfileFor(dir, admin, port, siteBody)), 0o600); err != nil {
+	if err := os.WriteFile(cf, []byte(c.caddyfile(dir, port, siteBody)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv("XDG_DATA_HOME", filepath.Join(dir, "data"))
 	t.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config"))
-	proc := testenv.Start(t, caddyBin, "run", "--config", cf, "--adapter", "caddyfile")
+	// The tests themselves run with http2xconnect (TestMain).
+	env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "GODEBUG=") })
+	if c.xconnect {
+		env = append(env, "GODEBUG=http2xconnect=1")
+	}
+	proc := testenv.StartEnv(t, env, caddyBin, "run", "--config", cf, "--adapter", "caddyfile")
 	site := fmt.Sprintf("127.0.0.1:%d", port)
 	if err := testenv.WaitDial("tcp", site, 15*time.Second); err != nil {
 		t.Fatalf("%v\n%s", err, proc.Output())

@@ -1,6 +1,8 @@
 package caddymodule
 
 import (
+	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -8,7 +10,9 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -22,6 +26,7 @@ import (
 	"github.com/vncgate/caddy-vnc-proxy/internal/loadtarget"
 	"github.com/vncgate/caddy-vnc-proxy/internal/testenv"
 	"github.com/vncgate/caddy-vnc-proxy/internal/vncdemo"
+	"github.com/vncgate/caddy-vnc-proxy/internal/wsconnect"
 )
 
 // testCaddy is a Caddy running in this test process with a config made
@@ -33,16 +38,56 @@ type testCaddy struct {
 	port    int
 	addr    string // 127.0.0.1:port
 	logFile string
+	// transport is how the tests' browsers reach the site: "ws"
+	// (HTTP/1.1 upgrade, plain HTTP), or over HTTPS with Caddy's default
+	// protocols, "h2" (RFC 8441) or "h3" (RFC 9220).
+	transport string
+}
+
+// TestMain runs the tests with Go's HTTP/2 server offering extended
+// CONNECT, which it reads from GODEBUG once, as the process starts; so the
+// test binary starts itself again with the setting when it is not there.
+func TestMain(m *testing.M) {
+	if godebug := os.Getenv("GODEBUG"); !strings.Contains(godebug, "http2xconnect=1") {
+		if godebug != "" {
+			godebug += ","
+		}
+		env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "GODEBUG=") })
+		env = append(env, "GODEBUG="+godebug+"http2xconnect=1")
+		if err := syscall.Exec(os.Args[0], os.Args, env); err != nil {
+			fmt.Fprintf(os.Stderr, "starting the tests with GODEBUG=http2xconnect=1: %v\n", err)
+			os.Exit(2)
+		}
+	}
+	os.Exit(m.Run())
+}
+
+// transports are the ways a browser opens a console, for tests that run
+// over each.
+var transports = []string{"ws", "h2", "h3"}
+
+// forEachTransport runs test once over each transport.
+func forEachTransport(t *testing.T, test func(t *testing.T, transport string)) {
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) { test(t, tr) })
+	}
 }
 
 // startCaddy runs Caddy with the site body (the lines inside the site
 // block) on a free port. The site's access log is on, as in production.
 func startCaddy(t testing.TB, siteBody string) *testCaddy {
 	t.Helper()
+	return startCaddyOver(t, "ws", siteBody)
+}
+
+// startCaddyOver is startCaddy for browsers on transport: plain HTTP for
+// "ws", HTTPS (tls internal, every protocol) for "h2" and "h3".
+func startCaddyOver(t testing.TB, transport, siteBody string) *testCaddy {
+	t.Helper()
 	dir := t.TempDir()
 	t.Setenv("XDG_DATA_HOME", filepath.Join(dir, "data"))
 	t.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config"))
-	tc := &testCaddy{t: t, dir: dir, port: testenv.FreePort(t), logFile: filepath.Join(dir, "caddy.log")}
+	tc := &testCaddy{t: t, dir: dir, port: testenv.FreePort(t), logFile: filepath.Join(dir, "caddy.log"), transport: transport}
 	tc.addr = fmt.Sprintf("127.0.0.1:%d", tc.port)
 	tc.load(siteBody)
 	t.Cleanup(func() {
@@ -57,10 +102,15 @@ func startCaddy(t testing.TB, siteBody string) *testCaddy {
 // config reload.
 func (tc *testCaddy) load(siteBody string) {
 	tc.t.Helper()
+	site, tlsOptions := fmt.Sprintf("http://127.0.0.1:%d", tc.port), "auto_https off"
+	if tc.transport != "ws" {
+		site = fmt.Sprintf("https://127.0.0.1:%d", tc.port)
+		tlsOptions = "auto_https disable_redirects\n\tlocal_certs"
+	}
 	cf := fmt.Sprintf(`{
 	admin off
 	skip_install_trust
-	auto_https off
+	%[5]s
 	storage file_system %[1]s/storage
 	servers {
 		# Tests act as many clients through X-Forwarded-For.
@@ -73,7 +123,7 @@ func (tc *testCaddy) load(siteBody string) {
 	}
 }
 
-http://127.0.0.1:%[3]d {
+%[3]s {
 	log {
 		output file %[1]s/access.log
 		format filter {
@@ -86,7 +136,7 @@ http://127.0.0.1:%[3]d {
 	}
 	%[4]s
 }
-`, tc.dir, tc.logFile, tc.port, siteBody)
+`, tc.dir, tc.logFile, site, siteBody, tlsOptions)
 	adapter := caddyconfig.GetAdapter("caddyfile")
 	cfg, warnings, err := adapter.Adapt([]byte(cf), nil)
 	if err != nil {
@@ -103,11 +153,41 @@ http://127.0.0.1:%[3]d {
 	if err := testenv.WaitDial("tcp", tc.addr, 5*time.Second); err != nil {
 		tc.t.Fatal(err)
 	}
+	if tc.transport != "ws" {
+		// The site's certificate is issued in the background.
+		client := &http.Client{Timeout: time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+		defer client.CloseIdleConnections()
+		waitFor(tc.t, 10*time.Second, "the site's certificate", func() bool {
+			resp, err := client.Get("https://" + tc.addr + "/")
+			if err == nil {
+				resp.Body.Close()
+			}
+			return err == nil
+		})
+	}
 }
 
-// url returns the ws:// URL of path on the test site.
+// url returns the URL of path on the test site, as dialWS takes it: ws://
+// for an HTTP/1.1 upgrade, h2:// and h3:// for extended CONNECT over
+// HTTPS.
 func (tc *testCaddy) url(path string) string {
-	return "ws://" + tc.addr + path
+	return tc.transport + "://" + tc.addr + path
+}
+
+// httpURL is the site's http:// or https:// URL of path, for plain HTTP
+// requests.
+func (tc *testCaddy) httpURL(path string) string {
+	if tc.transport == "ws" {
+		return "http://" + tc.addr + path
+	}
+	return "https://" + tc.addr + path
+}
+
+// httpClient is a client for httpURL that trusts the site's certificate.
+func (tc *testCaddy) httpClient() *http.Client {
+	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: true}
+	tc.t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Timeout: 10 * time.Second, Transport: tr}
 }
 
 // logs returns everything Caddy logged so far: the process log and the
@@ -122,8 +202,18 @@ func (tc *testCaddy) logs() string {
 // the HTTP status and body.
 func dialWS(t testing.TB, url string, header http.Header) (*websocket.Conn, int, string) {
 	t.Helper()
-	d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
-	ws, resp, err := d.Dial(url, header)
+	var (
+		ws   *websocket.Conn
+		resp *http.Response
+		err  error
+	)
+	switch scheme, rest, _ := strings.Cut(url, "://"); scheme {
+	case "h2", "h3":
+		ws, resp, err = dialStream(t, scheme, "https://"+rest, header)
+	default:
+		d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
+		ws, resp, err = d.Dial(url, header)
+	}
 	if err != nil {
 		if resp == nil {
 			t.Fatalf("dialing %s: %v", url, err)
@@ -134,6 +224,27 @@ func dialWS(t testing.TB, url string, header http.Header) (*websocket.Conn, int,
 	}
 	t.Cleanup(func() { ws.Close() })
 	return ws, http.StatusSwitchingProtocols, ""
+}
+
+// dialStream opens a WebSocket over HTTP/2 or HTTP/3, on a connection of
+// its own, closed when the test ends.
+func dialStream(t testing.TB, proto, url string, header http.Header) (*websocket.Conn, *http.Response, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tlsConf := &tls.Config{InsecureSkipVerify: true}
+	if proto == "h2" {
+		d := wsconnect.NewH2(tlsConf)
+		t.Cleanup(d.Transport.CloseIdleConnections)
+		return d.Dial(ctx, url, header)
+	}
+	host := strings.SplitN(strings.TrimPrefix(url, "https://"), "/", 2)[0]
+	d, err := wsconnect.DialH3(ctx, host, tlsConf)
+	if err != nil {
+		return nil, nil, err
+	}
+	t.Cleanup(func() { d.Close() })
+	return d.Dial(ctx, url, header)
 }
 
 // mustDialWS opens a WebSocket that the proxy must accept.

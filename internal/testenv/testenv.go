@@ -82,7 +82,14 @@ type Process struct {
 // the test log on failure.
 func Start(t testing.TB, name string, args ...string) *Process {
 	t.Helper()
+	return StartEnv(t, nil, name, args...)
+}
+
+// StartEnv is Start with the environment env (nil: the test's own).
+func StartEnv(t testing.TB, env []string, name string, args ...string) *Process {
+	t.Helper()
 	p := &Process{Cmd: exec.Command(name, args...), output: &syncBuffer{}, done: make(chan struct{})}
+	p.Cmd.Env = env
 	p.Cmd.Stdout = p.output
 	p.Cmd.Stderr = p.output
 	if err := p.Cmd.Start(); err != nil {
