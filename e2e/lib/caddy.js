@@ -18,9 +18,10 @@ export function newToken() {
 
 // startCaddy writes the token file (token -> "host:port" or "unix:/path")
 // and starts Caddy, with e2e/Caddyfile or another Caddyfile of e2e/ whose
-// readyPath answers 200 once it serves. The returned object has the site's
-// origin, the other origin, and writeTokens to replace the token file.
-export async function startCaddy(tokens, { caddyfile = 'Caddyfile', readyPath = '/index.html' } = {}) {
+// readyPath answers 200 once it serves, and env added to its environment
+// (e.g. GODEBUG). The returned object has the site's origin, the other
+// origin, and writeTokens to replace the token file.
+export async function startCaddy(tokens, { caddyfile = 'Caddyfile', readyPath = '/index.html', env = {} } = {}) {
   const caddyBin = built('caddy');
   const novncDir = path.join(repoRoot, 'demo', 'node_modules', '@novnc', 'novnc');
   if (!fs.existsSync(path.join(novncDir, 'core', 'rfb.js'))) {
@@ -55,6 +56,7 @@ export async function startCaddy(tokens, { caddyfile = 'Caddyfile', readyPath = 
       XDG_DATA_HOME: path.join(dir, 'xdg-data'),
       XDG_CONFIG_HOME: path.join(dir, 'xdg-config'),
       HOME: dir,
+      ...env,
     },
   });
   const caddy = {

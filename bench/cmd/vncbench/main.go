@@ -35,13 +35,15 @@ const (
 	vDirect     = "direct"
 	vOurs       = "vnc_proxy"
 	vOursTLS    = "vnc_proxy_tls"
+	vOursH2     = "vnc_proxy_h2" // WebSocket over HTTP/2 (RFC 8441), GODEBUG=http2xconnect=1
+	vOursH3     = "vnc_proxy_h3" // WebSocket over HTTP/3 (RFC 9220)
 	vOursRFB    = "vnc_proxy_rfb"  // RFB-aware: the proxy logs in with a VNC password
 	vOursView   = "vnc_proxy_view" // RFB-aware and view-only: every message framed
 	vWebsockify = "websockify"
 	vRelay      = "tcp_relay"
 )
 
-var allVariants = []string{vDirect, vRelay, vOurs, vOursTLS, vOursRFB, vOursView, vWebsockify}
+var allVariants = []string{vDirect, vRelay, vOurs, vOursTLS, vOursH2, vOursH3, vOursRFB, vOursView, vWebsockify}
 
 // targetPassword is the load target's VNC password, which the RFB-aware
 // variants' vnc_auth logs in with.
@@ -281,7 +283,7 @@ func selectVariants(o options, env *benchEnv) ([]string, error) {
 		}
 		env.websockifyBin = p
 	}
-	if want[vOurs] || want[vOursTLS] || o.profileDir != "" {
+	if want[vOurs] || want[vOursTLS] || want[vOursH2] || want[vOursH3] || want[vOursRFB] || want[vOursView] || o.profileDir != "" {
 		p, err := filepath.Abs(o.caddyBin)
 		if err != nil {
 			return nil, err
@@ -331,7 +333,7 @@ func measureVariant(ctx context.Context, env *benchEnv, v string, res *results) 
 	var pp *proxyProc
 	var err error
 	switch v {
-	case vOurs, vOursTLS, vOursRFB, vOursView:
+	case vOurs, vOursTLS, vOursH2, vOursH3, vOursRFB, vOursView:
 		pp, err = startCaddy(ctx, env)
 	case vWebsockify:
 		pp, err = startWebsockify(ctx, env)
@@ -355,6 +357,12 @@ func measureVariant(ctx context.Context, env *benchEnv, v string, res *results) 
 		dial, idleDials = dialWS(pp.wsBase+env.token, 64<<10), pp.idleDials(pp.wsBase, env.tokens)
 	case vOursTLS:
 		dial, idleDials = dialWS(pp.wssBase+env.token, 64<<10), pp.idleDials(pp.wssBase, env.tokens)
+	case vOursH2, vOursH3:
+		base := strings.Replace(pp.wssBase, "wss://", "https://", 1)
+		dial = dialStream(v == vOursH3, base+env.token)
+		for _, tok := range env.tokens {
+			idleDials = append(idleDials, dialStream(v == vOursH3, base+tok))
+		}
 	case vOursRFB, vOursView:
 		base := pp.rfbBase
 		if v == vOursView {

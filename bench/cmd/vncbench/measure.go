@@ -10,12 +10,14 @@ import (
 	"io"
 	"net"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/vncgate/caddy-vnc-proxy/internal/loadtarget"
+	"github.com/vncgate/caddy-vnc-proxy/internal/wsconnect"
 	"github.com/vncgate/caddy-vnc-proxy/internal/wsstream"
 )
 
@@ -82,6 +84,50 @@ func dialWS(url string, bufSize int) dialFunc {
 		}
 		return wsStream{wsstream.New(c)}, nil
 	}
+}
+
+// dialStream dials a WebSocket over HTTP/2 or HTTP/3 extended CONNECT, as
+// a browser on its own connection does: each session has a connection of
+// its own, closed with it.
+func dialStream(h3 bool, url string) dialFunc {
+	tlsConf := &tls.Config{InsecureSkipVerify: true}
+	return func(ctx context.Context) (stream, error) {
+		var (
+			c       *websocket.Conn
+			closeFn func() error
+			err     error
+		)
+		if h3 {
+			host := strings.SplitN(strings.TrimPrefix(url, "https://"), "/", 2)[0]
+			d, derr := wsconnect.DialH3(ctx, host, tlsConf)
+			if derr != nil {
+				return nil, derr
+			}
+			c, _, err = d.Dial(ctx, url, nil)
+			closeFn = d.Close
+		} else {
+			d := wsconnect.NewH2(tlsConf)
+			c, _, err = d.Dial(ctx, url, nil)
+			closeFn = func() error { d.Transport.CloseIdleConnections(); return nil }
+		}
+		if err != nil {
+			closeFn()
+			return nil, err
+		}
+		return closingStream{wsStream{wsstream.New(c)}, closeFn}, nil
+	}
+}
+
+// closingStream closes its connection with the session.
+type closingStream struct {
+	wsStream
+	closeConn func() error
+}
+
+func (s closingStream) Close() error {
+	err := s.wsStream.Close()
+	s.closeConn()
+	return err
 }
 
 // dialWSRFB dials an RFB-aware route: the proxy has logged in to the load

@@ -174,6 +174,8 @@ func startCaddy(ctx context.Context, env *benchEnv) (*proxyProc, error) {
 			"XDG_DATA_HOME=" + filepath.Join(env.dir, "xdg-data"),
 			"XDG_CONFIG_HOME=" + filepath.Join(env.dir, "xdg-config"),
 			"HOME=" + env.dir,
+			// Go's HTTP/2 server offers extended CONNECT (the HTTP/2 variant).
+			"GODEBUG=http2xconnect=1",
 		},
 		env.caddyBin, "run", "--config", cfgPath, "--adapter", "caddyfile")
 	if err != nil {

@@ -208,6 +208,8 @@ var variantLabel = map[string]string{
 	vRelay:      "Go TCP relay",
 	vOurs:       "vnc_proxy ws",
 	vOursTLS:    "vnc_proxy wss",
+	vOursH2:     "vnc_proxy HTTP/2",
+	vOursH3:     "vnc_proxy HTTP/3",
 	vOursRFB:    "RFB-aware ws (VNC password)",
 	vOursView:   "view-only ws",
 	vWebsockify: "websockify 0.10",
