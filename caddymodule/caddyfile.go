@@ -176,6 +176,39 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			h.ViewOnly = on
 
+		case "max_sessions", "max_sessions_per_token":
+			var s string
+			if !d.AllArgs(&s) {
+				return d.ArgErr()
+			}
+			n, err := strconv.Atoi(s)
+			if err != nil || n < 0 {
+				return d.Errf("%s: %q is not a non-negative number", opt, s)
+			}
+			if opt == "max_sessions" {
+				h.MaxSessions = n
+			} else {
+				h.MaxSessionsPerToken = n
+			}
+
+		case "end_at_expiry":
+			var s string
+			if !d.AllArgs(&s) {
+				return d.ArgErr()
+			}
+			on, err := parseOnOff(s)
+			if err != nil {
+				return d.Errf("end_at_expiry: %v", err)
+			}
+			h.EndAtExpiry = on
+
+		case "max_session_duration":
+			dur, err := parseDuration(d)
+			if err != nil {
+				return err
+			}
+			h.MaxSessionDuration = dur
+
 		default:
 			return d.Errf("unrecognized vnc_proxy option %q", opt)
 		}

@@ -122,7 +122,32 @@ type Handler struct {
 	// makes one console view-only. Default: false.
 	ViewOnly bool `json:"view_only,omitempty"`
 
+	// How many consoles this handler relays at once; beyond it, a console
+	// request gets 503 "too many consoles" with Retry-After, before its
+	// token is looked up. Requests being opened count too, and so do the
+	// live consoles of earlier configs (a reload keeps the count of the
+	// handler at the same place among the config's vnc_proxy handlers).
+	// Default: 0 (no limit).
+	MaxSessions int `json:"max_sessions,omitempty"`
+
+	// How many live consoles one token may have at once; beyond it, 429
+	// "too many consoles for this token", before the token is looked up (so
+	// a one_time token is not used up). Counted like max_sessions. Default:
+	// 0 (no limit).
+	MaxSessionsPerToken int `json:"max_sessions_per_token,omitempty"`
+
+	// A live console ends, with close code 1008 "token expired", when its
+	// token expires: the expires_at, JWT exp or Redis TTL its resolver
+	// reported. Default: false (the token is checked when the console
+	// opens only).
+	EndAtExpiry bool `json:"end_at_expiry,omitempty"`
+
+	// A console ends, with close code 1008 "session time limit", this long
+	// after it opened. Default: 0 (no limit).
+	MaxSessionDuration caddy.Duration `json:"max_session_duration,omitempty"`
+
 	resolver       tokenresolver.Resolver
+	count          *consoleCount
 	logger         *zap.Logger
 	upgrader       websocket.Upgrader
 	allowedOrigins map[string]bool
@@ -169,6 +194,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.MaxMessageSize < 0 {
 		return errors.New("max_message_size must not be negative")
 	}
+	if h.MaxSessions < 0 || h.MaxSessionsPerToken < 0 || h.MaxSessionDuration < 0 {
+		return errors.New("max_sessions, max_sessions_per_token and max_session_duration must not be negative")
+	}
+	h.count = countFor(ctx)
 	if h.DialTimeout == 0 {
 		h.DialTimeout = caddy.Duration(defaultDialTimeout)
 	}
@@ -267,6 +296,23 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 			return h.refuse(w, r, http.StatusTooManyRequests, "too many failed tokens", "rate_limited", nil)
 		}
 	}
+	hash := tokenHash(token)
+	release, err := h.count.reserve(hash, h.MaxSessions, h.MaxSessionsPerToken)
+	switch {
+	case errors.Is(err, errTooManyConsolesForToken):
+		return h.refuse(w, r, http.StatusTooManyRequests, "too many consoles for this token", "too_many_for_token", err, tokenHashField(token))
+	case err != nil:
+		w.Header().Set("Retry-After", retryAfterSeconds(limitRetryAfter))
+		return h.refuse(w, r, http.StatusServiceUnavailable, "too many consoles", "too_many_consoles", err, tokenHashField(token))
+	}
+	// The session releases it when it ends; until it starts, the request.
+	started := false
+	defer func() {
+		if !started {
+			release()
+		}
+	}()
+
 	start := time.Now()
 	target, err := h.resolver.Resolve(r.Context(), tokenresolver.Query{
 		Token:      token,
@@ -324,15 +370,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	}
 	sessionsTotal.WithLabelValues(serverName(r), "started").Inc()
 
-	s := newSession(h, ws, conn, target, clientAddr, tokenHash(token), serverName(r))
+	s := newSession(h, ws, conn, target, clientAddr, hash, serverName(r))
 	if login != nil {
 		s.login = login
 		if h.viewOnly(target) {
 			s.filter = &rfbproxy.ViewOnlyFilter{MaxLength: h.MaxMessageSize}
 		}
 	}
+	s.endAt, s.endReason = h.sessionEnd(s.started, target.ExpiresAt)
+	s.release = release
 	if err := s.start(greeting); err != nil {
 		h.logger.Debug("session did not start", zap.String("session", s.id), zap.Error(err))
+	} else {
+		started = true
 	}
 	if stream != nil {
 		// The stream lives as long as this request.

@@ -7,6 +7,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"go.uber.org/zap"
 
 	"github.com/vncgate/caddy-vnc-proxy/tokenresolver"
 )
@@ -56,8 +57,24 @@ type RedisResolver struct {
 	// one session only, across every Caddy sharing this Redis. Default: false.
 	OneTime bool `json:"one_time,omitempty"`
 
-	redis *tokenresolver.Redis
+	// A Redis channel this node subscribes to: each message, JSON with
+	// "token_hash" or "target" as for the admin API's
+	// POST /vnc_proxy/sessions/close, ends the matching live consoles of
+	// this Caddy process (close 1008 "closed by administrator"), so one
+	// PUBLISH reaches every node. The subscription is renewed when Redis
+	// restarts. Default: none.
+	Revocations string `json:"revocations,omitempty"`
+
+	redis        *tokenresolver.Redis
+	logger       *zap.Logger
+	stopWatching context.CancelFunc
+	watching     chan struct{}
 }
+
+// revocationHealthCheck is how often the revocation subscription is
+// pinged, so that a Redis restart is noticed and the subscription renewed
+// within a few seconds.
+const revocationHealthCheck = time.Second
 
 // CaddyModule returns the Caddy module information.
 func (RedisResolver) CaddyModule() caddy.ModuleInfo {
@@ -86,13 +103,43 @@ func (r *RedisResolver) Provision(ctx caddy.Context) error {
 		Timeout:    time.Duration(r.Timeout),
 		OneTime:    r.OneTime,
 	}
-	return r.redis.Init()
+	if err := r.redis.Init(); err != nil {
+		return err
+	}
+	r.logger = ctx.Logger()
+	if channel := repl.ReplaceKnown(r.Revocations, ""); channel != "" {
+		var watchCtx context.Context
+		watchCtx, r.stopWatching = context.WithCancel(context.Background())
+		r.watching = make(chan struct{})
+		go func() {
+			defer close(r.watching)
+			r.redis.Watch(watchCtx, channel, revocationHealthCheck, r.revoke, func(err error) {
+				r.logger.Warn("subscribing to revocations", zap.String("channel", channel), zap.Error(err))
+			})
+		}()
+	}
+	return nil
 }
 
-// Cleanup closes the Redis client.
+// revoke ends the consoles a revocation message names.
+func (r *RedisResolver) revoke(payload string) {
+	req, err := parseCloseRequest([]byte(payload))
+	if err != nil {
+		r.logger.Warn("ignoring a revocation message", zap.Error(err))
+		return
+	}
+	n := sessions.closeMatching(req.matches)
+	r.logger.Info("consoles revoked", zap.String("token_hash", req.TokenHash), zap.String("target", req.Target), zap.Int("closed", n))
+}
+
+// Cleanup stops the revocation subscription and closes the Redis client.
 func (r *RedisResolver) Cleanup() error {
 	if r.redis == nil {
 		return nil
+	}
+	if r.stopWatching != nil {
+		r.stopWatching()
+		<-r.watching
 	}
 	return r.redis.Close()
 }
@@ -113,6 +160,7 @@ func (r *RedisResolver) Resolve(ctx context.Context, q tokenresolver.Query) (tok
 //		timeout <duration>
 //		one_time
 //		sentinel_master <name>
+//		revocations <channel>
 //	}
 func (r *RedisResolver) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the resolver's name
@@ -128,7 +176,7 @@ func (r *RedisResolver) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 		seen[option] = true
 		switch option {
-		case "key_prefix", "username", "password", "sentinel_master":
+		case "key_prefix", "username", "password", "sentinel_master", "revocations":
 			var v string
 			if !d.AllArgs(&v) {
 				return d.ArgErr()
@@ -142,6 +190,8 @@ func (r *RedisResolver) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				r.Password = v
 			case "sentinel_master":
 				r.SentinelMaster = v
+			case "revocations":
+				r.Revocations = v
 			}
 		case "db":
 			var v string

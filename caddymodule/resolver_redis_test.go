@@ -31,6 +31,7 @@ func TestRedisResolverCaddyfile(t *testing.T) {
 			tls
 		}`, `{"addresses":["s1:26379","s2:26379","s3:26379"],"sentinel_master":"mymaster","db":4,"username":"console","password":"pw","tls":true}`},
 		{`redis c1:6379 c2:6379 c3:6379`, `{"addresses":["c1:6379","c2:6379","c3:6379"]}`},
+		{`redis 127.0.0.1:6379 { revocations vnc-revocations }`, `{"addresses":["127.0.0.1:6379"],"revocations":"vnc-revocations"}`},
 	}
 	checkUnmarshal(t, func() caddyfile.Unmarshaler { return &RedisResolver{} }, cases)
 
@@ -42,6 +43,8 @@ func TestRedisResolverCaddyfile(t *testing.T) {
 		`redis a:1 { key_prefix a b }`,
 		`redis a:1 { tls yes }`,
 		`redis a:1 { one_time now }`,
+		`redis a:1 { revocations }`,
+		`redis a:1 { revocations a b }`,
 		`redis a:1 {
 			one_time
 			one_time

@@ -99,6 +99,13 @@ type session struct {
 	filter           *rfbproxy.ViewOnlyFilter
 	filtered         []byte
 
+	// endAt is when the session ends by itself (its token expires, or its
+	// time is up), with endReason; zero for never. release uncounts it
+	// from its handler's limits.
+	endAt     time.Time
+	endReason string
+	release   func()
+
 	toBrowser atomic.Int64
 	toTarget  atomic.Int64
 	// A write to the browser or to the VNC server is under way; tick ends a
@@ -125,6 +132,7 @@ type session struct {
 	pingTimer  *time.Timer
 	idleTimer  *time.Timer
 	closeTimer *time.Timer
+	endTimer   *time.Timer
 	// closeWait's state: when the wait began, and the browser's unsent
 	// bytes at its last look (-1 before the first).
 	closeWaitStart time.Time
@@ -205,6 +213,11 @@ func (s *session) start(greeting []byte) error {
 	if s.idleTimeout > 0 {
 		s.lastActive = s.started
 		s.idleTimer = time.AfterFunc(s.idleCheckInterval(), s.checkIdle)
+	}
+	if !s.endAt.IsZero() {
+		s.endTimer = time.AfterFunc(time.Until(s.endAt), func() {
+			s.end(s.endReason, websocket.ClosePolicyViolation, s.endReason, nil)
+		})
 	}
 	s.mu.Unlock()
 
@@ -468,6 +481,7 @@ func (s *session) end(reason string, code int, text string, err error) {
 	s.endErr = err
 	stopTimer(s.pingTimer)
 	stopTimer(s.idleTimer)
+	stopTimer(s.endTimer)
 	s.writers.Add(1)
 	s.mu.Unlock()
 	defer s.writers.Done()
@@ -582,6 +596,9 @@ func (s *session) pumpDone() {
 		s.browser.Close()
 	}
 	sessions.remove(s)
+	if s.release != nil {
+		s.release()
+	}
 
 	duration := time.Since(s.started)
 	sessionDuration.WithLabelValues(s.server).Observe(duration.Seconds())
@@ -603,6 +620,13 @@ func (s *session) pumpDone() {
 	}
 	s.logger.Info("session ended", fields...)
 	close(s.done)
+}
+
+// isEnded reports whether the session is ending or has ended.
+func (s *session) isEnded() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ended
 }
 
 // tick runs every ping interval (every defaultPingInterval when pings are

@@ -145,6 +145,45 @@ type Redis struct {
 	releases chan struct{} // semaphore of background releases
 }
 
+// Watch subscribes to the Redis channel and calls fn with the payload of
+// each message published to it until ctx ends. go-redis renews the
+// subscription when the connection breaks (a Redis restart), pinging it
+// every healthCheck; failed (re)connection attempts go to onError, at
+// most once a second.
+func (r *Redis) Watch(ctx context.Context, channel string, healthCheck time.Duration, fn func(payload string), onError func(error)) {
+	ps := r.client.Subscribe(ctx, channel)
+	defer ps.Close()
+	// The first subscription is confirmed (or fails) here; later ones are
+	// renewed by the channel.
+	for {
+		_, err := ps.Receive(ctx)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		onError(err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+	msgs := ps.Channel(redis.WithChannelHealthCheckInterval(healthCheck))
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case m, ok := <-msgs:
+			if !ok {
+				return
+			}
+			fn(m.Payload)
+		}
+	}
+}
+
 // releaseWindow is how long a one-time lookup whose answer was not used
 // keeps trying to give the token back, and how long a mark lives at most.
 func (r *Redis) releaseWindow() time.Duration {

@@ -30,6 +30,14 @@ const closeReasons = {
   1011: 'the console proxy had an internal error',
 };
 
+// Close code 1008 (policy): the proxy ended the console, and its close
+// frame's text says why.
+const policyReasons = {
+  'token expired': 'the console link has expired',
+  'session time limit': 'the console reached its time limit',
+  'closed by administrator': 'an administrator closed the console',
+};
+
 const state = {
   state: 'loading', // loading, connecting, password, connected, disconnected
   reason: '',       // why the session ended, in words for a person
@@ -38,6 +46,7 @@ const state = {
   height: 0,
   opened: false,    // whether the WebSocket was ever opened
   closeCode: 0,     // the WebSocket close code, once closed
+  closeText: '',    // the close frame's text
 };
 window.consoleState = state;
 
@@ -100,7 +109,7 @@ let rfb = null;
 let sizeObserver = null;
 
 function connect() {
-  publish({ state: 'connecting', reason: '', name: '', width: 0, height: 0, opened: false, closeCode: 0 });
+  publish({ state: 'connecting', reason: '', name: '', width: 0, height: 0, opened: false, closeCode: 0, closeText: '' });
 
   // The page opens the WebSocket itself, so that it knows whether the socket
   // ever opened and how it closed; noVNC reports neither.
@@ -108,7 +117,10 @@ function connect() {
   let securityFailure = null;
   let userDisconnected = false;
   socket.addEventListener('open', () => { state.opened = true; });
-  socket.addEventListener('close', (e) => { state.closeCode = e.code; });
+  socket.addEventListener('close', (e) => {
+    state.closeCode = e.code;
+    state.closeText = e.reason;
+  });
 
   rfb = new RFB(screen, socket, { shared: true });
   rfb.scaleViewport = false; // one canvas pixel per framebuffer pixel
@@ -167,6 +179,8 @@ function connect() {
       reason = 'Could not connect: the console link is invalid or has expired, or the console is unavailable.';
     } else if (!wasConnected) {
       reason = 'Could not connect: the remote machine did not complete the VNC handshake.';
+    } else if (state.closeCode === 1008) {
+      reason = `Disconnected: ${policyReasons[state.closeText] || 'the console proxy ended the session'}.`;
     } else if (e.detail.clean || closeReasons[state.closeCode]) {
       reason = `Disconnected: ${closeReasons[state.closeCode] || 'the remote machine ended the session'}.`;
     } else {
