@@ -35,8 +35,8 @@ const (
 	vDirect     = "direct"
 	vOurs       = "vnc_proxy"
 	vOursTLS    = "vnc_proxy_tls"
-	vOursH2     = "vnc_proxy_h2" // WebSocket over HTTP/2 (RFC 8441), GODEBUG=http2xconnect=1
-	vOursH3     = "vnc_proxy_h3" // WebSocket over HTTP/3 (RFC 9220)
+	vOursH2     = "vnc_proxy_h2"   // WebSocket over HTTP/2 (RFC 8441), GODEBUG=http2xconnect=1
+	vOursH3     = "vnc_proxy_h3"   // WebSocket over HTTP/3 (RFC 9220)
 	vOursRFB    = "vnc_proxy_rfb"  // RFB-aware: the proxy logs in with a VNC password
 	vOursView   = "vnc_proxy_view" // RFB-aware and view-only: every message framed
 	vWebsockify = "websockify"
