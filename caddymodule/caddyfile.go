@@ -50,6 +50,10 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			require_tls
 //		}
 //		view_only        on|off
+//		max_sessions           <n>
+//		max_sessions_per_token <n>
+//		end_at_expiry          on|off
+//		max_session_duration   <duration>
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive's name

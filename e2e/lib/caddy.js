@@ -3,6 +3,7 @@
 import { execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import http from 'node:http';
 import https from 'node:https';
 import path from 'node:path';
 import { Process, built, e2eDir, freePort, repoRoot, tempDir } from './processes.js';
@@ -40,6 +41,7 @@ export async function startCaddy(tokens, { caddyfile = 'Caddyfile', readyPath = 
   while (otherPort === port) {
     otherPort = await freePort();
   }
+  const adminPort = await freePort();
   const pkiDir = makePKI(path.join(dir, 'pki'));
   fs.mkdirSync(path.join(dir, 'xdg-data'));
   fs.mkdirSync(path.join(dir, 'xdg-config'));
@@ -47,6 +49,7 @@ export async function startCaddy(tokens, { caddyfile = 'Caddyfile', readyPath = 
     env: {
       E2E_PORT: String(port),
       E2E_OTHER_PORT: String(otherPort),
+      E2E_ADMIN_PORT: String(adminPort),
       E2E_DATA_DIR: dir,
       E2E_TOKEN_FILE: tokenFile,
       E2E_SITE_DIR: path.join(repoRoot, 'demo', 'site'),
@@ -65,6 +68,22 @@ export async function startCaddy(tokens, { caddyfile = 'Caddyfile', readyPath = 
     pkiDir,
     origin: `https://localhost:${port}`,
     otherOrigin: `http://127.0.0.1:${otherPort}`,
+    // admin sends a request to Caddy's admin endpoint (e2e/Caddyfile; other
+    // Caddyfiles may keep it off) as curl does: without the Sec-Fetch-*
+    // headers of fetch(), which the endpoint refuses as cross-site.
+    admin(method, urlPath, body) {
+      return new Promise((resolve, reject) => {
+        const req = http.request({ host: '127.0.0.1', port: adminPort, method, path: urlPath, timeout: 10_000 }, (res) => {
+          let text = '';
+          res.setEncoding('utf8');
+          res.on('data', (c) => { text += c; });
+          res.on('end', () => resolve({ status: res.statusCode, text }));
+        });
+        req.on('timeout', () => req.destroy(new Error('admin request timed out')));
+        req.on('error', reject);
+        req.end(body);
+      });
+    },
     writeTokens,
     // logs returns everything Caddy wrote: its own log, the access log and
     // its standard output and error.
