@@ -630,19 +630,23 @@ type hijackWriter struct {
 }
 
 func (w hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	inner := w.ResponseWriter
-	for {
-		u, ok := inner.(interface{ Unwrap() http.ResponseWriter })
-		if !ok {
-			break
-		}
-		inner = u.Unwrap()
-	}
-	c, brw, err := http.NewResponseController(inner).Hijack()
+	c, brw, err := http.NewResponseController(innermostWriter(w.ResponseWriter)).Hijack()
 	if err != nil {
 		return c, brw, err
 	}
 	return newBrowserConn(c), brw, nil
+}
+
+// innermostWriter is the server's own response writer, under Caddy's
+// wrappers.
+func innermostWriter(w http.ResponseWriter) http.ResponseWriter {
+	for {
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return w
+		}
+		w = u.Unwrap()
+	}
 }
 
 // Interface guards

@@ -42,6 +42,8 @@ type testCaddy struct {
 	// (HTTP/1.1 upgrade, plain HTTP), or over HTTPS with Caddy's default
 	// protocols, "h2" (RFC 8441) or "h3" (RFC 9220).
 	transport string
+	// servers holds more lines of the global servers option.
+	servers string
 }
 
 // TestMain runs the tests with Go's HTTP/2 server offering extended
@@ -84,10 +86,17 @@ func startCaddy(t testing.TB, siteBody string) *testCaddy {
 // "ws", HTTPS (tls internal, every protocol) for "h2" and "h3".
 func startCaddyOver(t testing.TB, transport, siteBody string) *testCaddy {
 	t.Helper()
+	return startCaddyServers(t, transport, "", siteBody)
+}
+
+// startCaddyServers is startCaddyOver with more lines for the global
+// servers option, such as timeouts.
+func startCaddyServers(t testing.TB, transport, servers, siteBody string) *testCaddy {
+	t.Helper()
 	dir := t.TempDir()
 	t.Setenv("XDG_DATA_HOME", filepath.Join(dir, "data"))
 	t.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config"))
-	tc := &testCaddy{t: t, dir: dir, port: testenv.FreePort(t), logFile: filepath.Join(dir, "caddy.log"), transport: transport}
+	tc := &testCaddy{t: t, dir: dir, port: testenv.FreePort(t), logFile: filepath.Join(dir, "caddy.log"), transport: transport, servers: servers}
 	tc.addr = fmt.Sprintf("127.0.0.1:%d", tc.port)
 	tc.load(siteBody)
 	t.Cleanup(func() {
@@ -115,6 +124,7 @@ func (tc *testCaddy) load(siteBody string) {
 	servers {
 		# Tests act as many clients through X-Forwarded-For.
 		trusted_proxies static 127.0.0.1/32
+		%[6]s
 	}
 	log {
 		output file %[2]s
@@ -136,7 +146,7 @@ func (tc *testCaddy) load(siteBody string) {
 	}
 	%[4]s
 }
-`, tc.dir, tc.logFile, site, siteBody, tlsOptions)
+`, tc.dir, tc.logFile, site, siteBody, tlsOptions, tc.servers)
 	adapter := caddyconfig.GetAdapter("caddyfile")
 	cfg, warnings, err := adapter.Adapt([]byte(cf), nil)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/gorilla/websocket"
 )
 
@@ -93,8 +94,9 @@ func (h streamHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // the stream ends when it returns; nothing touches the request after that.
 type streamConn struct {
 	body   io.ReadCloser
-	w      http.ResponseWriter
-	rc     *http.ResponseController
+	w      http.ResponseWriter      // the innermost writer
+	rc     *http.ResponseController // for writes: w's
+	readRC *http.ResponseController // for read deadlines: Caddy's writer's
 	local  net.Addr
 	remote net.Addr
 
@@ -105,15 +107,36 @@ type streamConn struct {
 	done   chan struct{}  // closed by Close
 }
 
+// noIdleTimeout replaces Caddy's read idle timeout on a console's stream.
+const noIdleTimeout = 100 * 365 * 24 * time.Hour
+
+// newStreamConn makes the stream of r a connection. The session bounds its
+// own waits (pings, stall checks, idle_timeout), so Caddy's read and write
+// idle timeouts (read_idle_timeout, write_idle_timeout), which would end a
+// quiet console, do not apply to it: the body is read past Caddy's idle
+// reader when nothing else wraps it (and with the reader's timeout
+// overridden when something does), and frames are written past Caddy's
+// response writer wrappers, whose deadlines are not safe to set while
+// another goroutine writes. Read deadlines go through Caddy's writer,
+// which hands them to its idle reader.
 func newStreamConn(w http.ResponseWriter, r *http.Request) *streamConn {
 	local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
 	if local == nil {
 		local = streamAddr(r.Host)
 	}
+	body := r.Body
+	if reader, _ := caddyhttp.IdleTimeoutsFromContext(r.Context()); reader != nil {
+		reader.Override(noIdleTimeout, 0)
+		if body == io.ReadCloser(reader) {
+			body = reader.ReadCloser
+		}
+	}
+	inner := innermostWriter(w)
 	return &streamConn{
-		body:   r.Body,
-		w:      w,
-		rc:     http.NewResponseController(w),
+		body:   body,
+		w:      inner,
+		rc:     http.NewResponseController(inner),
+		readRC: http.NewResponseController(w),
 		local:  local,
 		remote: streamAddr(r.RemoteAddr),
 		done:   make(chan struct{}),
@@ -176,7 +199,7 @@ func (c *streamConn) Close() error {
 	c.inUse.Add(1)
 	c.mu.Unlock()
 	now := time.Now()
-	_ = c.rc.SetReadDeadline(now)
+	_ = c.readRC.SetReadDeadline(now)
 	_ = c.rc.SetWriteDeadline(now)
 	c.inUse.Done()
 	close(c.done)
@@ -221,7 +244,7 @@ func (c *streamConn) SetReadDeadline(t time.Time) error {
 		return errStreamClosed
 	}
 	defer c.leave()
-	return c.rc.SetReadDeadline(t)
+	return c.readRC.SetReadDeadline(t)
 }
 
 func (c *streamConn) SetWriteDeadline(t time.Time) error {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/vncgate/caddy-vnc-proxy/internal/loadtarget"
 	"github.com/vncgate/caddy-vnc-proxy/internal/testenv"
+	"github.com/vncgate/caddy-vnc-proxy/internal/vncdemo"
 	"github.com/vncgate/caddy-vnc-proxy/internal/wsconnect"
 	"github.com/vncgate/caddy-vnc-proxy/internal/wsstream"
 )
@@ -211,5 +212,58 @@ func TestStreamsWithXConnect(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatal("caddy did not exit 10s after SIGTERM")
 		}
+	})
+}
+
+// TestStalledBrowserOnStream: a browser on an HTTP/2 or HTTP/3 stream that
+// stops reading stalls the proxy's writes on the stream's flow control; the
+// session ends within a few ping intervals, its stream is reset, and no
+// goroutine is left (the request's handler returns).
+func TestStalledBrowserOnStream(t *testing.T) {
+	for _, transport := range []string{"h2", "h3"} {
+		t.Run(transport, func(t *testing.T) {
+			addr, target := startLoadTarget(t)
+			tc := startCaddyOver(t, transport, fileSite(writeTokenFile(t, t.TempDir(), secretToken+": "+addr), "ping_interval 200ms"))
+			// The console streams; the browser reads its greeting only.
+			streamingConsole(t, tc.url("/websockify?token="+secretToken), 1<<40, nil)
+			waitFor(t, 5*time.Second, "the stalled session to end", func() bool {
+				return strings.Contains(tc.logs(), `"reason":"browser stopped reading"`)
+			})
+			waitFor(t, 5*time.Second, "the VNC server's connection to close", func() bool { return target.Conns() == 0 })
+			waitSessionGoroutines(t)
+		})
+	}
+}
+
+// TestRFBAwareOnStreams: the RFB-aware mode over every transport: the
+// proxy logs in to vncdemo with its password and the browser gets security
+// None, a view-only console among them.
+func TestRFBAwareOnStreams(t *testing.T) {
+	forEachTransport(t, func(t *testing.T, transport string) {
+		const password = "stream-pw"
+		addr := startVNCDemoWith(t, &vncdemo.Server{Password: password})
+		tc := startCaddyOver(t, transport, fileSite(writeTokenFile(t, t.TempDir(), secretToken+": "+addr),
+			"vnc_auth {\n\t\t\tpassword "+password+"\n\t\t}", "view_only on"))
+		stream, si := rfbThroughProxy(t, tc.url("/websockify?token="+secretToken))
+		if si.Width != 800 || si.Height != 600 {
+			t.Fatalf("framebuffer %dx%d, want 800x600", si.Width, si.Height)
+		}
+		if rects := firstFrame(t, stream, si); len(rects) == 0 {
+			t.Fatal("empty framebuffer update")
+		}
+	})
+}
+
+// TestQuietStreamConsole: Caddy's read and write idle timeouts, which
+// bound ordinary requests, do not end a console on a stream whose browser
+// sends nothing for longer: the session's own pings and checks keep it.
+func TestQuietStreamConsole(t *testing.T) {
+	forEachTransport(t, func(t *testing.T, transport string) {
+		addr, _ := startLoadTarget(t)
+		tc := startCaddyServers(t, transport, "timeouts {\n\t\t\tread_body_idle 300ms\n\t\t\twrite_idle 300ms\n\t\t}",
+			fileSite(writeTokenFile(t, t.TempDir(), secretToken+": "+addr), "ping_interval 0"))
+		stream := openLoad(t, tc, 'e', 0)
+		time.Sleep(time.Second)
+		echoOnce(t, stream, "still here after a quiet second")
 	})
 }
