@@ -21,12 +21,15 @@ func TestMetricsOnAdmin(t *testing.T) {
 	addr, _ := startVNCDemo(t)
 	dir := t.TempDir()
 	admin := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	site, _ := startCaddyProcessAdmin(t, dir, admin, fmt.Sprintf("vnc_proxy /websockify {\n\t\tresolver file %s\n\t}",
+	site, _ := startCaddyProcessAdmin(t, dir, admin, fmt.Sprintf("vnc_proxy /websockify {\n\t\tresolver file %s\n\t\tmax_sessions_per_token 1\n\t}",
 		writeTokenFile(t, dir, secretToken+": "+addr, "bad line")))
 	stream, _ := rfbThroughProxy(t, "ws://"+site+"/websockify?token="+secretToken)
 	defer stream.Conn.Close()
 	if _, status, _ := dialWS(t, "ws://"+site+"/websockify?token=unknown", nil); status != http.StatusForbidden {
 		t.Fatalf("unknown token: %d", status)
+	}
+	if _, status, _ := dialWS(t, "ws://"+site+"/websockify?token="+secretToken, nil); status != http.StatusTooManyRequests {
+		t.Fatalf("a second console of the token: %d", status)
 	}
 
 	var metrics string
@@ -47,6 +50,7 @@ func TestMetricsOnAdmin(t *testing.T) {
 	for _, want := range []string{
 		`caddy_vnc_proxy_requests_total{result="started",server="srv0"} 1`,
 		`caddy_vnc_proxy_requests_total{result="token_refused",server="srv0"} 1`,
+		`caddy_vnc_proxy_requests_total{result="too_many_for_token",server="srv0"} 1`,
 		`caddy_vnc_proxy_sessions_active{server="srv0"} 1`,
 		`caddy_vnc_proxy_bytes_total{direction="to_browser",server="srv0"}`,
 		`caddy_vnc_proxy_resolve_duration_seconds_count{server="srv0"} 2`,
