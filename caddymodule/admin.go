@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"slices"
 	"strings"
-	"time"
 
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/vncgate/caddy-vnc-proxy/internal/console"
 )
 
 func init() {
@@ -45,48 +45,6 @@ func (a *AdminAPI) Routes() []caddy.AdminRoute {
 	}
 }
 
-// sessionInfo is one console as the admin API lists it.
-type sessionInfo struct {
-	ID             string     `json:"id"`
-	Server         string     `json:"server"`
-	Client         string     `json:"client"`
-	Target         string     `json:"target"`
-	TokenHash      string     `json:"token_hash"`
-	Started        time.Time  `json:"started"`
-	BytesToBrowser int64      `json:"bytes_to_browser"`
-	BytesToTarget  int64      `json:"bytes_to_target"`
-	ViewOnly       bool       `json:"view_only"`
-	ExpiresAt      *time.Time `json:"expires_at"`
-}
-
-func (s *session) info() sessionInfo {
-	i := sessionInfo{
-		ID:             s.id,
-		Server:         s.server,
-		Client:         s.client,
-		Target:         s.targetAddr.String(),
-		TokenHash:      s.tokenHash,
-		Started:        s.started.UTC().Truncate(time.Millisecond),
-		BytesToBrowser: s.toBrowser.Load(),
-		BytesToTarget:  s.toTarget.Load(),
-		ViewOnly:       s.filter != nil,
-	}
-	if !s.targetAddr.ExpiresAt.IsZero() {
-		at := s.targetAddr.ExpiresAt.UTC()
-		i.ExpiresAt = &at
-	}
-	return i
-}
-
-func sortSessionInfo(list []sessionInfo) {
-	slices.SortFunc(list, func(a, b sessionInfo) int {
-		if c := a.Started.Compare(b.Started); c != 0 {
-			return c
-		}
-		return strings.Compare(a.ID, b.ID)
-	})
-}
-
 // maxCloseBody bounds the body of a close request.
 const maxCloseBody = 4 << 10
 
@@ -94,7 +52,7 @@ func (a *AdminAPI) sessions(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodGet {
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed", r.Method)}
 	}
-	return writeJSON(w, sessions.list())
+	return writeJSON(w, console.Sessions.List())
 }
 
 func (a *AdminAPI) session(w http.ResponseWriter, r *http.Request) error {
@@ -112,7 +70,7 @@ func (a *AdminAPI) session(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
 		}
-		return writeJSON(w, closed{sessions.closeMatching(req.matches)})
+		return writeJSON(w, closed{console.Sessions.EndMatching(req.matches, reasonByAdmin)})
 	case rest == "close":
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed", r.Method)}
 	case rest == "" || strings.Contains(rest, "/"):
@@ -120,11 +78,11 @@ func (a *AdminAPI) session(w http.ResponseWriter, r *http.Request) error {
 	case r.Method != http.MethodDelete:
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed", r.Method)}
 	}
-	s := sessions.find(rest)
-	if s == nil || s.isEnded() {
+	s := console.Sessions.Find(rest)
+	if s == nil {
 		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: errors.New("no such console")}
 	}
-	return writeJSON(w, closed{sessions.closeMatching(func(x *session) bool { return x == s })})
+	return writeJSON(w, closed{console.Sessions.EndMatching(func(x *console.Session) bool { return x == s }, reasonByAdmin)})
 }
 
 // closed answers a request that ended consoles.

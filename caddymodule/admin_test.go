@@ -15,6 +15,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/vncgate/caddy-vnc-proxy/internal/console"
 	"github.com/vncgate/caddy-vnc-proxy/internal/testenv"
 )
 
@@ -90,10 +91,10 @@ func TestAdminAPI(t *testing.T) {
 	tokens := writeTokenFile(t, dir, "a-"+secretToken+": "+addrA, "b-"+secretToken+": "+addrB, "b2-"+secretToken+": "+addrB)
 	site, _ := startCaddyProcessAdmin(t, dir, admin, fmt.Sprintf("vnc_proxy /websockify {\n\t\tresolver file %s\n\t}", tokens))
 	api := "http://" + admin + "/vnc_proxy/sessions"
-	console := func(tok string) *websocket.Conn {
+	open := func(tok string) *websocket.Conn {
 		return liveConsole(t, "ws://"+site+"/websockify?token="+tok+"-"+secretToken)
 	}
-	a, b, b2 := console("a"), console("b"), console("b2")
+	a, b, b2 := open("a"), open("b"), open("b2")
 
 	status, body := adminCall(t, http.MethodGet, api, "")
 	if status != http.StatusOK {
@@ -102,7 +103,7 @@ func TestAdminAPI(t *testing.T) {
 	if strings.Contains(body, secretToken) {
 		t.Fatalf("the list holds a token: %s", body)
 	}
-	var list []sessionInfo
+	var list []console.Info
 	if err := json.Unmarshal([]byte(body), &list); err != nil || len(list) != 3 {
 		t.Fatalf("list of %d (%v): %s", len(list), err, body)
 	}

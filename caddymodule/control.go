@@ -10,7 +10,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/gorilla/websocket"
+
+	"github.com/vncgate/caddy-vnc-proxy/internal/console"
 )
 
 // Session control: limits on how many consoles a handler relays, consoles
@@ -148,62 +149,7 @@ func parseCloseRequest(b []byte) (closeRequest, error) {
 	return req, nil
 }
 
-func (req closeRequest) matches(s *session) bool {
-	return (req.TokenHash == "" || req.TokenHash == s.tokenHash) &&
-		(req.Target == "" || req.Target == s.targetAddr.String())
-}
-
-// closeMatching ends the live consoles match selects with close 1008
-// "closed by administrator" and returns how many it ended.
-func (r *registry) closeMatching(match func(*session) bool) int {
-	r.mu.Lock()
-	var hit []*session
-	for s := range r.m {
-		if match(s) {
-			hit = append(hit, s)
-		}
-	}
-	r.mu.Unlock()
-	n := 0
-	var ending sync.WaitGroup
-	for _, s := range hit {
-		if s.isEnded() {
-			continue
-		}
-		n++
-		ending.Go(func() { s.end(reasonByAdmin, websocket.ClosePolicyViolation, reasonByAdmin, nil) })
-	}
-	ending.Wait()
-	return n
-}
-
-// find returns the live session with this id.
-func (r *registry) find(id string) *session {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for s := range r.m {
-		if s.id == id {
-			return s
-		}
-	}
-	return nil
-}
-
-// list returns what the admin API shows of every live session, oldest
-// first.
-func (r *registry) list() []sessionInfo {
-	r.mu.Lock()
-	live := make([]*session, 0, len(r.m))
-	for s := range r.m {
-		live = append(live, s)
-	}
-	r.mu.Unlock()
-	out := make([]sessionInfo, 0, len(live))
-	for _, s := range live {
-		if !s.isEnded() {
-			out = append(out, s.info())
-		}
-	}
-	sortSessionInfo(out)
-	return out
+func (req closeRequest) matches(s *console.Session) bool {
+	return (req.TokenHash == "" || req.TokenHash == s.TokenHash()) &&
+		(req.Target == "" || req.Target == s.Target().String())
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/gorilla/websocket"
 	"go.uber.org/zap"
 
+	"github.com/vncgate/caddy-vnc-proxy/internal/console"
 	"github.com/vncgate/caddy-vnc-proxy/internal/rfb"
 	"github.com/vncgate/caddy-vnc-proxy/internal/rfbproxy"
 	"github.com/vncgate/caddy-vnc-proxy/tokenresolver"
@@ -33,14 +34,13 @@ func init() {
 	// Consoles outlive the config that started them; one that survived a
 	// reload to a config without vnc_proxy still gets its 1001 on exit.
 	caddy.OnExit(func(context.Context) {
-		sessions.closeAll(websocket.CloseGoingAway, "server shutting down")
+		console.Sessions.CloseAll(websocket.CloseGoingAway, "server shutting down")
 	})
 }
 
 // Defaults of the handler's options.
 const (
 	defaultDialTimeout    = 5 * time.Second
-	defaultPingInterval   = 30 * time.Second
 	defaultMaxMessageSize = 1 << 20
 )
 
@@ -201,7 +201,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.DialTimeout == 0 {
 		h.DialTimeout = caddy.Duration(defaultDialTimeout)
 	}
-	h.pingInterval = defaultPingInterval
+	h.pingInterval = console.DefaultPingInterval
 	if h.PingInterval != nil {
 		h.pingInterval = time.Duration(*h.PingInterval)
 	}
@@ -256,7 +256,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		// write from its relay buffer; gorilla writes only the handshake
 		// and control frames, which need no write buffer of their own.
 		WriteBufferSize: 512,
-		WriteBufferPool: writeBufferPool,
+		WriteBufferPool: console.WriteBufferPool,
 		Error: func(w http.ResponseWriter, _ *http.Request, status int, reason error) {
 			http.Error(w, "bad WebSocket handshake", status)
 		},
@@ -268,7 +268,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 // process exits it ends them with close code 1001.
 func (h *Handler) Cleanup() error {
 	if caddy.Exiting() {
-		sessions.closeAll(websocket.CloseGoingAway, "server shutting down")
+		console.Sessions.CloseAll(websocket.CloseGoingAway, "server shutting down")
 	}
 	return nil
 }
@@ -354,7 +354,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 
 	var (
 		ws     *websocket.Conn
-		stream *streamConn
+		stream *console.Stream
 	)
 	if r.Method == http.MethodConnect {
 		ws, stream, err = h.upgradeStream(w, r)
@@ -370,17 +370,32 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	}
 	sessionsTotal.WithLabelValues(serverName(r), "started").Inc()
 
-	s := newSession(h, ws, conn, target, clientAddr, hash, serverName(r))
-	if login != nil {
-		s.login = login
-		if h.viewOnly(target) {
-			s.filter = &rfbproxy.ViewOnlyFilter{MaxLength: h.MaxMessageSize}
-		}
-	}
-	s.endAt, s.endReason = h.sessionEnd(s.started, target.ExpiresAt)
-	s.release = release
-	if err := s.start(greeting); err != nil {
-		h.logger.Debug("session did not start", zap.String("session", s.id), zap.Error(err))
+	server := serverName(r)
+	endAt, endReason := h.sessionEnd(time.Now(), target.ExpiresAt)
+	s := console.New(ws, conn, console.Config{
+		Logger:           h.logger,
+		PingInterval:     h.pingInterval,
+		IdleTimeout:      time.Duration(h.IdleTimeout),
+		MaxMessageSize:   h.MaxMessageSize,
+		HandshakeTimeout: time.Duration(h.DialTimeout),
+		Metrics: console.Metrics{
+			BytesToBrowser: bytesTotal.WithLabelValues(server, "to_browser"),
+			BytesToTarget:  bytesTotal.WithLabelValues(server, "to_target"),
+			Active:         sessionsActive.WithLabelValues(server),
+			Duration:       sessionDuration.WithLabelValues(server),
+		},
+		Target:    target,
+		Client:    clientAddr,
+		TokenHash: hash,
+		Server:    server,
+		Login:     login,
+		ViewOnly:  h.viewOnly(target),
+		EndAt:     endAt,
+		EndReason: endReason,
+		Release:   release,
+	})
+	if err := s.Start(greeting); err != nil {
+		h.logger.Debug("session did not start", zap.String("session", s.ID()), zap.Error(err))
 	} else {
 		started = true
 	}
@@ -388,7 +403,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		// The stream lives as long as this request.
 		release := holdStream()
 		defer release()
-		stream.serve()
+		stream.Serve()
 	}
 	return nil
 }
@@ -634,7 +649,7 @@ func (w hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return c, brw, err
 	}
-	return newBrowserConn(c), brw, nil
+	return console.NewBrowserConn(c), brw, nil
 }
 
 // innermostWriter is the server's own response writer, under Caddy's

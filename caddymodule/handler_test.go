@@ -16,6 +16,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/vncgate/caddy-vnc-proxy/internal/console"
 	"github.com/vncgate/caddy-vnc-proxy/internal/loadtarget"
 	"github.com/vncgate/caddy-vnc-proxy/internal/rfb"
 	"github.com/vncgate/caddy-vnc-proxy/internal/testenv"
@@ -365,8 +366,8 @@ func TestTokenFileEdit(t *testing.T) {
 func TestRelayIntegrity(t *testing.T) {
 	t.Run("splice", func(t *testing.T) { testRelayIntegrity(t, "ws") })
 	t.Run("copy", func(t *testing.T) {
-		copyRelayOnly.Store(true)
-		t.Cleanup(func() { copyRelayOnly.Store(false) })
+		console.CopyRelayOnly.Store(true)
+		t.Cleanup(func() { console.CopyRelayOnly.Store(false) })
 		testRelayIntegrity(t, "ws")
 	})
 	t.Run("h2", func(t *testing.T) { testRelayIntegrity(t, "h2") })
@@ -491,14 +492,14 @@ func TestSessionEnds(t *testing.T) {
 	tc := startCaddy(t, fileSite(writeTokenFile(t, t.TempDir(), secretToken+": "+addr)))
 	// Warm up: the first session starts Caddy's lazily started goroutines.
 	openLoad(t, tc, 'e', 0).Conn.Close()
-	waitFor(t, 5*time.Second, "the warm-up session to end", func() bool { return target.Conns() == 0 && sessions.len() == 0 })
+	waitFor(t, 5*time.Second, "the warm-up session to end", func() bool { return target.Conns() == 0 && console.Sessions.Len() == 0 })
 
 	t.Run("browser vanishes", func(t *testing.T) {
 		stream := openLoad(t, tc, 'i', 0)
 		waitFor(t, 5*time.Second, "the session to start", func() bool { return target.Conns() == 1 })
 		stream.Conn.NetConn().Close() // no close frame: the browser is just gone
 		waitFor(t, 5*time.Second, "the target connection to close", func() bool { return target.Conns() == 0 })
-		waitFor(t, 5*time.Second, "the session to end", func() bool { return sessions.len() == 0 })
+		waitFor(t, 5*time.Second, "the session to end", func() bool { return console.Sessions.Len() == 0 })
 		waitSessionGoroutines(t)
 	})
 
@@ -510,7 +511,7 @@ func TestSessionEnds(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitFor(t, 5*time.Second, "the target connection to close", func() bool { return target.Conns() == 0 })
-		waitFor(t, 5*time.Second, "the session to end", func() bool { return sessions.len() == 0 })
+		waitFor(t, 5*time.Second, "the session to end", func() bool { return console.Sessions.Len() == 0 })
 		waitSessionGoroutines(t)
 	})
 
@@ -522,7 +523,7 @@ func TestSessionEnds(t *testing.T) {
 		}
 		expectClose(t, stream.Conn, websocket.CloseNormalClosure)
 		stream.Conn.Close()
-		waitFor(t, 5*time.Second, "the session to end", func() bool { return sessions.len() == 0 })
+		waitFor(t, 5*time.Second, "the session to end", func() bool { return console.Sessions.Len() == 0 })
 		waitSessionGoroutines(t)
 	})
 
@@ -530,10 +531,10 @@ func TestSessionEnds(t *testing.T) {
 		// The target sends more than the sockets buffer; the browser reads
 		// none of it, so a frame is stuck half-written when the idle
 		// timeout ends the session. Its close frame cannot go out, and the
-		// stuck write gives up after closeGrace.
+		// stuck write gives up after console.CloseGrace.
 		tc.load(fileSite(writeTokenFile(t, t.TempDir(), secretToken+": "+addr), "idle_timeout 200ms"))
 		stream := openLoad(t, tc, 's', 1<<30)
-		waitFor(t, 10*time.Second, "the stalled session to end", func() bool { return sessions.len() == 0 })
+		waitFor(t, 10*time.Second, "the stalled session to end", func() bool { return console.Sessions.Len() == 0 })
 		waitSessionGoroutines(t)
 		stream.Conn.Close()
 	})
@@ -543,7 +544,7 @@ func TestSessionEnds(t *testing.T) {
 		tc.load(fileSite(writeTokenFile(t, t.TempDir(), secretToken+": "+vncAddr)))
 		_, _ = rfbThroughProxy(t, tc.url("/websockify?token="+secretToken))
 		vnc.Close()
-		waitFor(t, 5*time.Second, "the session to end", func() bool { return sessions.len() == 0 })
+		waitFor(t, 5*time.Second, "the session to end", func() bool { return console.Sessions.Len() == 0 })
 	})
 }
 

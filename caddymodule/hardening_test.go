@@ -21,6 +21,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/vncgate/caddy-vnc-proxy/internal/console"
 	"github.com/vncgate/caddy-vnc-proxy/internal/loadtarget"
 	"github.com/vncgate/caddy-vnc-proxy/internal/testenv"
 )
@@ -604,7 +605,7 @@ func TestSlowBrowserGetsTheTail(t *testing.T) {
 		got += k
 		time.Sleep(time.Duration(k) * time.Second / (2 << 20)) // about 2 MB/s
 	}
-	if d := time.Since(start); d < 2*closeGrace {
+	if d := time.Since(start); d < 2*console.CloseGrace {
 		t.Fatalf("read in %v: not slow enough to test the grace", d)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"go.uber.org/zap"
 
+	"github.com/vncgate/caddy-vnc-proxy/internal/console"
 	"github.com/vncgate/caddy-vnc-proxy/tokenresolver"
 )
 
@@ -128,7 +129,7 @@ func (r *RedisResolver) revoke(payload string) {
 		r.logger.Warn("ignoring a revocation message", zap.Error(err))
 		return
 	}
-	n := sessions.closeMatching(req.matches)
+	n := console.Sessions.EndMatching(req.matches, reasonByAdmin)
 	r.logger.Info("consoles revoked", zap.String("token_hash", req.TokenHash), zap.String("target", req.Target), zap.Int("closed", n))
 }
 

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package caddymodule
+package console
 
 // spliceToBrowser: splice(2) is Linux's; elsewhere pumpToBrowser copies.
-func (s *session) spliceToBrowser() bool { return false }
+func (s *Session) spliceToBrowser() bool { return false }

@@ -1,4 +1,11 @@
-package caddymodule
+// Package console runs consoles: a browser's WebSocket, over a hijacked
+// HTTP/1.1 connection or an HTTP/2 or HTTP/3 stream, and a VNC server's
+// connection, relayed both ways with pings, stall checks, the close
+// handshake and, for RFB-aware consoles, the browser's RFB handshake and
+// the view-only filter. It knows nothing of Caddy: the handler checks the
+// request, dials the VNC server, upgrades, and hands both connections to
+// New.
+package console
 
 import (
 	"encoding/binary"
@@ -7,7 +14,9 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,27 +39,31 @@ const relayBufferSize = 64 << 10
 // write without a copy.
 const frameHeaderRoom = 10
 
-// closeGrace is how long a session waits for the browser to answer its
+// CloseGrace is how long a session waits for the browser to answer its
 // close frame before it drops the connection.
-const closeGrace = time.Second
+const CloseGrace = time.Second
+
+// DefaultPingInterval paces the stall checks of sessions without pings.
+const DefaultPingInterval = 30 * time.Second
 
 var (
 	relayBuffers = sync.Pool{New: func() any {
 		b := make([]byte, frameHeaderRoom+relayBufferSize)
 		return &b
 	}}
-	// writeBufferPool keeps gorilla from giving each connection a write
+	// WriteBufferPool is the pool of write buffers for gorilla's
+	// upgrader. It keeps gorilla from giving each connection a write
 	// buffer of its own: data frames are written by the session, control
 	// frames by WriteControl, and neither uses one.
-	writeBufferPool = &sync.Pool{}
+	WriteBufferPool = &sync.Pool{}
 )
 
 var errCloseSent = errors.New("close frame already sent")
 
-// copyRelayOnly turns off what the relay does with a plain TCP socket
+// CopyRelayOnly turns off what the relay does with a plain TCP socket
 // (splicing to the browser, pooled reads from it), so that tests cover the
 // path TLS connections take over plain connections too.
-var copyRelayOnly atomic.Bool
+var CopyRelayOnly atomic.Bool
 
 // Why a session ended, as logged.
 const (
@@ -72,7 +85,7 @@ const (
 
 // session is one console: a browser's WebSocket and the VNC server's
 // connection, with a pump each way.
-type session struct {
+type Session struct {
 	id             string
 	ws             *websocket.Conn
 	browser        net.Conn // the socket under ws.NetConn(), for writing
@@ -85,11 +98,9 @@ type session struct {
 	idleTimeout    time.Duration
 	maxMessageSize int64
 	started        time.Time
-	// server is the Caddy server's name, the metrics' label; the byte
-	// counters are its own.
-	server         string
-	bytesToBrowser prometheus.Counter
-	bytesToTarget  prometheus.Counter
+	// server is the HTTP server's name.
+	server  string
+	metrics Metrics
 
 	// RFB-aware sessions: how the proxy logged in to the VNC server, how
 	// long the browser has for its handshake, and for a view-only console
@@ -99,9 +110,8 @@ type session struct {
 	filter           *rfbproxy.ViewOnlyFilter
 	filtered         []byte
 
-	// endAt is when the session ends by itself (its token expires, or its
-	// time is up), with endReason; zero for never. release uncounts it
-	// from its handler's limits.
+	// endAt is when the session ends by itself, with endReason; zero for
+	// never. release runs once it has ended.
 	endAt     time.Time
 	endReason string
 	release   func()
@@ -145,33 +155,91 @@ type session struct {
 	progressAt     time.Time // when toBrowser last moved, as ticks see it
 }
 
-func newSession(h *Handler, ws *websocket.Conn, target net.Conn, t tokenresolver.Target, client, tokenHash, server string) *session {
+// Config is what a console is made of, besides its two connections.
+type Config struct {
+	// Logger gets the session's lines; they carry the token's hash only.
+	Logger *zap.Logger
+	// PingInterval: how often the browser is pinged, and the pace of the
+	// stall checks (DefaultPingInterval when pings are off, 0).
+	PingInterval time.Duration
+	// IdleTimeout ends a session in which no bytes move for this long; 0:
+	// never.
+	IdleTimeout time.Duration
+	// MaxMessageSize is the largest message taken from the browser (close
+	// 1009 beyond it).
+	MaxMessageSize int64
+	// HandshakeTimeout bounds the browser's RFB handshake of an RFB-aware
+	// console.
+	HandshakeTimeout time.Duration
+	// Metrics count the session's bytes, life and length.
+	Metrics Metrics
+
+	// Target is the VNC server, as the token's resolver gave it; Client
+	// the browser's address and TokenHash the token's hash, for logs and
+	// the admin list; Server the HTTP server's name.
+	Target    tokenresolver.Target
+	Client    string
+	TokenHash string
+	Server    string
+	// Login is how the proxy logged in to the VNC server, for an
+	// RFB-aware console (nil: the browser speaks RFB with the server
+	// itself); ViewOnly drops the browser's input (RFB-aware only).
+	Login    *rfbproxy.Result
+	ViewOnly bool
+	// EndAt ends the session by itself, with close 1008 and EndReason as
+	// the reason and the close frame's text; zero: never.
+	EndAt     time.Time
+	EndReason string
+	// Release is called once the session has ended (not when Start fails).
+	Release func()
+}
+
+// Metrics are the collectors a session counts in.
+type Metrics struct {
+	BytesToBrowser prometheus.Counter
+	BytesToTarget  prometheus.Counter
+	Active         prometheus.Gauge
+	Duration       prometheus.Observer
+}
+
+// New makes the session of a browser's WebSocket, whose connection is a
+// browser connection of this package (NewBrowserConn, Stream), and the
+// VNC server's connection; Start runs it.
+func New(ws *websocket.Conn, target net.Conn, c Config) *Session {
 	bc := ws.NetConn().(*browserConn)
-	return &session{
-		server:           server,
-		bytesToBrowser:   bytesTotal.WithLabelValues(server, "to_browser"),
-		bytesToTarget:    bytesTotal.WithLabelValues(server, "to_target"),
+	s := &Session{
+		metrics:          c.Metrics,
+		server:           c.Server,
 		id:               strconv.FormatUint(rand.Uint64(), 36),
 		ws:               ws,
 		bc:               bc,
 		browser:          bc.sock,
 		target:           target,
-		targetAddr:       t,
-		client:           client,
-		tokenHash:        tokenHash,
-		logger:           h.logger,
-		pingInterval:     h.pingInterval,
-		idleTimeout:      time.Duration(h.IdleTimeout),
-		maxMessageSize:   h.MaxMessageSize,
+		targetAddr:       c.Target,
+		client:           c.Client,
+		tokenHash:        c.TokenHash,
+		logger:           c.Logger,
+		pingInterval:     c.PingInterval,
+		idleTimeout:      c.IdleTimeout,
+		maxMessageSize:   c.MaxMessageSize,
 		started:          time.Now(),
-		handshakeTimeout: time.Duration(h.DialTimeout),
+		handshakeTimeout: c.HandshakeTimeout,
+		login:            c.Login,
+		endAt:            c.EndAt,
+		endReason:        c.EndReason,
+		release:          c.Release,
 		done:             make(chan struct{}),
 	}
+	if c.Login != nil && c.ViewOnly {
+		s.filter = &rfbproxy.ViewOnlyFilter{MaxLength: c.MaxMessageSize}
+	}
+	return s
 }
 
-// start registers the session and starts its pumps; greeting, the VNC
-// server's bytes read while checking it, goes to the browser first.
-func (s *session) start(greeting []byte) error {
+// Start registers the session and starts its pumps; greeting, the VNC
+// server's bytes read while checking it, goes to the browser first. On an
+// error both connections are closed and the session is not registered.
+func (s *Session) Start(greeting []byte) error {
 	// Deadlines the HTTP server set on the connection no longer apply.
 	if err := s.browser.SetDeadline(time.Time{}); err != nil {
 		s.browser.Close()
@@ -195,7 +263,7 @@ func (s *session) start(greeting []byte) error {
 	s.ws.SetCloseHandler(func(int, string) error { return nil })
 
 	s.pumps.Store(2)
-	sessions.add(s)
+	Sessions.add(s)
 	fields := []zap.Field{
 		zap.String("session", s.id),
 		zap.String("client", s.client),
@@ -229,7 +297,7 @@ func (s *session) start(greeting []byte) error {
 // pumpToBrowser relays the VNC server's bytes to the browser, one binary
 // message per read. It takes a buffer only once the server's bytes are
 // there, so an idle session holds none.
-func (s *session) pumpToBrowser(greeting []byte) {
+func (s *Session) pumpToBrowser(greeting []byte) {
 	defer s.pumpDone()
 	defer s.recoverPanic()
 	if len(greeting) > 0 {
@@ -272,7 +340,7 @@ func (s *session) pumpToBrowser(greeting []byte) {
 // writeData sends buf[frameHeaderRoom:frameHeaderRoom+n] to the browser as
 // one binary message: the frame header goes into the room in front of the
 // payload, and header and payload go out in one write.
-func (s *session) writeData(buf []byte, n int) error {
+func (s *Session) writeData(buf []byte, n int) error {
 	start := putFrameHeader(buf[:frameHeaderRoom], n)
 	s.bc.mu.Lock()
 	defer s.bc.mu.Unlock()
@@ -312,7 +380,7 @@ func putFrameHeader(room []byte, n int) int {
 // writeControlLocked sends a control frame (payload at most 125 bytes);
 // the caller holds bc.mu, so the frame goes after any data frame being
 // written. Nothing follows a close frame.
-func (s *session) writeControlLocked(messageType int, payload []byte, deadline time.Time) error {
+func (s *Session) writeControlLocked(messageType int, payload []byte, deadline time.Time) error {
 	if s.bc.closeSent.Load() {
 		return errCloseSent
 	}
@@ -333,7 +401,7 @@ func (s *session) writeControlLocked(messageType int, payload []byte, deadline t
 // written: the frame may have been cut short, so the stream is lost. A
 // write that took two intervals is a browser that stopped reading, as for
 // data frames.
-func (s *session) endOnControlError(err error, what string) {
+func (s *Session) endOnControlError(err error, what string) {
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
 		s.end(reasonBrowserStalled, 0, "", fmt.Errorf("%s: %w", what, err))
@@ -349,7 +417,7 @@ var errWriteBusy = errors.New("a data frame is being written")
 // tryWriteControl sends a ping or a pong unless a data frame is being
 // written: they must not wait behind a browser that does not read. The
 // write itself counts as one in progress for the stall check.
-func (s *session) tryWriteControl(messageType int, data []byte, timeout time.Duration) error {
+func (s *Session) tryWriteControl(messageType int, data []byte, timeout time.Duration) error {
 	if !s.bc.mu.TryLock() {
 		return errWriteBusy
 	}
@@ -372,7 +440,7 @@ func heldBufferReader(c net.Conn) func() (*[]byte, int, error) {
 
 // pumpToTarget relays the browser's binary messages to the VNC server. It
 // takes a buffer only once a message has begun.
-func (s *session) pumpToTarget() {
+func (s *Session) pumpToTarget() {
 	defer s.pumpDone()
 	defer s.recoverPanic()
 	if s.login != nil && s.acceptBrowser() != nil {
@@ -401,7 +469,7 @@ func (s *session) pumpToTarget() {
 // copyMessage writes one message from the browser to the VNC server, a
 // buffer at a time, so that a message that fits in buf is one write however
 // it arrived. It ends the session on error.
-func (s *session) copyMessage(r io.Reader, buf []byte) error {
+func (s *Session) copyMessage(r io.Reader, buf []byte) error {
 	for {
 		n, rerr := fill(r, buf)
 		if n > 0 {
@@ -433,7 +501,7 @@ func fill(r io.Reader, buf []byte) (int, error) {
 	return n, nil
 }
 
-func (s *session) endOnBrowserError(err error) {
+func (s *Session) endOnBrowserError(err error) {
 	var ce *websocket.CloseError
 	switch {
 	case errors.Is(err, websocket.ErrReadLimit) && s.bc.closeSent.Load():
@@ -452,25 +520,25 @@ func (s *session) endOnBrowserError(err error) {
 	}
 }
 
-func (s *session) countToBrowser(n int) {
+func (s *Session) countToBrowser(n int) {
 	s.toBrowser.Add(int64(n))
-	s.bytesToBrowser.Add(float64(n))
+	s.metrics.BytesToBrowser.Add(float64(n))
 }
 
-func (s *session) countToTarget(n int) {
+func (s *Session) countToTarget(n int) {
 	s.toTarget.Add(int64(n))
-	s.bytesToTarget.Add(float64(n))
+	s.metrics.BytesToTarget.Add(float64(n))
 }
 
 // end ends the session once: it records why, sends the browser a close
 // frame with code (none when code is 0), and closes the VNC server's
 // connection, which ends pumpToBrowser. The close frame waits for the data
-// frame being written, for at most closeGrace; the browser then gets
-// closeGrace to answer before its connection is dropped. Without a close
+// frame being written, for at most CloseGrace; the browser then gets
+// CloseGrace to answer before its connection is dropped. Without a close
 // frame (from end, or from gorilla on a protocol error) the connection is
 // dropped at once. Either way both pumps return promptly, and the last one
 // closes the browser's connection (pumpDone).
-func (s *session) end(reason string, code int, text string, err error) {
+func (s *Session) end(reason string, code int, text string, err error) {
 	s.mu.Lock()
 	if s.ended {
 		s.mu.Unlock()
@@ -490,13 +558,13 @@ func (s *session) end(reason string, code int, text string, err error) {
 	if code != 0 {
 		// The close frame goes after the data frame being written.
 		if code == websocket.CloseGoingAway {
-			// Shutting down: that frame gets closeGrace, no more.
-			_ = s.browser.SetWriteDeadline(time.Now().Add(closeGrace))
+			// Shutting down: that frame gets CloseGrace, no more.
+			_ = s.browser.SetWriteDeadline(time.Now().Add(CloseGrace))
 			s.bc.mu.Lock()
 		} else {
 			s.lockAfterFrameInFlight()
 		}
-		werr := s.writeControlLocked(websocket.CloseMessage, websocket.FormatCloseMessage(code, text), time.Now().Add(closeGrace))
+		werr := s.writeControlLocked(websocket.CloseMessage, websocket.FormatCloseMessage(code, text), time.Now().Add(CloseGrace))
 		s.bc.mu.Unlock()
 		if werr != nil {
 			s.bc.abort()
@@ -516,21 +584,21 @@ func (s *session) end(reason string, code int, text string, err error) {
 	if left, ok := s.bc.unsent(); ok {
 		s.closeUnsent = left
 	}
-	s.closeTimer = time.AfterFunc(closeGrace, s.closeWait)
+	s.closeTimer = time.AfterFunc(CloseGrace, s.closeWait)
 	s.mu.Unlock()
 }
 
 // lockAfterFrameInFlight takes the write lock once the data frame being
 // written is done, waiting as long as the browser keeps taking bytes (the
 // VNC server's side is closed, so what is left is finite); a browser that
-// takes nothing for closeGrace has the write cut short.
-func (s *session) lockAfterFrameInFlight() {
+// takes nothing for CloseGrace has the write cut short.
+func (s *Session) lockAfterFrameInFlight() {
 	if s.bc.mu.TryLock() {
 		return
 	}
 	last, _ := s.bc.unsent()
 	lastMoved := s.toBrowser.Load()
-	cut := time.Now().Add(closeGrace)
+	cut := time.Now().Add(CloseGrace)
 	for {
 		time.Sleep(20 * time.Millisecond)
 		if s.bc.mu.TryLock() {
@@ -538,7 +606,7 @@ func (s *session) lockAfterFrameInFlight() {
 		}
 		left, _ := s.bc.unsent()
 		if moved := s.toBrowser.Load(); left < last || moved != lastMoved {
-			last, lastMoved, cut = left, moved, time.Now().Add(closeGrace)
+			last, lastMoved, cut = left, moved, time.Now().Add(CloseGrace)
 		}
 		if time.Now().After(cut) {
 			_ = s.browser.SetWriteDeadline(time.Now())
@@ -548,18 +616,18 @@ func (s *session) lockAfterFrameInFlight() {
 	}
 }
 
-// closeWait runs closeGrace after the close frame, and again while the
+// closeWait runs CloseGrace after the close frame, and again while the
 // browser still takes the bytes queued before it: a browser on a slow link
 // reading a backlog must not lose its tail to the reset. One that takes
-// nothing for closeGrace, or that has had two intervals, is dropped.
-func (s *session) closeWait() {
+// nothing for CloseGrace, or that has had two intervals, is dropped.
+func (s *Session) closeWait() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	left, ok := s.bc.unsent()
 	progress := ok && left > 0 && left < s.closeUnsent
 	if progress && time.Since(s.closeWaitStart) < 2*s.tickInterval() {
 		s.closeUnsent = left
-		s.closeTimer.Reset(closeGrace)
+		s.closeTimer.Reset(CloseGrace)
 		return
 	}
 	s.bc.abort()
@@ -567,7 +635,7 @@ func (s *session) closeWait() {
 
 // recoverPanic ends the session with close code 1011 if its pump panics,
 // so that one broken session cannot take the process down.
-func (s *session) recoverPanic() {
+func (s *Session) recoverPanic() {
 	v := recover()
 	if v == nil {
 		return
@@ -578,7 +646,7 @@ func (s *session) recoverPanic() {
 
 // pumpDone is called by each pump as it returns; the last one closes what
 // is left, unregisters the session and logs its end.
-func (s *session) pumpDone() {
+func (s *Session) pumpDone() {
 	if s.pumps.Add(-1) != 0 {
 		return
 	}
@@ -591,17 +659,17 @@ func (s *session) pumpDone() {
 	if s.bc.closeSent.Load() {
 		// After a close frame, or a write that failed (then lingerClose
 		// finds the connection closed already).
-		s.bc.lingerClose(closeGrace)
+		s.bc.lingerClose(CloseGrace)
 	} else {
 		s.browser.Close()
 	}
-	sessions.remove(s)
+	Sessions.remove(s)
 	if s.release != nil {
 		s.release()
 	}
 
 	duration := time.Since(s.started)
-	sessionDuration.WithLabelValues(s.server).Observe(duration.Seconds())
+	s.metrics.Duration.Observe(duration.Seconds())
 	fields := []zap.Field{
 		zap.String("session", s.id),
 		zap.String("client", s.client),
@@ -623,16 +691,16 @@ func (s *session) pumpDone() {
 }
 
 // isEnded reports whether the session is ending or has ended.
-func (s *session) isEnded() bool {
+func (s *Session) isEnded() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.ended
 }
 
-// tick runs every ping interval (every defaultPingInterval when pings are
+// tick runs every ping interval (every DefaultPingInterval when pings are
 // off): it ends a session whose writes make no progress, and pings the
 // browser.
-func (s *session) tick() {
+func (s *Session) tick() {
 	s.mu.Lock()
 	if s.ended {
 		s.mu.Unlock()
@@ -684,11 +752,11 @@ func (s *session) tick() {
 	s.mu.Unlock()
 }
 
-func (s *session) tickInterval() time.Duration {
+func (s *Session) tickInterval() time.Duration {
 	if s.pingInterval > 0 {
 		return s.pingInterval
 	}
-	return defaultPingInterval
+	return DefaultPingInterval
 }
 
 // stallCheck tells a direction whose write has made no progress for two
@@ -708,7 +776,7 @@ func (c *stallCheck) stalled(busy bool, moved int64) bool {
 }
 
 // checkIdle ends the session when no bytes moved for idleTimeout.
-func (s *session) checkIdle() {
+func (s *Session) checkIdle() {
 	now := time.Now()
 	moved := s.toBrowser.Load() + s.toTarget.Load()
 	s.mu.Lock()
@@ -731,7 +799,7 @@ func (s *session) checkIdle() {
 
 // idleCheckInterval: an idle session ends between idleTimeout and
 // 1.25 × idleTimeout after its last byte.
-func (s *session) idleCheckInterval() time.Duration {
+func (s *Session) idleCheckInterval() time.Duration {
 	return max(s.idleTimeout/4, 10*time.Millisecond)
 }
 
@@ -741,53 +809,60 @@ func stopTimer(t *time.Timer) {
 	}
 }
 
-// registry holds the live sessions of the process. It outlives config
-// reloads, so that the handler of the newest config can end, on exit, the
-// sessions that older configs started.
+// registry holds the live sessions of the process. Sessions outlive the
+// configs that started them, so the registry is the process's: on exit,
+// every session, whichever config started it, gets its close frame.
 type registry struct {
 	mu sync.Mutex
-	m  map[*session]struct{}
+	m  map[*Session]struct{}
 }
 
-var sessions = &registry{m: make(map[*session]struct{})}
+// Sessions are the live sessions of the process.
+var Sessions = &registry{m: make(map[*Session]struct{})}
 
-func (r *registry) add(s *session) {
+func (r *registry) add(s *Session) {
 	r.mu.Lock()
 	r.m[s] = struct{}{}
 	r.mu.Unlock()
-	sessionsActive.WithLabelValues(s.server).Inc()
+	s.metrics.Active.Inc()
 }
 
-func (r *registry) remove(s *session) {
+func (r *registry) remove(s *Session) {
 	r.mu.Lock()
 	delete(r.m, s)
 	r.mu.Unlock()
-	sessionsActive.WithLabelValues(s.server).Dec()
+	s.metrics.Active.Dec()
 }
 
-func (r *registry) len() int {
+// Len is how many sessions are live.
+func (r *registry) Len() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return len(r.m)
 }
 
-// closeAll ends every live session with the close code and waits, at most
-// a few seconds, for them to finish.
-func (r *registry) closeAll(code int, text string) {
+func (r *registry) snapshot() []*Session {
 	r.mu.Lock()
-	live := make([]*session, 0, len(r.m))
+	defer r.mu.Unlock()
+	live := make([]*Session, 0, len(r.m))
 	for s := range r.m {
 		live = append(live, s)
 	}
-	r.mu.Unlock()
+	return live
+}
+
+// CloseAll ends every live session with the close code and waits, at
+// most a few seconds, for them to finish.
+func (r *registry) CloseAll(code int, text string) {
+	live := r.snapshot()
 	// In parallel: a session whose browser does not read holds its end
-	// for up to closeGrace, and must not hold up the others.
+	// for up to CloseGrace, and must not hold up the others.
 	var ending sync.WaitGroup
 	for _, s := range live {
 		ending.Go(func() { s.end(reasonShutdown, code, text, nil) })
 	}
 	ending.Wait()
-	deadline := time.After(closeGrace + time.Second)
+	deadline := time.After(CloseGrace + time.Second)
 	for _, s := range live {
 		select {
 		case <-s.done:
@@ -796,3 +871,92 @@ func (r *registry) closeAll(code int, text string) {
 		}
 	}
 }
+
+// EndMatching ends the live sessions match selects, with close code 1008
+// and reason as the close frame's text and the logged reason, and returns
+// how many it ended.
+func (r *registry) EndMatching(match func(*Session) bool, reason string) int {
+	n := 0
+	var ending sync.WaitGroup
+	for _, s := range r.snapshot() {
+		if !match(s) || s.isEnded() {
+			continue
+		}
+		n++
+		ending.Go(func() { s.end(reason, websocket.ClosePolicyViolation, reason, nil) })
+	}
+	ending.Wait()
+	return n
+}
+
+// Find returns the live session with this id, or nil.
+func (r *registry) Find(id string) *Session {
+	for _, s := range r.snapshot() {
+		if s.id == id && !s.isEnded() {
+			return s
+		}
+	}
+	return nil
+}
+
+// List describes every live session, oldest first.
+func (r *registry) List() []Info {
+	live := r.snapshot()
+	out := make([]Info, 0, len(live))
+	for _, s := range live {
+		if !s.isEnded() {
+			out = append(out, s.Info())
+		}
+	}
+	slices.SortFunc(out, func(a, b Info) int {
+		if c := a.Started.Compare(b.Started); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return out
+}
+
+// Info is what the admin API shows of a session: never its token or a
+// VNC password.
+type Info struct {
+	ID             string     `json:"id"`
+	Server         string     `json:"server"`
+	Client         string     `json:"client"`
+	Target         string     `json:"target"`
+	TokenHash      string     `json:"token_hash"`
+	Started        time.Time  `json:"started"`
+	BytesToBrowser int64      `json:"bytes_to_browser"`
+	BytesToTarget  int64      `json:"bytes_to_target"`
+	ViewOnly       bool       `json:"view_only"`
+	ExpiresAt      *time.Time `json:"expires_at"`
+}
+
+// Info describes the session.
+func (s *Session) Info() Info {
+	i := Info{
+		ID:             s.id,
+		Server:         s.server,
+		Client:         s.client,
+		Target:         s.targetAddr.String(),
+		TokenHash:      s.tokenHash,
+		Started:        s.started.UTC().Truncate(time.Millisecond),
+		BytesToBrowser: s.toBrowser.Load(),
+		BytesToTarget:  s.toTarget.Load(),
+		ViewOnly:       s.filter != nil,
+	}
+	if !s.targetAddr.ExpiresAt.IsZero() {
+		at := s.targetAddr.ExpiresAt.UTC()
+		i.ExpiresAt = &at
+	}
+	return i
+}
+
+// ID is the session's id, as logged and listed.
+func (s *Session) ID() string { return s.id }
+
+// TokenHash is the hash of the session's token.
+func (s *Session) TokenHash() string { return s.tokenHash }
+
+// Target is the VNC server, as the resolver gave it.
+func (s *Session) Target() tokenresolver.Target { return s.targetAddr }

@@ -1,6 +1,6 @@
 //go:build unix
 
-package caddymodule
+package console
 
 import (
 	"bytes"

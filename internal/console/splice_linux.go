@@ -1,6 +1,6 @@
 //go:build linux
 
-package caddymodule
+package console
 
 import (
 	"errors"
@@ -71,8 +71,8 @@ func putPipe(p *splicePipe, empty bool) {
 // wrapper's connection) or the VNC server's is not a socket, or once no
 // pipe can be made (out of file descriptors); the copying relay then
 // carries on. Otherwise it runs until the session ends.
-func (s *session) spliceToBrowser() bool {
-	if copyRelayOnly.Load() {
+func (s *Session) spliceToBrowser() bool {
+	if CopyRelayOnly.Load() {
 		return false
 	}
 	bc, ok := s.browser.(*net.TCPConn)
@@ -147,7 +147,7 @@ func (s *session) spliceToBrowser() bool {
 }
 
 // spliceFrame sends the n bytes in p to the browser as one binary message.
-func (s *session) spliceFrame(brc syscall.RawConn, p *splicePipe, n int) error {
+func (s *Session) spliceFrame(brc syscall.RawConn, p *splicePipe, n int) error {
 	var room [frameHeaderRoom]byte
 	header := room[putFrameHeader(room[:], n):]
 	left := n

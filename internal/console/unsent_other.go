@@ -1,6 +1,6 @@
 //go:build !linux
 
-package caddymodule
+package console
 
 // unsent: without SIOCOUTQ, how much the browser has not yet taken cannot
 // be told.

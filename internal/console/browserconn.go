@@ -1,4 +1,4 @@
-package caddymodule
+package console
 
 import (
 	"crypto/tls"
@@ -33,6 +33,10 @@ type browserConn struct {
 func newBrowserConn(c net.Conn) *browserConn {
 	return &browserConn{Conn: pooledReads(c), sock: c}
 }
+
+// NewBrowserConn is a hijacked HTTP/1.1 connection as the connection
+// gorilla's upgrader takes, for New.
+func NewBrowserConn(c net.Conn) net.Conn { return newBrowserConn(c) }
 
 // SetWriteDeadline ignores gorilla's deadlines: the one it sets before its
 // own close frame would cut short the data frame in flight on the same
@@ -71,7 +75,7 @@ func (b *browserConn) Write(p []byte) (int, error) {
 // zero-window probes; and for TLS without the close_notify alert, which
 // would wait behind them.
 func (b *browserConn) abort() {
-	if sc, ok := b.sock.(*streamConn); ok {
+	if sc, ok := b.sock.(*Stream); ok {
 		sc.abort()
 		return
 	}

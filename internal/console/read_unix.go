@@ -1,6 +1,6 @@
 //go:build unix
 
-package caddymodule
+package console
 
 import (
 	"io"
@@ -78,7 +78,7 @@ type pooledReadConn struct {
 // connection (TLS) is returned as it is.
 func pooledReads(c net.Conn) net.Conn {
 	tc, ok := c.(*net.TCPConn)
-	if !ok || copyRelayOnly.Load() {
+	if !ok || CopyRelayOnly.Load() {
 		return c
 	}
 	return &pooledReadConn{Conn: tc, read: pooledReader(tc)}

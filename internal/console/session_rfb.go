@@ -1,4 +1,4 @@
-package caddymodule
+package console
 
 import (
 	"errors"
@@ -21,8 +21,8 @@ const (
 // of an RFB-aware session, the VNC server having been logged in to already,
 // and sends the VNC server the browser's ClientInit (shared when view-only)
 // and anything the browser sent after it. It ends the session on failure.
-// The browser has the handler's dial_timeout to finish.
-func (s *session) acceptBrowser() error {
+// The browser has HandshakeTimeout to finish.
+func (s *Session) acceptBrowser() error {
 	timer := time.AfterFunc(s.handshakeTimeout, func() {
 		s.end(reasonBrowserHandshake, websocket.CloseProtocolError, "RFB handshake timed out", errors.New("the browser did not finish the RFB handshake in time"))
 	})
@@ -54,7 +54,7 @@ func (s *session) acceptBrowser() error {
 	return nil
 }
 
-func (s *session) endOnHandshakeError(err error) {
+func (s *Session) endOnHandshakeError(err error) {
 	if errors.Is(err, rfbproxy.ErrBrowser) {
 		s.end(reasonBrowserHandshake, websocket.CloseProtocolError, "RFB handshake failed", err)
 		return
@@ -64,7 +64,7 @@ func (s *session) endOnHandshakeError(err error) {
 
 // writeToTarget sends bytes from the browser to the VNC server, through the
 // view-only filter when there is one. It ends the session on error.
-func (s *session) writeToTarget(p []byte) error {
+func (s *Session) writeToTarget(p []byte) error {
 	if s.filter != nil {
 		out, err := s.filter.Filter(s.filtered[:0], p)
 		s.filtered = out[:0]
@@ -93,7 +93,7 @@ func (s *session) writeToTarget(p []byte) error {
 // so that what the browser sent past the handshake stays in pending for
 // the VNC server.
 type browserStream struct {
-	s       *session
+	s       *Session
 	pending []byte
 }
 
