@@ -50,9 +50,11 @@ const (
 // request and relays the RFB byte stream both ways.
 //
 // Before the upgrade every failure is a plain HTTP response: 400 for a request
-// that is not a WebSocket upgrade, 401 without a token, 403 for an unknown,
-// expired or used token or a refused Origin, 503 when the resolver cannot
-// answer, 502 when the VNC server cannot be reached or does not speak RFB.
+// that is not a WebSocket upgrade (HTTP/1.1) or extended CONNECT (HTTP/2,
+// HTTP/3), 401 without a token, 403 for an unknown, expired or used token,
+// a refused Origin or target, 429 and 503 beyond the rate and console
+// limits, 503 when the resolver cannot answer, 502 when the VNC server
+// cannot be reached or does not speak RFB.
 type Handler struct {
 	// The token resolver: which VNC server a token stands for. Required.
 	// Modules in the namespace http.vnc_proxy.resolvers, chosen by "source":
@@ -300,10 +302,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	release, err := h.count.reserve(hash, h.MaxSessions, h.MaxSessionsPerToken)
 	switch {
 	case errors.Is(err, errTooManyConsolesForToken):
-		return h.refuse(w, r, http.StatusTooManyRequests, "too many consoles for this token", "too_many_for_token", err, tokenHashField(token))
+		return h.refuse(w, r, http.StatusTooManyRequests, "too many consoles for this token", "too_many_for_token", err, zap.String("token_hash", hash))
 	case err != nil:
 		w.Header().Set("Retry-After", retryAfterSeconds(limitRetryAfter))
-		return h.refuse(w, r, http.StatusServiceUnavailable, "too many consoles", "too_many_consoles", err, tokenHashField(token))
+		return h.refuse(w, r, http.StatusServiceUnavailable, "too many consoles", "too_many_consoles", err, zap.String("token_hash", hash))
 	}
 	// The session releases it when it ends; until it starts, the request.
 	started := false
@@ -368,9 +370,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		h.logger.Debug("upgrade failed", zap.String("client", clientAddr), zap.Error(err))
 		return nil
 	}
-	sessionsTotal.WithLabelValues(serverName(r), "started").Inc()
-
 	server := serverName(r)
+	sessionsTotal.WithLabelValues(server, "started").Inc()
+
 	endAt, endReason := h.sessionEnd(time.Now(), target.ExpiresAt)
 	s := console.New(ws, conn, console.Config{
 		Logger:           h.logger,
@@ -401,8 +403,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	}
 	if stream != nil {
 		// The stream lives as long as this request.
-		release := holdStream()
-		defer release()
+		unhold := holdStream()
+		defer unhold()
 		stream.Serve()
 	}
 	return nil
