@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -27,7 +29,9 @@ func adminCall(t *testing.T, method, url, body string) (int, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if body != "" {
+	if strings.HasSuffix(url, "/load") {
+		req.Header.Set("Content-Type", "text/caddyfile")
+	} else if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := http.DefaultClient.Do(req)
@@ -95,6 +99,14 @@ func TestAdminAPI(t *testing.T) {
 		return liveConsole(t, "ws://"+site+"/websockify?token="+tok+"-"+secretToken)
 	}
 	a, b, b2 := open("a"), open("b"), open("b2")
+
+	// The consoles of a config before a reload are listed and ended too.
+	_, port, _ := net.SplitHostPort(site)
+	portN, _ := strconv.Atoi(port)
+	next := caddyfileFor(dir, admin, portN, fmt.Sprintf("vnc_proxy /websockify {\n\t\tresolver file %s\n\t\tdial_timeout 3s\n\t}", tokens))
+	if status, body := adminCall(t, http.MethodPost, "http://"+admin+"/load", next); status != http.StatusOK {
+		t.Fatalf("reload: %d %s", status, body)
+	}
 
 	status, body := adminCall(t, http.MethodGet, api, "")
 	if status != http.StatusOK {
