@@ -5,10 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -101,12 +99,7 @@ func TestAdminAPI(t *testing.T) {
 	a, b, b2 := open("a"), open("b"), open("b2")
 
 	// The consoles of a config before a reload are listed and ended too.
-	_, port, _ := net.SplitHostPort(site)
-	portN, _ := strconv.Atoi(port)
-	next := caddyfileFor(dir, admin, portN, fmt.Sprintf("vnc_proxy /websockify {\n\t\tresolver file %s\n\t\tdial_timeout 3s\n\t}", tokens))
-	if status, body := adminCall(t, http.MethodPost, "http://"+admin+"/load", next); status != http.StatusOK {
-		t.Fatalf("reload: %d %s", status, body)
-	}
+	reloadCaddyProcess(t, caddyProcess{admin: admin}, dir, site, fmt.Sprintf("vnc_proxy /websockify {\n\t\tresolver file %s\n\t\tdial_timeout 3s\n\t}", tokens))
 
 	status, body := adminCall(t, http.MethodGet, api, "")
 	if status != http.StatusOK {

@@ -636,21 +636,11 @@ func testReloadKeepsSessions(t *testing.T, transport string) {
 	tokens := writeTokenFile(t, t.TempDir(), secretToken+": "+addr)
 	tc := startCaddyOver(t, transport, fileSite(tokens))
 	stream := openLoad(t, tc, 'e', 0)
-	echo := func(msg string) {
-		t.Helper()
-		if _, err := stream.Write([]byte(msg)); err != nil {
-			t.Fatal(err)
-		}
-		got := make([]byte, len(msg))
-		if _, err := io.ReadFull(stream, got); err != nil || string(got) != msg {
-			t.Fatalf("echo %q: got %q, %v", msg, got, err)
-		}
-	}
-	echo("before reload")
+	echoOnce(t, stream, "before reload")
 	tc.load(fileSite(tokens, "dial_timeout 3s"))
-	echo("after reload")
+	echoOnce(t, stream, "after reload")
 	tc.load(`respond "no consoles here"`)
-	echo("after the handler is gone")
+	echoOnce(t, stream, "after the handler is gone")
 }
 
 func TestUnixAndIPv6Targets(t *testing.T) {

@@ -361,6 +361,17 @@ func (c caddyProcess) caddyfile(dir string, port int, siteBody string) string {
 	return fmt.Sprintf("{\n\tadmin %s\n\tskip_install_trust\n\tlocal_certs\n\tauto_https disable_redirects\n\tstorage file_system %s/storage\n\tlog {\n\t\toutput file %s/caddy.log\n\t\tformat json\n\t}\n}\n\nhttps://127.0.0.1:%d {\n\t%s\n}\n", c.admin, dir, dir, port, siteBody)
 }
 
+// reloadCaddyProcess loads a config with siteBody into the process at site
+// (started as c says, in dir) through its admin endpoint: a reload.
+func reloadCaddyProcess(t *testing.T, c caddyProcess, dir, site, siteBody string) {
+	t.Helper()
+	_, port, _ := net.SplitHostPort(site)
+	portN, _ := strconv.Atoi(port)
+	if status, body := adminCall(t, http.MethodPost, "http://"+c.admin+"/load", c.caddyfile(dir, portN, siteBody)); status != http.StatusOK {
+		t.Fatalf("reload: %d %s", status, body)
+	}
+}
+
 // startCaddyProcessWith builds cmd/caddy and runs it as c says, with one
 // site whose body is siteBody; it returns the site's address and the
 // process.
@@ -515,18 +526,7 @@ func TestExitAfterReloadWithoutHandler(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	_, port, _ := net.SplitHostPort(site)
-	portN, _ := strconv.Atoi(port)
-	next := caddyfileFor(dir, admin, portN, "respond \"no consoles here\"")
-	resp, err := http.Post("http://"+admin+"/load", "text/caddyfile", strings.NewReader(next))
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("reload: %s: %s", resp.Status, body)
-	}
+	reloadCaddyProcess(t, caddyProcess{admin: admin}, dir, site, "respond \"no consoles here\"")
 	// The console is still alive across the reload.
 	if err := ws.WriteMessage(websocket.BinaryMessage, []byte("ping")); err != nil {
 		t.Fatal(err)

@@ -6,10 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -159,19 +157,8 @@ func TestStreamsWithDefaultProtocols(t *testing.T) {
 		h3 := tc.over("h3")
 		stream := openLoad(t, h3, 'e', 0)
 		echoOnce(t, stream, "before the reload")
-		_, port, _ := net.SplitHostPort(tc.addr)
-		portN, _ := strconv.Atoi(port)
 		tokens := filepath.Join(tc.dir, "vnc-tokens")
-		next := caddyProcess{admin: admin, https: true}.caddyfile(tc.dir, portN, streamSiteBody(tokens, "dial_timeout 3s"))
-		resp, err := http.Post("http://"+admin+"/load", "text/caddyfile", strings.NewReader(next))
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("reload: %s: %s", resp.Status, body)
-		}
+		reloadCaddyProcess(t, caddyProcess{admin: admin, https: true}, tc.dir, tc.addr, streamSiteBody(tokens, "dial_timeout 3s"))
 		echoOnce(t, stream, "after the reload")
 		// And the new config takes new HTTP/3 consoles.
 		echoOnce(t, openLoad(t, h3, 'e', 0), "a console of the new config")
