@@ -150,13 +150,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.MaxMessageSize = int64(size)
 
 		case "check_rfb":
-			var s string
-			if !d.AllArgs(&s) {
-				return d.ArgErr()
-			}
-			on, err := parseOnOff(s)
+			on, err := parseOnOff(d)
 			if err != nil {
-				return d.Errf("check_rfb: %v", err)
+				return err
 			}
 			h.CheckRFB = &on
 
@@ -170,13 +166,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 
 		case "view_only":
-			var s string
-			if !d.AllArgs(&s) {
-				return d.ArgErr()
-			}
-			on, err := parseOnOff(s)
+			on, err := parseOnOff(d)
 			if err != nil {
-				return d.Errf("view_only: %v", err)
+				return err
 			}
 			h.ViewOnly = on
 
@@ -196,13 +188,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 
 		case "end_at_expiry":
-			var s string
-			if !d.AllArgs(&s) {
-				return d.ArgErr()
-			}
-			on, err := parseOnOff(s)
+			on, err := parseOnOff(d)
 			if err != nil {
-				return d.Errf("end_at_expiry: %v", err)
+				return err
 			}
 			h.EndAtExpiry = on
 
@@ -308,14 +296,20 @@ func parseDuration(d *caddyfile.Dispenser) (caddy.Duration, error) {
 	return caddy.Duration(time.Duration(dur)), nil
 }
 
-func parseOnOff(s string) (bool, error) {
+// parseOnOff reads the option's argument, on or off.
+func parseOnOff(d *caddyfile.Dispenser) (bool, error) {
+	opt := d.Val()
+	var s string
+	if !d.AllArgs(&s) {
+		return false, d.ArgErr()
+	}
 	switch s {
 	case "on":
 		return true, nil
 	case "off":
 		return false, nil
 	}
-	return false, strconv.ErrSyntax
+	return false, d.Errf("%s: %q is neither on nor off", opt, s)
 }
 
 // Interface guard
