@@ -351,6 +351,8 @@ type caddyProcess struct {
 	// HTTP/2 server offers extended CONNECT; without it, Caddy runs with
 	// no GODEBUG, as operators run it.
 	xconnect bool
+	// global holds more global options (HTTPS sites only).
+	global string
 }
 
 // caddyfile is the Caddyfile for a site on port with siteBody.
@@ -358,7 +360,7 @@ func (c caddyProcess) caddyfile(dir string, port int, siteBody string) string {
 	if !c.https {
 		return caddyfileFor(dir, c.admin, port, siteBody)
 	}
-	return fmt.Sprintf("{\n\tadmin %s\n\tskip_install_trust\n\tlocal_certs\n\tauto_https disable_redirects\n\tstorage file_system %s/storage\n\tlog {\n\t\toutput file %s/caddy.log\n\t\tformat json\n\t}\n}\n\nhttps://127.0.0.1:%d {\n\t%s\n}\n", c.admin, dir, dir, port, siteBody)
+	return fmt.Sprintf("{\n\tadmin %s\n\tskip_install_trust\n\tlocal_certs\n\tauto_https disable_redirects\n\t%s\n\tstorage file_system %s/storage\n\tlog {\n\t\toutput file %s/caddy.log\n\t\tformat json\n\t}\n}\n\nhttps://127.0.0.1:%d {\n\t%s\n}\n", c.admin, c.global, dir, dir, port, siteBody)
 }
 
 // reloadCaddyProcess loads a config with siteBody into the process at site

@@ -254,3 +254,31 @@ func TestQuietStreamConsole(t *testing.T) {
 		echoOnce(t, stream, "still here after a quiet second")
 	})
 }
+
+// TestGracePeriodAndHTTP3Reload shows why the README says to leave Caddy's
+// grace_period unset on a console site: once it passes after a reload, the
+// old config's HTTP/3 server closes its QUIC connections, and the HTTP/3
+// consoles on them end; an HTTP/2 console stays. Should Caddy keep HTTP/3
+// connections with live requests, the HTTP/3 half fails and the README's
+// warning can go.
+func TestGracePeriodAndHTTP3Reload(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds cmd/caddy")
+	}
+	admin := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	c := caddyProcess{admin: admin, xconnect: true, global: "grace_period 1s"}
+	tc, _ := streamSite(t, c)
+	h2 := openLoad(t, tc.over("h2"), 'e', 0)
+	h3 := openLoad(t, tc.over("h3"), 'e', 0)
+	c.https = true
+	reloadCaddyProcess(t, c, tc.dir, tc.addr, streamSiteBody(filepath.Join(tc.dir, "vnc-tokens"), "dial_timeout 3s"))
+	time.Sleep(2500 * time.Millisecond)
+	echoOnce(t, h2, "an HTTP/2 console after the grace period")
+	if _, err := h3.Write([]byte("x")); err == nil {
+		_ = h3.Conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+		_, err = h3.Read(make([]byte, 1))
+		if err == nil {
+			t.Fatal("the HTTP/3 console outlived the grace period of the config it was opened on")
+		}
+	}
+}
