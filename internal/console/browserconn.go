@@ -90,6 +90,32 @@ func (b *browserConn) abort() {
 	b.sock.Close()
 }
 
+// unsent returns how many bytes written to the browser it has not yet
+// taken, and whether that could be told: for a socket, what its kernel
+// still holds (where it can tell); for a stream, what remains of the write
+// under way.
+func (b *browserConn) unsent() (int, bool) {
+	if sc, ok := b.sock.(*Stream); ok {
+		return int(sc.pending.Load()), true
+	}
+	return socketUnsent(b)
+}
+
+// giveUp drops a browser that has not answered the close frame sent to
+// it. A socket is reset (abort): the close wait watched its unsent bytes,
+// and a browser that takes none holds kernel memory. A stream ends as
+// usual instead: the close frame's bytes were handed to the HTTP/2 or
+// QUIC connection, which still delivers them after the stream's end,
+// where a stream reset would discard them; flow control bounds what the
+// connection holds meanwhile.
+func (b *browserConn) giveUp() {
+	if sc, ok := b.sock.(*Stream); ok {
+		sc.Close()
+		return
+	}
+	b.abort()
+}
+
 // lingerClose closes the connection after a close frame was sent: it shuts
 // down the writing side, so the close frame goes out with a FIN, and reads
 // and discards what the browser still sends for up to grace before closing,

@@ -630,7 +630,7 @@ func (s *Session) closeWait() {
 		s.closeTimer.Reset(CloseGrace)
 		return
 	}
-	s.bc.abort()
+	s.bc.giveUp()
 }
 
 // recoverPanic ends the session with close code 1011 if its pump panics,

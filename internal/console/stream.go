@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -44,12 +45,21 @@ type Stream struct {
 	local  net.Addr
 	remote net.Addr
 
-	mu     sync.Mutex
-	closed bool
-	reset  bool
-	inUse  sync.WaitGroup // reads, writes and deadlines under way
-	done   chan struct{}  // closed by Close
+	mu      sync.Mutex
+	closed  bool
+	reset   bool
+	writing int            // writes under way
+	inUse   sync.WaitGroup // reads, writes and deadlines under way
+	done    chan struct{}  // closed by Close
+	// pending is how many bytes of the write under way the server's
+	// writer has not yet taken: what a socket's SIOCOUTQ tells, for the
+	// session's waits on a browser that reads slowly.
+	pending atomic.Int64
 }
+
+// streamChunk is how much of a write goes to the server's writer at once,
+// so that pending moves while a large frame goes out.
+const streamChunk = 16 << 10
 
 var errStreamClosed = errors.New("stream closed")
 
@@ -77,15 +87,32 @@ func (c *Stream) Read(p []byte) (int, error) {
 
 // Write writes p and flushes it: each frame goes out as it is written.
 func (c *Stream) Write(p []byte) (int, error) {
-	if !c.enter() {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
 		return 0, errStreamClosed
 	}
-	defer c.leave()
-	n, err := c.w.Write(p)
-	if err == nil {
-		err = c.rc.Flush()
+	c.writing++
+	c.inUse.Add(1)
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.writing--
+		c.mu.Unlock()
+		c.inUse.Done()
+	}()
+	n := 0
+	for n < len(p) {
+		c.pending.Store(int64(len(p) - n))
+		k, err := c.w.Write(p[n:min(len(p), n+streamChunk)])
+		n += k
+		if err != nil {
+			c.pending.Store(0)
+			return n, err
+		}
 	}
-	return n, err
+	c.pending.Store(0)
+	return n, c.rc.Flush()
 }
 
 // CloseWrite flushes what was written: a stream's end follows when the
@@ -96,7 +123,9 @@ func (c *Stream) CloseWrite() error {
 }
 
 // Close ends the stream: operations under way are cut short (a deadline in
-// the past) and the handler returns once they have.
+// the past) and the handler returns once they have. With no write under
+// way, what was written is still delivered: the write deadline stays
+// (over HTTP/2 one in the past resets the stream).
 func (c *Stream) Close() error {
 	c.mu.Lock()
 	if c.closed {
@@ -104,11 +133,14 @@ func (c *Stream) Close() error {
 		return nil
 	}
 	c.closed = true
+	writing := c.writing > 0
 	c.inUse.Add(1)
 	c.mu.Unlock()
 	now := time.Now()
 	_ = c.readRC.SetReadDeadline(now)
-	_ = c.rc.SetWriteDeadline(now)
+	if writing {
+		_ = c.rc.SetWriteDeadline(now)
+	}
 	c.inUse.Done()
 	close(c.done)
 	return nil

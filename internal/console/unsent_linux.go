@@ -9,9 +9,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// unsent returns how many bytes written to the browser's socket it has
+// socketUnsent returns how many bytes written to the browser's socket it has
 // not yet taken (SIOCOUTQ), and whether that could be told.
-func (b *browserConn) unsent() (int, bool) {
+func socketUnsent(b *browserConn) (int, bool) {
 	raw := b.sock
 	if tc, ok := raw.(*tls.Conn); ok {
 		raw = tc.NetConn()

@@ -2,6 +2,6 @@
 
 package console
 
-// unsent: without SIOCOUTQ, how much the browser has not yet taken cannot
+// socketUnsent: without SIOCOUTQ, how much the browser has not yet taken cannot
 // be told.
-func (b *browserConn) unsent() (int, bool) { return 0, false }
+func socketUnsent(b *browserConn) (int, bool) { return 0, false }
