@@ -4,6 +4,8 @@ package caddymodule
 
 import (
 	"bytes"
+	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -26,6 +28,7 @@ import (
 
 	"github.com/vncgate/caddy-vnc-proxy/internal/loadtarget"
 	"github.com/vncgate/caddy-vnc-proxy/internal/testenv"
+	"github.com/vncgate/caddy-vnc-proxy/internal/wsconnect"
 )
 
 // The soak (make soak): about 1,000 concurrent consoles through the real
@@ -35,7 +38,10 @@ import (
 // ways. Afterwards the proxy's descriptors and goroutines must be back to
 // their baseline.
 //
-// SOAK_DURATION (default 90s) and SOAK_CONSOLES (default 1000) set its size.
+// SOAK_DURATION (default 90s) and SOAK_CONSOLES (default 1000) set its size;
+// SOAK_TRANSPORT (ws, the default; h2; h3) how browsers reach the site:
+// HTTP/1.1 upgrades over plain HTTP, or extended CONNECT over HTTPS with
+// Caddy's default protocols, each console on a connection of its own.
 
 // soakPing is the soak's ping_interval: stalls end within 2-3 of these. Not
 // shorter: on a machine the soak saturates, timers and readers can lag a
@@ -54,9 +60,13 @@ type soak struct {
 	reloadsMu sync.Mutex
 	reloadAt  []time.Time // when each reload was asked for
 	url       string      // up to the token
+	transport string      // ws, h2 or h3
 	vanishing string      // token of the VNC server that resets its connections
 	lost      atomic.Int64
 	checked   atomic.Int64
+	// conns holds, for consoles on streams, what drops their connection
+	// (by *websocket.Conn).
+	conns sync.Map
 }
 
 func TestSoak(t *testing.T) {
@@ -71,11 +81,20 @@ func TestSoak(t *testing.T) {
 	body := func(idle string) string {
 		return fmt.Sprintf("vnc_proxy /websockify {\n\t\tresolver file %s\n\t\tping_interval %v\n\t\tmax_message_size 256KiB\n\t\tidle_timeout %s\n\t}", tokens, soakPing, idle)
 	}
-	site, proc := startCaddyProcessAdmin(t, dir, admin, body("1h"))
+	transport := os.Getenv("SOAK_TRANSPORT")
+	if transport == "" {
+		transport = "ws"
+	}
+	c := caddyProcess{admin: admin, https: transport != "ws", xconnect: transport == "h2"}
+	site, proc := startCaddyProcessWith(t, dir, c, body("1h"))
 	_, portText, _ := net.SplitHostPort(site)
 	port, _ := strconv.Atoi(portText)
 	pid := proc.Cmd.Process.Pid
-	s := &soak{t: t, url: "ws://" + site + "/websockify?token=", vanishing: "vanishing"}
+	s := &soak{t: t, url: "ws://" + site + "/websockify?token=", transport: transport, vanishing: "vanishing"}
+	if transport != "ws" {
+		s.url = "https://" + site + "/websockify?token="
+		waitFor(t, 15*time.Second, "the site's certificate", func() bool { return soakEcho(s) == nil })
+	}
 
 	// One console first, so lazily made state is in the baseline.
 	if err := soakEcho(s); err != nil {
@@ -123,7 +142,7 @@ func TestSoak(t *testing.T) {
 			s.reloadAt = append(s.reloadAt, time.Now())
 			s.reloadsMu.Unlock()
 			resp, err := http.Post("http://"+admin+"/load", "text/caddyfile",
-				strings.NewReader(caddyfileFor(dir, admin, port, body(idle[i%2]))))
+				strings.NewReader(c.caddyfile(dir, port, body(idle[i%2]))))
 			if err != nil {
 				t.Errorf("reload: %v", err)
 				continue
@@ -150,15 +169,15 @@ func TestSoak(t *testing.T) {
 				start := time.Now()
 				err := kinds[i].run(s)
 				mu.Lock()
-				if err != nil && errors.Is(err, errOpenDropped) && s.nearReload(start) {
+				if err != nil && (errors.Is(err, errRejectedAtShutdown) || errors.Is(err, errOpenDropped) && s.nearReload(start)) {
 					// Caddy binds a new socket (SO_REUSEPORT) per config;
 					// connections the kernel queued on the old one are
 					// reset when it closes, before any handler sees them.
 					tallies[i].atReload++
 				} else if err != nil {
 					tallies[i].failed++
-					if len(failures) < 20 {
-						failures = append(failures, kinds[i].name+": "+err.Error())
+					if len(failures) < 20 || os.Getenv("SOAK_VERBOSE") != "" {
+						failures = append(failures, fmt.Sprintf("%s: %v (near a reload: %v)", kinds[i].name, err, s.nearReload(start)))
 					}
 				} else {
 					tallies[i].ok++
@@ -183,7 +202,7 @@ func TestSoak(t *testing.T) {
 	}
 
 	var report strings.Builder
-	fmt.Fprintf(&report, "soak: %v, %d concurrent consoles, %d config reloads\n\n", duration, consoles, reloads.Load())
+	fmt.Fprintf(&report, "soak: %v, %d concurrent consoles over %s, %d config reloads\n\n", duration, consoles, transport, reloads.Load())
 	fmt.Fprintf(&report, "| kind | consoles | ended as documented, within bound | not | connection dropped at a reload, before the handler |\n|---|---:|---:|---:|---:|\n")
 	var sum tally
 	for i, k := range kinds {
@@ -224,39 +243,142 @@ func TestSoak(t *testing.T) {
 // errOpenDropped: the connection was closed before any HTTP answer.
 var errOpenDropped = errors.New("opening: connection dropped before an answer")
 
+// errRejectedAtShutdown: an old config's HTTP/3 server, shutting down
+// gracefully, refused the request (a browser retries it).
+var errRejectedAtShutdown = fmt.Errorf("%w: rejected by a server shutting down", errOpenDropped)
+
 // nearReload reports whether a console that began at start may have met a
 // reload while it opened.
 func (s *soak) nearReload(start time.Time) bool {
 	s.reloadsMu.Lock()
 	defer s.reloadsMu.Unlock()
+	// The old config stops once the new one runs, which under the soak's
+	// load can take a few seconds after the reload was asked for.
 	for _, at := range s.reloadAt {
-		if d := start.Sub(at); d > -time.Second && d < time.Second {
+		if d := start.Sub(at); d > -time.Second && d < 3*time.Second {
 			return true
 		}
 	}
 	return false
 }
 
-// dialSoak opens a console and reads the greeting; small sets a small
-// receive buffer, for browsers that stop reading.
+// dial opens a console and reads the greeting; small sets a small
+// receive buffer, for browsers that stop reading (over HTTP/1.1; a stream's
+// flow control window fills by itself). close closes it.
 func (s *soak) dial(token string, small bool) (*websocket.Conn, error) {
-	d := &websocket.Dialer{HandshakeTimeout: 20 * time.Second}
-	if small {
-		d = smallWindowDialer(4096)
+	var (
+		ws   *websocket.Conn
+		resp *http.Response
+		err  error
+	)
+	if s.transport == "ws" {
+		d := &websocket.Dialer{HandshakeTimeout: 20 * time.Second}
+		if small {
+			d = smallWindowDialer(4096)
+		}
+		ws, resp, err = d.Dial(s.url+token, nil)
+	} else {
+		ws, resp, err = s.dialStream(token)
 	}
-	ws, resp, err := d.Dial(s.url+token, nil)
 	if err != nil {
 		if resp == nil && (errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)) {
 			return nil, fmt.Errorf("%w: %v", errOpenDropped, err)
 		}
+		// A server shutting down gracefully (the old config's, at a
+		// reload) refuses new requests on its connections, which a
+		// browser retries: HTTP/3's H3_REQUEST_REJECTED; over HTTP/2 a
+		// GOAWAY or a refused stream, after which Go's client reports the
+		// request body it closed.
+		if resp == nil && strings.Contains(err.Error(), "H3_REQUEST_REJECTED") {
+			// quic-go sends it in a graceful shutdown only: a reload's,
+			// however late under load.
+			return nil, fmt.Errorf("%w: %v", errRejectedAtShutdown, err)
+		}
+		if resp == nil && (strings.Contains(err.Error(), "GOAWAY") ||
+			strings.Contains(err.Error(), "graceful shutdown") || errors.Is(err, io.ErrClosedPipe)) {
+			return nil, fmt.Errorf("%w: %v", errOpenDropped, err)
+		}
 		return nil, fmt.Errorf("opening: %w", err)
 	}
+	// As a browser, a close frame is what counts, whether or not the
+	// answer to it still gets through.
+	// Likewise a pong that no longer gets through (the proxy, having sent
+	// its close frame, stopped reading) does not hide the close frame
+	// behind it.
+	ws.SetCloseHandler(func(code int, _ string) error {
+		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""), time.Now().Add(time.Second))
+		return nil
+	})
+	ws.SetPingHandler(func(data string) error {
+		_ = ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+		return nil
+	})
 	_ = ws.SetReadDeadline(time.Now().Add(30 * time.Second))
 	if _, msg, err := ws.ReadMessage(); err != nil || string(msg) != loadtarget.Greeting {
-		ws.Close()
+		s.close(ws)
 		return nil, fmt.Errorf("greeting %q: %v", msg, err)
 	}
 	return ws, nil
+}
+
+// dialStream opens a console over HTTP/2 or HTTP/3 on a connection of its
+// own, which s.close and s.drop end.
+func (s *soak) dialStream(token string) (*websocket.Conn, *http.Response, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	tlsConf := &tls.Config{InsecureSkipVerify: true}
+	if s.transport == "h3" {
+		host := strings.TrimPrefix(strings.SplitN(s.url, "/websockify", 2)[0], "https://")
+		d, err := wsconnect.DialH3(ctx, host, tlsConf)
+		if err != nil {
+			return nil, nil, err
+		}
+		ws, resp, err := d.Dial(ctx, s.url+token, nil)
+		if err != nil {
+			d.Close()
+			return nil, resp, err
+		}
+		s.conns.Store(ws, func() { d.Close() })
+		return ws, resp, nil
+	}
+	var raw net.Conn
+	d := wsconnect.NewH2(tlsConf)
+	d.Transport.DialTLSContext = func(ctx context.Context, network, addr string, cfg *tls.Config) (net.Conn, error) {
+		c, err := (&tls.Dialer{Config: cfg}).DialContext(ctx, network, addr)
+		raw = c
+		return c, err
+	}
+	ws, resp, err := d.Dial(ctx, s.url+token, nil)
+	if err != nil {
+		d.Transport.CloseIdleConnections()
+		return nil, resp, err
+	}
+	s.conns.Store(ws, func() {
+		if tc, ok := raw.(*tls.Conn); ok {
+			_ = tc.NetConn().(*net.TCPConn).SetLinger(0)
+		}
+		raw.Close()
+	})
+	return ws, resp, nil
+}
+
+// close closes a console, and the connection of one on a stream.
+func (s *soak) close(ws *websocket.Conn) {
+	ws.Close()
+	if drop, ok := s.conns.LoadAndDelete(ws); ok {
+		drop.(func())()
+	}
+}
+
+// drop makes the browser vanish: a reset of its TCP connection, or the
+// abrupt close of its QUIC connection.
+func (s *soak) drop(ws *websocket.Conn) error {
+	if drop, ok := s.conns.LoadAndDelete(ws); ok {
+		drop.(func())()
+		return nil
+	}
+	_ = ws.UnderlyingConn().(*net.TCPConn).SetLinger(0)
+	return ws.UnderlyingConn().Close()
 }
 
 func soakEcho(s *soak) error {
@@ -264,7 +386,7 @@ func soakEcho(s *soak) error {
 	if err != nil {
 		return err
 	}
-	defer ws.Close()
+	defer s.close(ws)
 	if err := ws.WriteMessage(websocket.BinaryMessage, []byte{'e'}); err != nil {
 		return err
 	}
@@ -337,7 +459,7 @@ func soakStream(s *soak) error {
 	if err != nil {
 		return err
 	}
-	defer ws.Close()
+	defer s.close(ws)
 	n := int64(1<<20 + rand.IntN(8<<20))
 	if err := ws.WriteMessage(websocket.BinaryMessage, binary.BigEndian.AppendUint64([]byte{'s'}, uint64(n))); err != nil {
 		return err
@@ -384,11 +506,23 @@ func soakStopsReading(s *soak) error {
 	if err != nil {
 		return err
 	}
-	defer ws.Close()
+	defer s.close(ws)
 	if err := ws.WriteMessage(websocket.BinaryMessage, binary.BigEndian.AppendUint64([]byte{'s'}, 1<<40)); err != nil {
 		return err
 	}
 	time.Sleep(stallBound)
+	if s.transport != "ws" {
+		// The proxy must have reset the stream by now: what the stream
+		// still holds reads at once, then the reset. A stream still
+		// alive would go on delivering.
+		_ = ws.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if err := readUntilClose(ws); err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				return fmt.Errorf("still connected %v after the browser stopped reading", stallBound)
+			}
+		}
+		return nil
+	}
 	// The proxy must have dropped the connection by now. Reading would
 	// open the window and let its send buffer trickle in, closed or not;
 	// instead, a frame sent to a closed socket draws a reset, which the
@@ -414,17 +548,16 @@ func soakBrowserVanishes(s *soak) error {
 		return err
 	}
 	if err := ws.WriteMessage(websocket.BinaryMessage, binary.BigEndian.AppendUint64([]byte{'s'}, 1<<40)); err != nil {
-		ws.Close()
+		s.close(ws)
 		return err
 	}
 	for range 1 + rand.IntN(20) {
 		if _, _, err := ws.ReadMessage(); err != nil {
-			ws.Close()
+			s.close(ws)
 			return err
 		}
 	}
-	_ = ws.UnderlyingConn().(*net.TCPConn).SetLinger(0)
-	return ws.UnderlyingConn().Close()
+	return s.drop(ws)
 }
 
 func soakTargetVanishes(s *soak) error {
@@ -432,7 +565,7 @@ func soakTargetVanishes(s *soak) error {
 	if err != nil {
 		return err
 	}
-	defer ws.Close()
+	defer s.close(ws)
 	// The server resets within 3s; the browser hears 1000 within a second.
 	_ = ws.SetReadDeadline(time.Now().Add(5 * time.Second))
 	err = readUntilClose(ws)
@@ -449,7 +582,7 @@ func soakAct(s *soak, cmd []byte, pause time.Duration, act func(ws *websocket.Co
 	if err != nil {
 		return err
 	}
-	defer ws.Close()
+	defer s.close(ws)
 	if err := ws.WriteMessage(websocket.BinaryMessage, cmd); err != nil {
 		return err
 	}
