@@ -42,6 +42,7 @@ import (
 // SOAK_TRANSPORT (ws, the default; h2; h3) how browsers reach the site:
 // HTTP/1.1 upgrades over plain HTTP, or extended CONNECT over HTTPS with
 // Caddy's default protocols, each console on a connection of its own.
+// SOAK_VERBOSE lists every console that ended otherwise, not the first 20.
 
 // soakPing is the soak's ping_interval: stalls end within 2-3 of these. Not
 // shorter: on a machine the soak saturates, timers and readers can lag a
