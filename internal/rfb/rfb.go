@@ -15,37 +15,6 @@ import (
 	"math/bits"
 )
 
-// Security types.
-const (
-	SecurityInvalid = 0
-	SecurityNone    = 1
-	SecurityVNCAuth = 2
-)
-
-// Encodings and pseudo-encodings (SetEncodings, rectangle headers).
-const (
-	EncodingRaw         int32 = 0
-	EncodingDesktopSize int32 = -223
-)
-
-// Client-to-server message types.
-const (
-	MsgSetPixelFormat           = 0
-	MsgSetEncodings             = 2
-	MsgFramebufferUpdateRequest = 3
-	MsgKeyEvent                 = 4
-	MsgPointerEvent             = 5
-	MsgClientCutText            = 6
-)
-
-// Server-to-client message types.
-const (
-	MsgFramebufferUpdate   = 0
-	MsgSetColourMapEntries = 1
-	MsgBell                = 2
-	MsgServerCutText       = 3
-)
-
 // ErrAuthFailed is returned when the server rejects the password or the
 // security handshake.
 var ErrAuthFailed = errors.New("rfb: authentication failed")

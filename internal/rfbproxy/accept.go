@@ -35,18 +35,18 @@ func Accept(rw io.ReadWriter) (shared bool, minor int, err error) {
 	minor = rfb.UsedMinor(minor)
 
 	if minor == 3 {
-		if _, err := rw.Write(binary.BigEndian.AppendUint32(nil, SecurityNone)); err != nil {
+		if _, err := rw.Write(binary.BigEndian.AppendUint32(nil, rfb.SecurityNone)); err != nil {
 			return false, minor, fmt.Errorf("sending security type: %w", err)
 		}
 	} else {
-		if _, err := rw.Write([]byte{1, SecurityNone}); err != nil {
+		if _, err := rw.Write([]byte{1, rfb.SecurityNone}); err != nil {
 			return false, minor, fmt.Errorf("sending security types: %w", err)
 		}
 		var choice [1]byte
 		if _, err := io.ReadFull(rw, choice[:]); err != nil {
 			return false, minor, fmt.Errorf("reading security type: %w", err)
 		}
-		if choice[0] != SecurityNone {
+		if choice[0] != rfb.SecurityNone {
 			return false, minor, fmt.Errorf("%w: chose security type %d, which was not offered", ErrBrowser, choice[0])
 		}
 		if minor == 8 {

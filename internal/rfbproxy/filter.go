@@ -4,45 +4,17 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-)
 
-// Client-to-server message types (RFC 6143 7.5 and the community rfbproto
-// document).
-const (
-	msgSetPixelFormat           = 0
-	msgSetEncodings             = 2
-	msgFramebufferUpdateRequest = 3
-	msgKeyEvent                 = 4
-	msgPointerEvent             = 5
-	msgClientCutText            = 6
-	msgEnableContinuousUpdates  = 150
-	msgClientFence              = 248
-	msgXvp                      = 250
-	msgSetDesktopSize           = 251
-	msgGii                      = 253
-	msgQEMU                     = 255
-
-	qemuExtendedKeyEvent = 0
-	qemuAudio            = 1
+	"github.com/vncgate/caddy-vnc-proxy/internal/rfb"
 )
 
 // Pseudo-encodings that offer input features. A view-only browser that
 // does not offer them is not told the server could take them: noVNC then
 // hides its power, resize and clipboard controls.
-const (
-	encodingQEMUPointerMotionChange = -257
-	encodingQEMUExtendedKeyEvent    = -258
-	encodingGii                     = -305
-	encodingExtendedDesktopSize     = -308
-	encodingXvp                     = -309
-	encodingExtendedMouseButtons    = -316
-	encodingExtendedClipboard       = -1063131698 // 0xc0a1e5ce
-)
-
 func inputEncoding(e int32) bool {
 	switch e {
-	case encodingQEMUPointerMotionChange, encodingQEMUExtendedKeyEvent, encodingGii,
-		encodingExtendedDesktopSize, encodingXvp, encodingExtendedMouseButtons, encodingExtendedClipboard:
+	case rfb.EncodingQEMUPointerMotionChange, rfb.EncodingQEMUExtendedKeyEvent, rfb.EncodingGii,
+		rfb.EncodingExtendedDesktopSize, rfb.EncodingXvp, rfb.EncodingExtendedMouseButtons, rfb.EncodingExtendedClipboard:
 		return true
 	}
 	return false
@@ -121,11 +93,11 @@ func (f *ViewOnlyFilter) Filter(dst, p []byte) ([]byte, error) {
 func (f *ViewOnlyFilter) judge(dst []byte) ([]byte, error) {
 	m := f.msg
 	switch m[0] {
-	case msgSetPixelFormat:
+	case rfb.MsgSetPixelFormat:
 		return f.forwardAt(dst, 20), nil
-	case msgFramebufferUpdateRequest, msgEnableContinuousUpdates:
+	case rfb.MsgFramebufferUpdateRequest, rfb.MsgEnableContinuousUpdates:
 		return f.forwardAt(dst, 10), nil
-	case msgSetEncodings:
+	case rfb.MsgSetEncodings:
 		if len(m) < 4 {
 			f.need = 4
 			return dst, nil
@@ -139,7 +111,7 @@ func (f *ViewOnlyFilter) judge(dst []byte) ([]byte, error) {
 			return dst, nil
 		}
 		return f.forwardEncodings(dst, n), nil
-	case msgClientFence:
+	case rfb.MsgClientFence:
 		if len(m) < 9 {
 			f.need = 9
 			return dst, nil
@@ -150,9 +122,9 @@ func (f *ViewOnlyFilter) judge(dst []byte) ([]byte, error) {
 		}
 		return f.forwardAt(dst, 9+n), nil
 
-	case msgKeyEvent:
+	case rfb.MsgKeyEvent:
 		return f.dropAt(dst, 8, 0), nil
-	case msgPointerEvent:
+	case rfb.MsgPointerEvent:
 		if len(m) < 2 {
 			f.need = 2
 			return dst, nil
@@ -161,7 +133,7 @@ func (f *ViewOnlyFilter) judge(dst []byte) ([]byte, error) {
 			return f.dropAt(dst, 7, 0), nil
 		}
 		return f.dropAt(dst, 6, 0), nil
-	case msgClientCutText:
+	case rfb.MsgClientCutText:
 		if len(m) < 8 {
 			f.need = 8
 			return dst, nil
@@ -175,15 +147,15 @@ func (f *ViewOnlyFilter) judge(dst []byte) ([]byte, error) {
 			return dst, fmt.Errorf("%w: ClientCutText of %d bytes (limit %d)", ErrRefusedMessage, n, limit)
 		}
 		return f.dropAt(dst, 8, n), nil
-	case msgXvp:
+	case rfb.MsgXvpClient:
 		return f.dropAt(dst, 4, 0), nil
-	case msgSetDesktopSize:
+	case rfb.MsgSetDesktopSize:
 		if len(m) < 8 {
 			f.need = 8
 			return dst, nil
 		}
 		return f.dropAt(dst, 8, 16*int64(m[6])), nil
-	case msgGii:
+	case rfb.MsgGii:
 		if len(m) < 4 {
 			f.need = 4
 			return dst, nil
@@ -196,15 +168,15 @@ func (f *ViewOnlyFilter) judge(dst []byte) ([]byte, error) {
 			n = binary.LittleEndian.Uint16(m[2:])
 		}
 		return f.dropAt(dst, 4, int64(n)), nil
-	case msgQEMU:
+	case rfb.MsgQEMUClient:
 		if len(m) < 2 {
 			f.need = 2
 			return dst, nil
 		}
 		switch m[1] {
-		case qemuExtendedKeyEvent:
+		case rfb.QEMUExtendedKeyEvent:
 			return f.dropAt(dst, 12, 0), nil
-		case qemuAudio:
+		case rfb.QEMUAudio:
 			if len(m) < 4 {
 				f.need = 4
 				return dst, nil
@@ -254,7 +226,7 @@ func (f *ViewOnlyFilter) forwardEncodings(dst []byte, n int) []byte {
 	for i := range n {
 		e := f.msg[4+4*i : 8+4*i]
 		enc := int32(binary.BigEndian.Uint32(e))
-		if enc == encodingExtendedMouseButtons {
+		if enc == rfb.EncodingExtendedMouseButtons {
 			f.extendedMouse = true
 		}
 		if inputEncoding(enc) {

@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"testing"
+
+	"github.com/vncgate/caddy-vnc-proxy/internal/rfb"
 )
 
 func be16(v uint16) []byte   { return binary.BigEndian.AppendUint16(nil, v) }
@@ -12,7 +14,7 @@ func be32(v uint32) []byte   { return binary.BigEndian.AppendUint32(nil, v) }
 func cat(b ...[]byte) []byte { return bytes.Join(b, nil) }
 
 func setEncodings(encs ...int32) []byte {
-	b := cat([]byte{msgSetEncodings, 0}, be16(uint16(len(encs))))
+	b := cat([]byte{rfb.MsgSetEncodings, 0}, be16(uint16(len(encs))))
 	for _, e := range encs {
 		b = append(b, be32(uint32(e))...)
 	}
@@ -21,28 +23,28 @@ func setEncodings(encs ...int32) []byte {
 
 // The messages of a view-only console, as noVNC and others send them.
 var (
-	setPixelFormat = cat([]byte{msgSetPixelFormat, 0, 0, 0}, []byte{32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0, 0, 0, 0})
-	updateRequest  = []byte{msgFramebufferUpdateRequest, 1, 0, 0, 0, 0, 3, 32, 2, 88}
-	continuous     = []byte{msgEnableContinuousUpdates, 1, 0, 0, 0, 0, 3, 32, 2, 88}
-	fence          = cat([]byte{msgClientFence, 0, 0, 0}, be32(0x80000001), []byte{3, 'a', 'b', 'c'})
-	qemuAudioOn    = []byte{msgQEMU, qemuAudio, 0, 0}
-	qemuAudioFmt   = cat([]byte{msgQEMU, qemuAudio, 0, 2, 3, 2}, be32(44100))
+	setPixelFormat = cat([]byte{rfb.MsgSetPixelFormat, 0, 0, 0}, []byte{32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0, 0, 0, 0})
+	updateRequest  = []byte{rfb.MsgFramebufferUpdateRequest, 1, 0, 0, 0, 0, 3, 32, 2, 88}
+	continuous     = []byte{rfb.MsgEnableContinuousUpdates, 1, 0, 0, 0, 0, 3, 32, 2, 88}
+	fence          = cat([]byte{rfb.MsgClientFence, 0, 0, 0}, be32(0x80000001), []byte{3, 'a', 'b', 'c'})
+	qemuAudioOn    = []byte{rfb.MsgQEMUClient, rfb.QEMUAudio, 0, 0}
+	qemuAudioFmt   = cat([]byte{rfb.MsgQEMUClient, rfb.QEMUAudio, 0, 2, 3, 2}, be32(44100))
 
-	keyEvent     = cat([]byte{msgKeyEvent, 1, 0, 0}, be32(0x61))
-	pointer      = []byte{msgPointerEvent, 1, 0, 10, 0, 20}
-	pointerExt   = []byte{msgPointerEvent, 0x81, 0, 10, 0, 20, 1}
-	cutText      = cat([]byte{msgClientCutText, 0, 0, 0}, be32(5), []byte("hello"))
-	extClipboard = cat([]byte{msgClientCutText, 0, 0, 0}, be32(uint32(0xfffffffc)), be32(0x10000001)) // length -4
-	xvpReboot    = []byte{msgXvp, 0, 1, 3}
-	desktopSize  = cat([]byte{msgSetDesktopSize, 0}, be16(1024), be16(768), []byte{1, 0}, make([]byte, 16))
-	gii          = cat([]byte{msgGii, 0x80 | 1}, be16(6), make([]byte, 6))
-	giiLE        = cat([]byte{msgGii, 1}, []byte{6, 0}, make([]byte, 6))
-	qemuKey      = cat([]byte{msgQEMU, qemuExtendedKeyEvent}, be16(1), be32(0x61), be32(30))
+	keyEvent     = cat([]byte{rfb.MsgKeyEvent, 1, 0, 0}, be32(0x61))
+	pointer      = []byte{rfb.MsgPointerEvent, 1, 0, 10, 0, 20}
+	pointerExt   = []byte{rfb.MsgPointerEvent, 0x81, 0, 10, 0, 20, 1}
+	cutText      = cat([]byte{rfb.MsgClientCutText, 0, 0, 0}, be32(5), []byte("hello"))
+	extClipboard = cat([]byte{rfb.MsgClientCutText, 0, 0, 0}, be32(uint32(0xfffffffc)), be32(0x10000001)) // length -4
+	xvpReboot    = []byte{rfb.MsgXvpClient, 0, 1, 3}
+	desktopSize  = cat([]byte{rfb.MsgSetDesktopSize, 0}, be16(1024), be16(768), []byte{1, 0}, make([]byte, 16))
+	gii          = cat([]byte{rfb.MsgGii, 0x80 | 1}, be16(6), make([]byte, 6))
+	giiLE        = cat([]byte{rfb.MsgGii, 1}, []byte{6, 0}, make([]byte, 6))
+	qemuKey      = cat([]byte{rfb.MsgQEMUClient, rfb.QEMUExtendedKeyEvent}, be16(1), be32(0x61), be32(30))
 )
 
 // noVNC 1.7's SetEncodings for a 24-bit screen.
 var noVNCEncodings = []int32{7, 1, 16, 21, 5, 2, 6, 0, -26, -254, -223, -224, -258, -261, -308, -309, -312, -313, -307,
-	encodingExtendedClipboard, -316, 0x574d5664, -239}
+	rfb.EncodingExtendedClipboard, -316, 0x574d5664, -239}
 
 func TestViewOnlyFilter(t *testing.T) {
 	kept := setEncodings(7, 1, 16, 21, 5, 2, 6, 0, -26, -254, -223, -224, -261, -312, -313, -307, 0x574d5664, -239)
@@ -104,12 +106,12 @@ func TestViewOnlyFilterRefuses(t *testing.T) {
 	}{
 		{"unknown type", []byte{7, 0, 0, 0}},
 		{"VMware message", []byte{127, 0, 0, 0}},
-		{"too many encodings", cat([]byte{msgSetEncodings, 0}, be16(maxEncodings+1))},
-		{"fence payload past 64 bytes", cat([]byte{msgClientFence, 0, 0, 0}, be32(0), []byte{65})},
-		{"clipboard past the limit", cat([]byte{msgClientCutText, 0, 0, 0}, be32(DefaultMaxLength+1))},
-		{"extended clipboard past the limit", cat([]byte{msgClientCutText, 0, 0, 0}, be32(0x80000000))},
-		{"unknown QEMU message", []byte{msgQEMU, 9}},
-		{"unknown QEMU audio operation", []byte{msgQEMU, qemuAudio, 0, 7}},
+		{"too many encodings", cat([]byte{rfb.MsgSetEncodings, 0}, be16(maxEncodings+1))},
+		{"fence payload past 64 bytes", cat([]byte{rfb.MsgClientFence, 0, 0, 0}, be32(0), []byte{65})},
+		{"clipboard past the limit", cat([]byte{rfb.MsgClientCutText, 0, 0, 0}, be32(DefaultMaxLength+1))},
+		{"extended clipboard past the limit", cat([]byte{rfb.MsgClientCutText, 0, 0, 0}, be32(0x80000000))},
+		{"unknown QEMU message", []byte{rfb.MsgQEMUClient, 9}},
+		{"unknown QEMU audio operation", []byte{rfb.MsgQEMUClient, rfb.QEMUAudio, 0, 7}},
 		{"unknown type after a good message", cat(updateRequest, []byte{200})},
 	}
 	for _, c := range cases {
@@ -125,7 +127,7 @@ func TestViewOnlyFilterRefuses(t *testing.T) {
 func TestViewOnlyFilterSkipsLargeClipboard(t *testing.T) {
 	f := ViewOnlyFilter{MaxLength: 8 << 20}
 	text := bytes.Repeat([]byte{'x'}, 5<<20)
-	in := cat([]byte{msgClientCutText, 0, 0, 0}, be32(uint32(len(text))), text, updateRequest)
+	in := cat([]byte{rfb.MsgClientCutText, 0, 0, 0}, be32(uint32(len(text))), text, updateRequest)
 	var out []byte
 	for len(in) > 0 {
 		n := min(len(in), 64<<10)
@@ -180,11 +182,11 @@ func checkForwarded(t *testing.T, b []byte) {
 	for len(b) > 0 {
 		size := 0
 		switch b[0] {
-		case msgSetPixelFormat:
+		case rfb.MsgSetPixelFormat:
 			size = 20
-		case msgFramebufferUpdateRequest, msgEnableContinuousUpdates:
+		case rfb.MsgFramebufferUpdateRequest, rfb.MsgEnableContinuousUpdates:
 			size = 10
-		case msgSetEncodings:
+		case rfb.MsgSetEncodings:
 			if len(b) < 4 {
 				t.Fatalf("partial SetEncodings forwarded")
 			}
@@ -198,13 +200,13 @@ func checkForwarded(t *testing.T, b []byte) {
 					t.Fatalf("input pseudo-encoding %d forwarded", e)
 				}
 			}
-		case msgClientFence:
+		case rfb.MsgClientFence:
 			if len(b) < 9 {
 				t.Fatalf("partial ClientFence forwarded")
 			}
 			size = 9 + int(b[8])
-		case msgQEMU:
-			if len(b) < 4 || b[1] != qemuAudio {
+		case rfb.MsgQEMUClient:
+			if len(b) < 4 || b[1] != rfb.QEMUAudio {
 				t.Fatalf("QEMU message % x forwarded", b[:min(len(b), 4)])
 			}
 			size = 4
@@ -230,7 +232,7 @@ func BenchmarkViewOnlyFilter(b *testing.B) {
 		msg  []byte
 	}{
 		{"update requests", updateRequest},
-		{"fences of 64 bytes", cat([]byte{msgClientFence, 0, 0, 0}, be32(0), []byte{64}, make([]byte, 64))},
+		{"fences of 64 bytes", cat([]byte{rfb.MsgClientFence, 0, 0, 0}, be32(0), []byte{64}, make([]byte, 64))},
 		{"key and pointer events", cat(keyEvent, pointer)},
 	} {
 		b.Run(c.name, func(b *testing.B) {

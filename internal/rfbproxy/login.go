@@ -21,22 +21,6 @@ import (
 	"github.com/vncgate/caddy-vnc-proxy/internal/rfb"
 )
 
-// Security types and VeNCrypt subtypes (RFC 6143, 7.2; the community
-// rfbproto document, "VeNCrypt").
-const (
-	SecurityNone     = 1
-	SecurityVNCAuth  = 2
-	SecurityVeNCrypt = 19
-
-	VeNCryptPlain     = 256
-	VeNCryptTLSNone   = 257
-	VeNCryptTLSVnc    = 258
-	VeNCryptTLSPlain  = 259
-	VeNCryptX509None  = 260
-	VeNCryptX509Vnc   = 261
-	VeNCryptX509Plain = 262
-)
-
 // maxReasonLen bounds the failure reason a VNC server may send; a longer
 // one is not read, so a hostile server cannot make the proxy read or
 // allocate much.
@@ -92,25 +76,25 @@ func (r Result) String() string {
 
 func securityName(t uint32) string {
 	switch t {
-	case SecurityNone:
+	case rfb.SecurityNone:
 		return "none"
-	case SecurityVNCAuth:
+	case rfb.SecurityVNCAuth:
 		return "vnc"
-	case SecurityVeNCrypt:
+	case rfb.SecurityVeNCrypt:
 		return "vencrypt"
-	case VeNCryptPlain:
+	case rfb.VeNCryptPlain:
 		return "plain"
-	case VeNCryptTLSNone:
+	case rfb.VeNCryptTLSNone:
 		return "tlsnone"
-	case VeNCryptTLSVnc:
+	case rfb.VeNCryptTLSVnc:
 		return "tlsvnc"
-	case VeNCryptTLSPlain:
+	case rfb.VeNCryptTLSPlain:
 		return "tlsplain"
-	case VeNCryptX509None:
+	case rfb.VeNCryptX509None:
 		return "x509none"
-	case VeNCryptX509Vnc:
+	case rfb.VeNCryptX509Vnc:
 		return "x509vnc"
-	case VeNCryptX509Plain:
+	case rfb.VeNCryptX509Plain:
 		return "x509plain"
 	}
 	return fmt.Sprintf("type %d", t)
@@ -183,18 +167,18 @@ func (l *login) run(greeting []byte) error {
 	l.res.Security = sec
 
 	switch sec {
-	case SecurityVNCAuth:
+	case rfb.SecurityVNCAuth:
 		if err := l.vncAuth(); err != nil {
 			return err
 		}
-	case SecurityVeNCrypt:
+	case rfb.SecurityVeNCrypt:
 		if err := l.veNCrypt(); err != nil {
 			return err
 		}
 	}
 
 	// RFB 3.3 and 3.7 skip the SecurityResult after security None.
-	if sec == SecurityNone && minor < 8 {
+	if sec == rfb.SecurityNone && minor < 8 {
 		return nil
 	}
 	result, err := l.readU32()
@@ -214,11 +198,11 @@ func (l *login) run(greeting []byte) error {
 // 3.3 server, which names one type only.
 func (l *login) usable(sec uint32) bool {
 	switch sec {
-	case SecurityVeNCrypt:
+	case rfb.SecurityVeNCrypt:
 		return true // the subtypes decide
-	case SecurityVNCAuth:
+	case rfb.SecurityVNCAuth:
 		return l.cred.Password != "" && !l.cred.RequireTLS
-	case SecurityNone:
+	case rfb.SecurityNone:
 		return !l.cred.RequireTLS
 	}
 	return false
@@ -231,19 +215,19 @@ func (l *login) choose(offered []byte) (uint32, error) {
 	has := func(t byte) bool { return slices.Contains(offered, t) }
 	c := l.cred
 	switch {
-	case has(SecurityVeNCrypt) && c.TLS != nil:
-		return SecurityVeNCrypt, nil
+	case has(rfb.SecurityVeNCrypt) && c.TLS != nil:
+		return rfb.SecurityVeNCrypt, nil
 	case c.RequireTLS:
 		return 0, fmt.Errorf("%w: require_tls is set and the server offers no VeNCrypt (offers %s)", ErrNoSecurityType, typeList(offered))
-	case has(SecurityVNCAuth) && c.Password != "":
-		return SecurityVNCAuth, nil
-	case has(SecurityVeNCrypt) && c.Password != "" && c.Username != "":
-		return SecurityVeNCrypt, nil
-	case has(SecurityNone):
-		return SecurityNone, nil
-	case has(SecurityVNCAuth):
+	case has(rfb.SecurityVNCAuth) && c.Password != "":
+		return rfb.SecurityVNCAuth, nil
+	case has(rfb.SecurityVeNCrypt) && c.Password != "" && c.Username != "":
+		return rfb.SecurityVeNCrypt, nil
+	case has(rfb.SecurityNone):
+		return rfb.SecurityNone, nil
+	case has(rfb.SecurityVNCAuth):
 		return 0, fmt.Errorf("%w: the server asks for a VNC password and none is configured", ErrNoSecurityType)
-	case has(SecurityVeNCrypt):
+	case has(rfb.SecurityVeNCrypt):
 		return 0, fmt.Errorf("%w: the server offers only VeNCrypt and no tls (or username and password) is configured", ErrNoSecurityType)
 	}
 	return 0, fmt.Errorf("%w: the server offers %s", ErrNoSecurityType, typeList(offered))
@@ -324,7 +308,7 @@ func (l *login) veNCrypt() error {
 	}
 
 	switch sub {
-	case VeNCryptX509None, VeNCryptX509Vnc, VeNCryptX509Plain:
+	case rfb.VeNCryptX509None, rfb.VeNCryptX509Vnc, rfb.VeNCryptX509Plain:
 		tc := tls.Client(l.conn, l.cred.TLS)
 		if err := tc.Handshake(); err != nil {
 			return fmt.Errorf("%w: TLS handshake: %v", ErrRefused, err)
@@ -332,9 +316,9 @@ func (l *login) veNCrypt() error {
 		l.conn = tc
 	}
 	switch sub {
-	case SecurityVNCAuth, VeNCryptX509Vnc:
+	case rfb.SecurityVNCAuth, rfb.VeNCryptX509Vnc:
 		return l.vncAuth()
-	case VeNCryptPlain, VeNCryptX509Plain:
+	case rfb.VeNCryptPlain, rfb.VeNCryptX509Plain:
 		return l.plain()
 	}
 	return nil
@@ -348,21 +332,21 @@ func (l *login) chooseSubtype(offered []uint32) (uint32, error) {
 	var prefs []uint32
 	if c.TLS != nil {
 		if c.Username != "" && c.Password != "" {
-			prefs = append(prefs, VeNCryptX509Plain)
+			prefs = append(prefs, rfb.VeNCryptX509Plain)
 		}
 		if c.Password != "" {
-			prefs = append(prefs, VeNCryptX509Vnc)
+			prefs = append(prefs, rfb.VeNCryptX509Vnc)
 		}
-		prefs = append(prefs, VeNCryptX509None)
+		prefs = append(prefs, rfb.VeNCryptX509None)
 	}
 	if !c.RequireTLS {
 		if c.Password != "" {
-			prefs = append(prefs, SecurityVNCAuth)
+			prefs = append(prefs, rfb.SecurityVNCAuth)
 		}
 		if c.Username != "" && c.Password != "" {
-			prefs = append(prefs, VeNCryptPlain)
+			prefs = append(prefs, rfb.VeNCryptPlain)
 		}
-		prefs = append(prefs, SecurityNone)
+		prefs = append(prefs, rfb.SecurityNone)
 	}
 	for _, p := range prefs {
 		if slices.Contains(offered, p) {
@@ -373,7 +357,7 @@ func (l *login) chooseSubtype(offered []uint32) (uint32, error) {
 	anonymous := false
 	for i, t := range offered {
 		names[i] = securityName(t)
-		anonymous = anonymous || t == VeNCryptTLSNone || t == VeNCryptTLSVnc || t == VeNCryptTLSPlain
+		anonymous = anonymous || t == rfb.VeNCryptTLSNone || t == rfb.VeNCryptTLSVnc || t == rfb.VeNCryptTLSPlain
 	}
 	detail := "VeNCrypt offers [" + strings.Join(names, " ") + "]"
 	if anonymous {
