@@ -1,0 +1,214 @@
+package console
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"go.uber.org/zap"
+)
+
+// CloseGrace is how long a session waits for the browser to answer its
+// close frame before it drops the connection.
+const CloseGrace = time.Second
+
+// endOnControlError ends a session whose ping or pong could not be
+// written: the frame may have been cut short, so the stream is lost. A
+// write that took two intervals is a browser that stopped reading, as for
+// data frames.
+func (s *Session) endOnControlError(err error, what string) {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		s.end(reasonBrowserStalled, 0, "", fmt.Errorf("%s: %w", what, err))
+		return
+	}
+	s.end(reasonBrowserGone, 0, "", fmt.Errorf("%s: %w", what, err))
+}
+
+func (s *Session) endOnBrowserError(err error) {
+	var ce *websocket.CloseError
+	switch {
+	case errors.Is(err, websocket.ErrReadLimit) && s.bc.closeSent.Load():
+		// gorilla has sent close 1009 already.
+		s.end(reasonTooBig, 0, "", nil)
+	case errors.Is(err, websocket.ErrReadLimit):
+		// A frame length with the top bit set, which gorilla refuses
+		// without a close frame (RFC 6455 5.2: the bit must be 0).
+		s.end(reasonProtocolError, websocket.CloseProtocolError, "invalid frame length", err)
+	case errors.As(err, &ce) && ce.Code != websocket.CloseAbnormalClosure:
+		// Echo the browser's close (RFC 6455 5.5.1), after the frame in
+		// flight; a close without a code gets one without a code.
+		s.end(reasonBrowserClosed, ce.Code, "", nil)
+	default:
+		s.end(reasonBrowserGone, 0, "", err)
+	}
+}
+
+// end ends the session once: it records why, sends the browser a close
+// frame with code (none when code is 0), and closes the VNC server's
+// connection, which ends pumpToBrowser. The close frame waits for the data
+// frame being written, for at most CloseGrace; the browser then gets
+// CloseGrace to answer before its connection is dropped. Without a close
+// frame (from end, or from gorilla on a protocol error) the connection is
+// dropped at once. Either way both pumps return promptly, and the last one
+// closes the browser's connection (pumpDone).
+func (s *Session) end(reason string, code int, text string, err error) {
+	s.mu.Lock()
+	if s.ended {
+		s.mu.Unlock()
+		return
+	}
+	s.ended = true
+	s.reason = reason
+	s.endErr = err
+	stopTimer(s.pingTimer)
+	stopTimer(s.idleTimer)
+	stopTimer(s.endTimer)
+	s.writers.Add(1)
+	s.mu.Unlock()
+	defer s.writers.Done()
+
+	s.target.Close()
+	if code != 0 {
+		// The close frame goes after the data frame being written.
+		if code == websocket.CloseGoingAway {
+			// Shutting down: that frame gets CloseGrace, no more.
+			_ = s.browser.SetWriteDeadline(time.Now().Add(CloseGrace))
+			s.bc.mu.Lock()
+		} else {
+			s.lockAfterFrameInFlight()
+		}
+		werr := s.writeControlLocked(websocket.CloseMessage, websocket.FormatCloseMessage(code, text), time.Now().Add(CloseGrace))
+		s.bc.mu.Unlock()
+		if werr != nil {
+			s.bc.abort()
+			return
+		}
+	}
+	if !s.bc.closeSent.Load() {
+		// No close frame (the browser is gone or stalled): drop it.
+		s.bc.abort()
+		return
+	}
+	// The browser's answer ends pumpToTarget; one that does not answer is
+	// dropped (closeWait).
+	s.mu.Lock()
+	s.closeWaitStart = time.Now()
+	s.closeUnsent = -1
+	if left, ok := s.bc.unsent(); ok {
+		s.closeUnsent = left
+	}
+	s.closeTimer = time.AfterFunc(CloseGrace, s.closeWait)
+	s.mu.Unlock()
+}
+
+// lockAfterFrameInFlight takes the write lock once the data frame being
+// written is done, waiting as long as the browser keeps taking bytes (the
+// VNC server's side is closed, so what is left is finite); a browser that
+// takes nothing for CloseGrace has the write cut short.
+func (s *Session) lockAfterFrameInFlight() {
+	if s.bc.mu.TryLock() {
+		return
+	}
+	last, _ := s.bc.unsent()
+	lastMoved := s.toBrowser.Load()
+	cut := time.Now().Add(CloseGrace)
+	for {
+		time.Sleep(20 * time.Millisecond)
+		if s.bc.mu.TryLock() {
+			return
+		}
+		left, _ := s.bc.unsent()
+		if moved := s.toBrowser.Load(); left < last || moved != lastMoved {
+			last, lastMoved, cut = left, moved, time.Now().Add(CloseGrace)
+		}
+		if time.Now().After(cut) {
+			_ = s.browser.SetWriteDeadline(time.Now())
+			s.bc.mu.Lock()
+			return
+		}
+	}
+}
+
+// closeWait runs CloseGrace after the close frame, and again while the
+// browser still takes the bytes queued before it: a browser on a slow link
+// reading a backlog must not lose its tail to the reset. One that takes
+// nothing for CloseGrace, or that has had two intervals, is dropped.
+func (s *Session) closeWait() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	left, ok := s.bc.unsent()
+	progress := ok && left > 0 && left < s.closeUnsent
+	if progress && time.Since(s.closeWaitStart) < 2*s.tickInterval() {
+		s.closeUnsent = left
+		s.closeTimer.Reset(CloseGrace)
+		return
+	}
+	s.bc.giveUp()
+}
+
+// recoverPanic ends the session with close code 1011 if its pump panics,
+// so that one broken session cannot take the process down.
+func (s *Session) recoverPanic() {
+	v := recover()
+	if v == nil {
+		return
+	}
+	s.logger.Error("session failed", zap.String("session", s.id), zap.Any("panic", v), zap.Stack("stack"))
+	s.end(reasonInternal, websocket.CloseInternalServerErr, "internal error", fmt.Errorf("panic: %v", v))
+}
+
+// pumpDone is called by each pump as it returns; the last one closes what
+// is left, unregisters the session and logs its end.
+func (s *Session) pumpDone() {
+	if s.pumps.Add(-1) != 0 {
+		return
+	}
+	s.mu.Lock()
+	stopTimer(s.closeTimer)
+	reason, err := s.reason, s.endErr
+	s.mu.Unlock()
+	s.target.Close()
+	s.writers.Wait()
+	if s.bc.closeSent.Load() {
+		// After a close frame, or a write that failed (then lingerClose
+		// finds the connection closed already).
+		s.bc.lingerClose(CloseGrace)
+	} else {
+		s.browser.Close()
+	}
+	Sessions.remove(s)
+	if s.release != nil {
+		s.release()
+	}
+
+	duration := time.Since(s.started)
+	s.metrics.Duration.Observe(duration.Seconds())
+	fields := []zap.Field{
+		zap.String("session", s.id),
+		zap.String("client", s.client),
+		zap.Stringer("target", s.targetAddr),
+		zap.String("token_hash", s.tokenHash),
+		zap.Int64("bytes_to_browser", s.toBrowser.Load()),
+		zap.Int64("bytes_to_target", s.toTarget.Load()),
+		zap.Duration("duration", duration),
+		zap.String("reason", reason),
+	}
+	if s.filter != nil {
+		fields = append(fields, zap.Int64("dropped_input", s.filter.Dropped))
+	}
+	if err != nil {
+		fields = append(fields, zap.Error(err))
+	}
+	s.logger.Info("session ended", fields...)
+	close(s.done)
+}
+
+// isEnded reports whether the session is ending or has ended.
+func (s *Session) isEnded() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ended
+}

@@ -1,0 +1,161 @@
+package console
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// DefaultPingInterval paces the stall checks of sessions without pings.
+const DefaultPingInterval = 30 * time.Second
+
+// writeControlLocked sends a control frame (payload at most 125 bytes);
+// the caller holds bc.mu, so the frame goes after any data frame being
+// written. Nothing follows a close frame.
+func (s *Session) writeControlLocked(messageType int, payload []byte, deadline time.Time) error {
+	if s.bc.closeSent.Load() {
+		return errCloseSent
+	}
+	frame := make([]byte, 2, 2+len(payload))
+	frame[0], frame[1] = 0x80|byte(messageType), byte(len(payload))
+	frame = append(frame, payload...)
+	_ = s.browser.SetWriteDeadline(deadline)
+	_, err := s.browser.Write(frame)
+	// Data writes must not inherit the deadline.
+	_ = s.browser.SetWriteDeadline(time.Time{})
+	if err != nil || messageType == websocket.CloseMessage {
+		s.bc.closeSent.Store(true)
+	}
+	return err
+}
+
+// errWriteBusy: a ping or pong was not sent because a data frame was being
+// written, which keeps the connection alive by itself.
+var errWriteBusy = errors.New("a data frame is being written")
+
+// tryWriteControl sends a ping or a pong unless a data frame is being
+// written: they must not wait behind a browser that does not read. The
+// write itself counts as one in progress for the stall check.
+func (s *Session) tryWriteControl(messageType int, data []byte, timeout time.Duration) error {
+	if !s.bc.mu.TryLock() {
+		return errWriteBusy
+	}
+	defer s.bc.mu.Unlock()
+	s.toBrowserBusy.Store(true)
+	defer s.toBrowserBusy.Store(false)
+	return s.writeControlLocked(messageType, data, time.Now().Add(timeout))
+}
+
+// tick runs every ping interval (every DefaultPingInterval when pings are
+// off): it ends a session whose writes make no progress, and pings the
+// browser.
+func (s *Session) tick() {
+	s.mu.Lock()
+	if s.ended {
+		s.mu.Unlock()
+		return
+	}
+	now := time.Now()
+	moved := s.toBrowser.Load()
+	toBrowser := s.browserStall.stalled(s.toBrowserBusy.Load(), moved)
+	toTarget := s.targetStall.stalled(s.toTargetBusy.Load(), s.toTarget.Load())
+	// The browser is alive while it sends something (data, pongs, pings)
+	// or takes what is written to it: a browser busy receiving a stream
+	// need not answer pings, which wait for no data frame.
+	if moved != s.progressSeen {
+		s.progressSeen, s.progressAt = moved, now
+	}
+	alive := time.Unix(0, s.heard.Load())
+	if s.progressAt.After(alive) {
+		alive = s.progressAt
+	}
+	silent := s.pingInterval > 0 && now.Sub(alive) >= 2*s.pingInterval
+	s.writers.Add(1)
+	s.mu.Unlock()
+	defer s.writers.Done()
+	switch {
+	case toBrowser:
+		// It cannot take a close frame either.
+		s.end(reasonBrowserStalled, 0, "", fmt.Errorf("no bytes written to the browser for %v", 2*s.tickInterval()))
+		return
+	case toTarget:
+		s.end(reasonTargetStalled, websocket.CloseNormalClosure, "VNC server not responding", fmt.Errorf("no bytes written to the vnc server for %v", 2*s.tickInterval()))
+		return
+	case silent:
+		s.end(reasonPingTimeout, 0, "", fmt.Errorf("nothing from the browser and nothing taken by it for %v", now.Sub(alive).Round(time.Millisecond)))
+		return
+	}
+	if s.pingInterval > 0 {
+		// A ping waits for no data frame: moving data keeps the connection
+		// alive, and a browser that stops reading misses the pongs it would
+		// owe, so the read deadline ends its session.
+		if err := s.tryWriteControl(websocket.PingMessage, nil, 2*s.tickInterval()); err != nil && !errors.Is(err, errWriteBusy) {
+			s.endOnControlError(err, "writing a ping")
+			return
+		}
+	}
+	s.mu.Lock()
+	if !s.ended {
+		s.pingTimer.Reset(s.tickInterval())
+	}
+	s.mu.Unlock()
+}
+
+func (s *Session) tickInterval() time.Duration {
+	if s.pingInterval > 0 {
+		return s.pingInterval
+	}
+	return DefaultPingInterval
+}
+
+// stallCheck tells a direction whose write has made no progress for two
+// ticks: a write is under way and the byte count has not moved.
+type stallCheck struct {
+	seen  int64
+	ticks int
+}
+
+func (c *stallCheck) stalled(busy bool, moved int64) bool {
+	if !busy || moved != c.seen {
+		c.seen, c.ticks = moved, 0
+		return false
+	}
+	c.ticks++
+	return c.ticks >= 2
+}
+
+// checkIdle ends the session when no bytes moved for idleTimeout.
+func (s *Session) checkIdle() {
+	now := time.Now()
+	moved := s.toBrowser.Load() + s.toTarget.Load()
+	s.mu.Lock()
+	if s.ended {
+		s.mu.Unlock()
+		return
+	}
+	if moved != s.idleSeen {
+		s.idleSeen, s.lastActive = moved, now
+	}
+	idle := now.Sub(s.lastActive) >= s.idleTimeout
+	if !idle {
+		s.idleTimer.Reset(s.idleCheckInterval())
+	}
+	s.mu.Unlock()
+	if idle {
+		s.end(reasonIdleTimeout, websocket.CloseNormalClosure, "idle timeout", nil)
+	}
+}
+
+// idleCheckInterval: an idle session ends between idleTimeout and
+// 1.25 × idleTimeout after its last byte.
+func (s *Session) idleCheckInterval() time.Duration {
+	return max(s.idleTimeout/4, 10*time.Millisecond)
+}
+
+func stopTimer(t *time.Timer) {
+	if t != nil {
+		t.Stop()
+	}
+}

@@ -1,0 +1,209 @@
+package console
+
+import (
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// relayBufferSize is how many bytes the pumps read at a time, into pooled
+// buffers. A session holds one only while bytes are moving, never while idle.
+const relayBufferSize = 64 << 10
+
+// frameHeaderRoom is the room a relay buffer leaves in front of the bytes
+// read from the VNC server, for the WebSocket frame header (at most 10
+// bytes for an unmasked frame), so that header and payload go out in one
+// write without a copy.
+const frameHeaderRoom = 10
+
+var (
+	relayBuffers = sync.Pool{New: func() any {
+		b := make([]byte, frameHeaderRoom+relayBufferSize)
+		return &b
+	}}
+	// WriteBufferPool is the pool of write buffers for gorilla's
+	// upgrader. It keeps gorilla from giving each connection a write
+	// buffer of its own: data frames are written by the session, control
+	// frames by WriteControl, and neither uses one.
+	WriteBufferPool = &sync.Pool{}
+)
+
+var errCloseSent = errors.New("close frame already sent")
+
+// CopyRelayOnly turns off what the relay does with a plain TCP socket
+// (splicing to the browser, pooled reads from it), so that tests cover the
+// path TLS connections take over plain connections too.
+var CopyRelayOnly atomic.Bool
+
+// pumpToBrowser relays the VNC server's bytes to the browser, one binary
+// message per read. It takes a buffer only once the server's bytes are
+// there, so an idle session holds none.
+func (s *Session) pumpToBrowser(greeting []byte) {
+	defer s.pumpDone()
+	defer s.recoverPanic()
+	if len(greeting) > 0 {
+		buf := make([]byte, frameHeaderRoom+len(greeting))
+		copy(buf[frameHeaderRoom:], greeting)
+		if err := s.writeData(buf, len(greeting)); err != nil {
+			s.end(reasonBrowserGone, 0, "", err)
+			return
+		}
+		s.countToBrowser(len(greeting))
+	}
+	if s.spliceToBrowser() {
+		return
+	}
+	read := pooledReader(s.target)
+	for {
+		bp, n, rerr := read()
+		if n > 0 {
+			if werr := s.writeData(*bp, n); werr != nil {
+				relayBuffers.Put(bp)
+				s.end(reasonBrowserGone, 0, "", werr)
+				return
+			}
+			s.countToBrowser(n)
+		}
+		if bp != nil {
+			relayBuffers.Put(bp)
+		}
+		if errors.Is(rerr, io.EOF) {
+			s.end(reasonTargetClosed, websocket.CloseNormalClosure, "VNC server closed the connection", nil)
+			return
+		}
+		if rerr != nil {
+			s.end(reasonTargetReadErr, websocket.CloseNormalClosure, "VNC server closed the connection", rerr)
+			return
+		}
+	}
+}
+
+// writeData sends buf[frameHeaderRoom:frameHeaderRoom+n] to the browser as
+// one binary message: the frame header goes into the room in front of the
+// payload, and header and payload go out in one write.
+func (s *Session) writeData(buf []byte, n int) error {
+	start := putFrameHeader(buf[:frameHeaderRoom], n)
+	s.bc.mu.Lock()
+	defer s.bc.mu.Unlock()
+	if s.bc.closeSent.Load() {
+		return errCloseSent
+	}
+	s.toBrowserBusy.Store(true)
+	_, err := s.browser.Write(buf[start : frameHeaderRoom+n])
+	s.toBrowserBusy.Store(false)
+	if err != nil {
+		// A frame cut short: nothing may follow it.
+		s.bc.closeSent.Store(true)
+	}
+	return err
+}
+
+// putFrameHeader writes the header of an unmasked, final binary frame with
+// an n-byte payload at the end of room (frameHeaderRoom bytes) and returns
+// where in room it begins (RFC 6455, section 5.2).
+func putFrameHeader(room []byte, n int) int {
+	const finalBinary = 0x80 | websocket.BinaryMessage
+	switch {
+	case n <= 125:
+		room[8], room[9] = finalBinary, byte(n)
+		return 8
+	case n <= 0xffff:
+		room[6], room[7] = finalBinary, 126
+		binary.BigEndian.PutUint16(room[8:], uint16(n))
+		return 6
+	default:
+		room[0], room[1] = finalBinary, 127
+		binary.BigEndian.PutUint64(room[2:], uint64(n))
+		return 0
+	}
+}
+
+// heldBufferReader reads c into a pooled buffer, after its frameHeaderRoom,
+// and holds the buffer while it waits: for connections whose socket is out
+// of reach.
+func heldBufferReader(c net.Conn) func() (*[]byte, int, error) {
+	return func() (*[]byte, int, error) {
+		bp := relayBuffers.Get().(*[]byte)
+		n, err := c.Read((*bp)[frameHeaderRoom:])
+		return bp, n, err
+	}
+}
+
+// pumpToTarget relays the browser's binary messages to the VNC server. It
+// takes a buffer only once a message has begun.
+func (s *Session) pumpToTarget() {
+	defer s.pumpDone()
+	defer s.recoverPanic()
+	if s.login != nil && s.acceptBrowser() != nil {
+		return
+	}
+	for {
+		mt, r, err := s.ws.NextReader()
+		if err != nil {
+			s.endOnBrowserError(err)
+			return
+		}
+		if mt != websocket.BinaryMessage {
+			s.end(reasonTextMessage, websocket.CloseUnsupportedData, "only binary messages are accepted", nil)
+			return
+		}
+		s.heard.Store(time.Now().UnixNano())
+		bp := relayBuffers.Get().(*[]byte)
+		err = s.copyMessage(r, *bp)
+		relayBuffers.Put(bp)
+		if err != nil {
+			return
+		}
+	}
+}
+
+// copyMessage writes one message from the browser to the VNC server, a
+// buffer at a time, so that a message that fits in buf is one write however
+// it arrived. It ends the session on error.
+func (s *Session) copyMessage(r io.Reader, buf []byte) error {
+	for {
+		n, rerr := fill(r, buf)
+		if n > 0 {
+			if werr := s.writeToTarget(buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		if rerr == io.EOF {
+			return nil
+		}
+		if rerr != nil {
+			s.endOnBrowserError(rerr)
+			return rerr
+		}
+	}
+}
+
+// fill reads from r until buf is full or r returns an error, io.EOF at the
+// end of the message.
+func fill(r io.Reader, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		k, err := r.Read(buf[n:])
+		n += k
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+func (s *Session) countToBrowser(n int) {
+	s.toBrowser.Add(int64(n))
+	s.metrics.BytesToBrowser.Add(float64(n))
+}
+
+func (s *Session) countToTarget(n int) {
+	s.toTarget.Add(int64(n))
+	s.metrics.BytesToTarget.Add(float64(n))
+}
