@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 BIN := $(CURDIR)/bin
 
-.PHONY: demo test test-deps test-go test-e2e caddy vncdemo build bench soak fuzz
+.PHONY: demo test test-deps test-go test-e2e caddy vncdemo build check-build-stress bench soak fuzz
 
 ## demo: build Caddy with the plugin, start vncdemo and open a console page
 demo:
@@ -33,9 +33,13 @@ caddy:
 vncdemo:
 	$(GO) build -o $(BIN)/vncdemo ./cmd/vncdemo
 
-## build: a production binary with xcaddy from xcaddy.json
+## build: a production binary with xcaddy from xcaddy.json, checked for the plugin's modules
 build:
 	./scripts/xcaddy-build.sh
+
+## check-build-stress: the module check of make build, 200 times in a row with both CPUs busy
+check-build-stress: caddy
+	./scripts/check-modules-stress.sh $(BIN)/caddy 200
 
 ## bench: the side-by-side benchmark harness (not part of `make test`)
 bench:

@@ -10,8 +10,4 @@ mapfile -t args < <(go run ./internal/buildmanifest/print xcaddy.json args)
 echo "xcaddy ${args[*]}"
 go run "github.com/caddyserver/xcaddy/cmd/xcaddy@${xcaddy_version}" "${args[@]}"
 read -r output < <(go run ./internal/buildmanifest/print xcaddy.json output)
-for m in http.handlers.vnc_proxy http.vnc_proxy.resolvers.file http.vnc_proxy.resolvers.http \
-	http.vnc_proxy.resolvers.redis http.vnc_proxy.resolvers.jwt http.vnc_proxy.resolvers.nova admin.api.vnc_proxy; do
-	"$output" list-modules | grep -qx "$m" || { echo "xcaddy-build: $output lacks the module $m" >&2; exit 1; }
-done
-echo "$output: $("$output" version | head -n1), with the vnc_proxy modules"
+./scripts/check-modules.sh "$output"
