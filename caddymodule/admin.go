@@ -66,11 +66,11 @@ func (a *AdminAPI) session(w http.ResponseWriter, r *http.Request) error {
 		if len(body) > maxCloseBody {
 			return caddy.APIError{HTTPStatus: http.StatusRequestEntityTooLarge, Err: errors.New("close request too large")}
 		}
-		req, err := parseCloseRequest(body)
+		req, err := console.ParseCloseRequest(body)
 		if err != nil {
 			return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
 		}
-		return writeJSON(w, closed{console.Sessions.EndMatching(req.matches, reasonByAdmin)})
+		return writeJSON(w, closed{console.Sessions.EndMatching(req.Matches, console.ReasonByAdmin)})
 	case rest == "close":
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed", r.Method)}
 	case rest == "" || strings.Contains(rest, "/"):
@@ -82,7 +82,7 @@ func (a *AdminAPI) session(w http.ResponseWriter, r *http.Request) error {
 	if s == nil {
 		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: errors.New("no such console")}
 	}
-	return writeJSON(w, closed{console.Sessions.EndMatching(func(x *console.Session) bool { return x == s }, reasonByAdmin)})
+	return writeJSON(w, closed{console.Sessions.EndMatching(func(x *console.Session) bool { return x == s }, console.ReasonByAdmin)})
 }
 
 // closed answers a request that ended consoles.

@@ -15,6 +15,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/vncgate/caddy-vnc-proxy/internal/admission"
 	"github.com/vncgate/caddy-vnc-proxy/internal/console"
 	"github.com/vncgate/caddy-vnc-proxy/internal/testenv"
 )
@@ -62,8 +63,8 @@ func liveConsole(t *testing.T, url string) *websocket.Conn {
 func expectAdminClose(t *testing.T, ws *websocket.Conn) {
 	t.Helper()
 	code, text := closeText(t, ws, time.Second)
-	if code != websocket.ClosePolicyViolation || text != reasonByAdmin {
-		t.Fatalf("closed with %d %q, want 1008 %q", code, text, reasonByAdmin)
+	if code != websocket.ClosePolicyViolation || text != console.ReasonByAdmin {
+		t.Fatalf("closed with %d %q, want 1008 %q", code, text, console.ReasonByAdmin)
 	}
 }
 
@@ -117,7 +118,7 @@ func TestAdminAPI(t *testing.T) {
 		if s.ID == "" || s.Client == "" || s.Started.IsZero() || s.Server == "" || s.ExpiresAt != nil {
 			t.Errorf("incomplete entry %+v", s)
 		}
-		if s.TokenHash == tokenHash("a-"+secretToken) {
+		if s.TokenHash == admission.TokenHash("a-"+secretToken) {
 			idA = s.ID
 			if s.Target != "tcp:"+addrA {
 				t.Errorf("target %q, want tcp:%s", s.Target, addrA)
@@ -150,7 +151,7 @@ func TestAdminAPI(t *testing.T) {
 		}
 	}
 
-	status, body = adminCall(t, http.MethodPost, api+"/close", `{"token_hash": "`+tokenHash("b-"+secretToken)+`"}`)
+	status, body = adminCall(t, http.MethodPost, api+"/close", `{"token_hash": "`+admission.TokenHash("b-"+secretToken)+`"}`)
 	if status != http.StatusOK || !strings.Contains(body, `"closed":1`) {
 		t.Fatalf("close by token hash: %d %s", status, body)
 	}
@@ -242,7 +243,7 @@ func TestRevocationsAcrossNodes(t *testing.T) {
 	}
 
 	subscribed()
-	revoke(`{"token_hash": "` + tokenHash("vm-"+secretToken) + `"}`)
+	revoke(`{"token_hash": "` + admission.TokenHash("vm-"+secretToken) + `"}`)
 
 	rs.Restart()
 	setTokens()

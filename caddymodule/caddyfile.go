@@ -10,6 +10,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
+	"github.com/vncgate/caddy-vnc-proxy/internal/admission"
 )
 
 func init() {
@@ -93,7 +94,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				if o == "*" {
 					continue
 				}
-				if _, err := normalizeOrigin(o); err != nil {
+				if _, err := admission.NormalizeOrigin(o); err != nil {
 					return d.Err(err.Error())
 				}
 			}
@@ -104,7 +105,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			for _, a := range h.AllowTargets {
-				if _, err := parseTargetRule(a); err != nil {
+				if err := admission.CheckTargetRule(a); err != nil {
 					return d.Err(err.Error())
 				}
 			}
@@ -113,7 +114,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.AllArgs(&h.FailedTokenRate) {
 				return d.ArgErr()
 			}
-			if _, err := parseFailedTokenRate(h.FailedTokenRate); err != nil {
+			if _, err := parseRate(h.FailedTokenRate); err != nil {
 				return d.Err(err.Error())
 			}
 

@@ -13,6 +13,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/vncgate/caddy-vnc-proxy/internal/admission"
 	"github.com/vncgate/caddy-vnc-proxy/internal/testenv"
 )
 
@@ -231,7 +232,7 @@ func TestEndAtExpiry(t *testing.T) {
 		// exp has a resolution of a second: it passes 1 to 2 s from now.
 		exp := time.Now().Add(2 * time.Second).Truncate(time.Second)
 		ws := mustDialWS(t, tc.url("/jwt?token="+jwtIn(2*time.Second)))
-		check(t, ws, time.Now(), time.Until(exp)-100*time.Millisecond, 3*time.Second, reasonTokenExpired)
+		check(t, ws, time.Now(), time.Until(exp)-100*time.Millisecond, 3*time.Second, admission.ReasonTokenExpired)
 	})
 	t.Run("without end_at_expiry the console stays", func(t *testing.T) {
 		ws := mustDialWS(t, tc.url("/jwt-off?token="+jwtIn(time.Second)))
@@ -251,7 +252,7 @@ func TestEndAtExpiry(t *testing.T) {
 		}
 		start := time.Now()
 		ws := mustDialWS(t, tc.url("/redis?token=ttl"+secretToken))
-		check(t, ws, start, 1800*time.Millisecond, 3*time.Second, reasonTokenExpired)
+		check(t, ws, start, 1800*time.Millisecond, 3*time.Second, admission.ReasonTokenExpired)
 	})
 	t.Run("max_session_duration", func(t *testing.T) {
 		if err := rdb.Set(context.Background(), "long"+secretToken, addr, time.Hour).Err(); err != nil {
@@ -259,36 +260,10 @@ func TestEndAtExpiry(t *testing.T) {
 		}
 		start := time.Now()
 		ws := mustDialWS(t, tc.url("/limit?token=long"+secretToken))
-		check(t, ws, start, 700*time.Millisecond, 2*time.Second, reasonTimeLimit)
+		check(t, ws, start, 700*time.Millisecond, 2*time.Second, admission.ReasonTimeLimit)
 	})
 	waitFor(t, 5*time.Second, "session ended lines with the reasons", func() bool {
 		logs := tc.logs()
 		return strings.Contains(logs, `"reason":"token expired"`) && strings.Contains(logs, `"reason":"session time limit"`)
-	})
-}
-
-// FuzzParseCloseRequest: a close request from the admin API or a Redis
-// message never panics, and what it accepts names consoles by something.
-func FuzzParseCloseRequest(f *testing.F) {
-	for _, seed := range []string{
-		`{"token_hash": "0123456789ab"}`, `{"target": "tcp:10.0.0.5:5901"}`, `{"target": "10.0.0.5:5901"}`,
-		`{"token_hash": "a", "target": "unix:/run/vm.sock"}`, `{}`, `[]`, `null`, `{"token": "x"}`, `{"target": 5}`, `{} {}`,
-	} {
-		f.Add([]byte(seed))
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		req, err := parseCloseRequest(b)
-		if err != nil {
-			if strings.Contains(err.Error(), string(b)) && len(b) > 8 {
-				t.Fatalf("the error quotes the input: %v", err)
-			}
-			return
-		}
-		if req.TokenHash == "" && req.Target == "" {
-			t.Fatal("accepted a request that names no console")
-		}
-		if req.Target != "" && !strings.HasPrefix(req.Target, "tcp:") && !strings.HasPrefix(req.Target, "unix:") {
-			t.Fatalf("target %q has no network", req.Target)
-		}
 	})
 }

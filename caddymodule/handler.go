@@ -4,17 +4,13 @@
 package caddymodule
 
 import (
-	"bufio"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
@@ -23,8 +19,8 @@ import (
 	"github.com/gorilla/websocket"
 	"go.uber.org/zap"
 
+	"github.com/vncgate/caddy-vnc-proxy/internal/admission"
 	"github.com/vncgate/caddy-vnc-proxy/internal/console"
-	"github.com/vncgate/caddy-vnc-proxy/internal/rfb"
 	"github.com/vncgate/caddy-vnc-proxy/internal/rfbproxy"
 	"github.com/vncgate/caddy-vnc-proxy/tokenresolver"
 )
@@ -33,16 +29,16 @@ func init() {
 	caddy.RegisterModule(Handler{})
 	// Consoles outlive the config that started them; one that survived a
 	// reload to a config without vnc_proxy still gets its 1001 on exit.
-	caddy.OnExit(func(context.Context) {
-		console.Sessions.CloseAll(websocket.CloseGoingAway, "server shutting down")
-	})
+	caddy.OnExit(func(context.Context) { endAllConsoles() })
 }
 
-// Defaults of the handler's options.
-const (
-	defaultDialTimeout    = 5 * time.Second
-	defaultMaxMessageSize = 1 << 20
-)
+// defaultMaxMessageSize is max_message_size's default.
+const defaultMaxMessageSize = 1 << 20
+
+// endAllConsoles ends every console of the process with 1001.
+func endAllConsoles() {
+	console.Sessions.CloseAll(websocket.CloseGoingAway, "server shutting down")
+}
 
 // Handler is the vnc_proxy HTTP handler. It takes a token from a WebSocket
 // upgrade request, asks a resolver which VNC server the token stands for,
@@ -148,18 +144,14 @@ type Handler struct {
 	// after it opened. Default: 0 (no limit).
 	MaxSessionDuration caddy.Duration `json:"max_session_duration,omitempty"`
 
-	resolver       tokenresolver.Resolver
-	count          *consoleCount
-	logger         *zap.Logger
-	upgrader       websocket.Upgrader
-	allowedOrigins map[string]bool
-	anyOrigin      bool
-	dialer         net.Dialer
-	pingInterval   time.Duration
-	checkRFB       bool
-	credentials    rfbproxy.Credentials
-	targets        targetPolicy
-	failedTokens   *failedTokens
+	resolver     tokenresolver.Resolver
+	pipeline     *admission.Pipeline
+	stateKey     string
+	logger       *zap.Logger
+	upgrader     websocket.Upgrader
+	pingInterval time.Duration
+	checkRFB     bool
+	credentials  rfbproxy.Credentials
 }
 
 // CaddyModule returns the Caddy module information.
@@ -170,13 +162,13 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision sets up the handler and loads its resolver.
+// Provision sets up the handler: its resolver, and the admission pipeline
+// every console request goes through.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return err
 	}
-
 	if h.ResolverRaw == nil {
 		return errors.New("a resolver is required (resolver file|http|redis|jwt|nova ...)")
 	}
@@ -196,12 +188,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.MaxMessageSize < 0 {
 		return errors.New("max_message_size must not be negative")
 	}
-	if h.MaxSessions < 0 || h.MaxSessionsPerToken < 0 || h.MaxSessionDuration < 0 {
-		return errors.New("max_sessions, max_sessions_per_token and max_session_duration must not be negative")
-	}
-	h.count = countFor(ctx)
 	if h.DialTimeout == 0 {
-		h.DialTimeout = caddy.Duration(defaultDialTimeout)
+		h.DialTimeout = caddy.Duration(admission.DefaultDialTimeout)
 	}
 	h.pingInterval = console.DefaultPingInterval
 	if h.PingInterval != nil {
@@ -211,44 +199,42 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.MaxMessageSize = defaultMaxMessageSize
 	}
 	h.checkRFB = h.CheckRFB == nil || *h.CheckRFB
-	h.dialer = net.Dialer{Timeout: time.Duration(h.DialTimeout)}
-	for _, a := range h.AllowTargets {
-		rule, err := parseTargetRule(a)
-		if err != nil {
-			return err
-		}
-		h.targets = append(h.targets, rule)
-	}
-	if h.targets != nil {
-		h.dialer.ControlContext = h.targets.control
-	}
-	if h.FailedTokenRate != "" {
-		if h.failedTokens, err = parseFailedTokenRate(h.FailedTokenRate); err != nil {
-			return err
-		}
-	}
-	if h.ViewOnly && !h.checkRFB {
-		return errors.New("view_only needs check_rfb on: the proxy speaks RFB with both sides")
+	rate, err := parseRate(h.FailedTokenRate)
+	if err != nil {
+		return err
 	}
 	if err := h.provisionVNCAuth(); err != nil {
 		return err
 	}
+	warnLiteralSecrets(h.logger, h.literalSecrets())
 
-	h.allowedOrigins = make(map[string]bool, len(h.AllowedOrigins))
-	for _, o := range h.AllowedOrigins {
-		if o == "*" {
-			h.anyOrigin = true
-			continue
-		}
-		norm, err := normalizeOrigin(o)
-		if err != nil {
-			return fmt.Errorf("allowed_origins: %w", err)
-		}
-		h.allowedOrigins[norm] = true
+	h.stateKey = stateKey(ctx)
+	h.pipeline, err = admission.New(admission.Config{
+		Resolver:            h.resolver,
+		AllowedOrigins:      h.AllowedOrigins,
+		AllowTargets:        h.AllowTargets,
+		FailedTokenRate:     rate,
+		DialTimeout:         time.Duration(h.DialTimeout),
+		CheckRFB:            h.checkRFB,
+		VNCAuth:             h.VNCAuth != nil,
+		Credentials:         h.credentials,
+		ViewOnly:            h.ViewOnly,
+		MaxSessions:         h.MaxSessions,
+		MaxSessionsPerToken: h.MaxSessionsPerToken,
+		EndAtExpiry:         h.EndAtExpiry,
+		MaxSessionDuration:  time.Duration(h.MaxSessionDuration),
+		Logger:              h.logger,
+		Metrics:             pipelineMetrics,
+	}, loadState(h.stateKey))
+	if err != nil {
+		return err
+	}
+	if err := endConsolesAtExit(ctx); err != nil {
+		return err
 	}
 
 	h.upgrader = websocket.Upgrader{
-		// The Origin was checked before the target was dialed.
+		// The pipeline checked the Origin before the target was dialed.
 		CheckOrigin:  func(*http.Request) bool { return true },
 		Subprotocols: []string{"binary"},
 		// Frame headers and small messages only: larger payloads are read
@@ -266,175 +252,117 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// Cleanup keeps live consoles running across a config reload; when the
-// process exits it ends them with close code 1001.
+// Cleanup lets go of the handler's place in the config; live consoles run
+// on across a config reload (they get their 1001 when the process exits).
 func (h *Handler) Cleanup() error {
-	if caddy.Exiting() {
-		console.Sessions.CloseAll(websocket.CloseGoingAway, "server shutting down")
-	}
+	releaseState(h.stateKey)
 	return nil
 }
 
-// ServeHTTP checks the request, resolves its token, dials the VNC server and
-// hands the upgraded connection to a session. Over HTTP/1.1 the session runs
-// on after ServeHTTP returns; over HTTP/2 and HTTP/3 (extended CONNECT) its
-// stream is the request's, and ServeHTTP returns when the session ends.
+// ServeHTTP runs the request through the admission pipeline (Origin,
+// token, rate, limits, lookup, allow_targets, dial, greeting or login),
+// then upgrades it and hands both connections to a console session. Over
+// HTTP/1.1 the session runs on after ServeHTTP returns; over HTTP/2 and
+// HTTP/3 (extended CONNECT) its stream is the request's, and ServeHTTP
+// returns when the session ends.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
-	if err := checkUpgradeRequest(r); err != nil {
-		return h.refuse(w, r, http.StatusBadRequest, "not a WebSocket upgrade request", "bad_request", err)
-	}
-	if !h.originAllowed(r) {
-		return h.refuse(w, r, http.StatusForbidden, "origin not allowed", "origin_refused", nil)
-	}
-	token := h.token(r)
-	if token == "" {
-		return h.refuse(w, r, http.StatusUnauthorized, "missing token", "no_token", nil)
-	}
-
-	clientAddr := clientAddress(r)
-	if h.failedTokens != nil {
-		if wait := h.failedTokens.retryAfter(clientIP(r)); wait > 0 {
-			w.Header().Set("Retry-After", retryAfterSeconds(wait))
-			return h.refuse(w, r, http.StatusTooManyRequests, "too many failed tokens", "rate_limited", nil)
-		}
-	}
-	hash := tokenHash(token)
-	release, err := h.count.reserve(hash, h.MaxSessions, h.MaxSessionsPerToken)
-	switch {
-	case errors.Is(err, errTooManyConsolesForToken):
-		return h.refuse(w, r, http.StatusTooManyRequests, "too many consoles for this token", "too_many_for_token", err, zap.String("token_hash", hash))
-	case err != nil:
-		w.Header().Set("Retry-After", retryAfterSeconds(limitRetryAfter))
-		return h.refuse(w, r, http.StatusServiceUnavailable, "too many consoles", "too_many_consoles", err, zap.String("token_hash", hash))
-	}
-	// The session releases it when it ends; until it starts, the request.
-	started := false
-	defer func() {
-		if !started {
-			release()
-		}
-	}()
-
-	start := time.Now()
-	target, err := h.resolver.Resolve(r.Context(), tokenresolver.Query{
-		Token:      token,
-		ClientAddr: clientAddr,
+	req := admission.Request{
+		Token:      h.token(r),
+		ClientIP:   clientIP(r),
+		Client:     clientAddress(r),
 		Origin:     r.Header.Get("Origin"),
-	})
-	resolveDuration.WithLabelValues(serverName(r)).Observe(time.Since(start).Seconds())
-	if err == nil && target.Expired(time.Now()) {
-		err = tokenresolver.ErrExpired
+		SelfOrigin: requestScheme(r) + "://" + r.Host,
+		Server:     serverName(r),
 	}
-	if err != nil {
-		switch {
-		case errors.Is(err, tokenresolver.ErrNotFound), errors.Is(err, tokenresolver.ErrExpired):
-			if h.failedTokens != nil {
-				h.failedTokens.failed(clientIP(r))
-			}
-			return h.refuse(w, r, http.StatusForbidden, "invalid or expired token", "token_refused", err, tokenHashField(token))
-		case r.Context().Err() != nil:
-			// The browser went away while the resolver worked.
-			return nil
-		default:
-			return h.refuse(w, r, http.StatusServiceUnavailable, "token service unavailable", "resolver_unavailable", err, tokenHashField(token))
-		}
+	if err := checkUpgradeRequest(r); err != nil {
+		ref := admission.RefuseNotUpgrade(err)
+		h.pipeline.Refused(req, ref)
+		return h.refuse(w, r, ref)
 	}
-
-	conn, greeting, login, err := h.dialTarget(r.Context(), target, h.rfbAware(target))
-	if err != nil {
-		if errors.Is(err, errTargetNotAllowed) {
-			return h.refuse(w, r, http.StatusForbidden, "target not allowed", "target_refused", err,
-				tokenHashField(token), zap.Stringer("target", target))
-		}
-		if r.Context().Err() != nil {
-			// The browser went away while the VNC server was slow.
-			return nil
-		}
-		return h.refuse(w, r, http.StatusBadGateway, "VNC server unavailable", "target_unavailable", err,
-			tokenHashField(token), zap.Stringer("target", target))
+	c, ref := h.pipeline.Admit(r.Context(), req)
+	if ref != nil {
+		return h.refuse(w, r, ref)
 	}
 
 	var (
 		ws     *websocket.Conn
 		stream *console.Stream
+		err    error
 	)
 	if r.Method == http.MethodConnect {
 		ws, stream, err = h.upgradeStream(w, r)
 	} else {
-		ws, err = h.upgrader.Upgrade(hijackWriter{w}, r, nil)
+		ws, err = h.upgrade(w, r)
 	}
 	if err != nil {
-		// The upgrader has answered the browser already.
-		conn.Close()
-		sessionsTotal.WithLabelValues(serverName(r), "bad_request").Inc()
-		h.logger.Debug("upgrade failed", zap.String("client", clientAddr), zap.Error(err))
+		// The browser has had its answer, or left.
+		c.Abandon()
+		sessionsTotal.WithLabelValues(req.Server, "bad_request").Inc()
+		h.logger.Debug("upgrade failed", zap.String("client", req.Client), zap.Error(err))
 		return nil
 	}
-	server := serverName(r)
-	sessionsTotal.WithLabelValues(server, "started").Inc()
 
-	endAt, endReason := h.sessionEnd(time.Now(), target.ExpiresAt)
-	s := console.New(ws, conn, console.Config{
+	s := console.New(ws, c.Conn, console.Config{
 		Logger:           h.logger,
 		PingInterval:     h.pingInterval,
 		IdleTimeout:      time.Duration(h.IdleTimeout),
 		MaxMessageSize:   h.MaxMessageSize,
 		HandshakeTimeout: time.Duration(h.DialTimeout),
-		Metrics: console.Metrics{
-			BytesToBrowser: bytesTotal.WithLabelValues(server, "to_browser"),
-			BytesToTarget:  bytesTotal.WithLabelValues(server, "to_target"),
-			Active:         sessionsActive.WithLabelValues(server),
-			Duration:       sessionDuration.WithLabelValues(server),
-		},
-		Target:    target,
-		Client:    clientAddr,
-		TokenHash: hash,
-		Server:    server,
-		Login:     login,
-		ViewOnly:  h.viewOnly(target),
-		EndAt:     endAt,
-		EndReason: endReason,
-		Release:   release,
+		Metrics:          sessionMetrics(req.Server),
+		Target:           c.Target,
+		ExpiresAt:        c.ExpiresAt,
+		Client:           req.Client,
+		TokenHash:        c.TokenHash,
+		Server:           req.Server,
+		Login:            c.Login,
+		ViewOnly:         c.ViewOnly,
+		EndAt:            c.EndAt,
+		EndReason:        c.EndReason,
+		Release:          c.Release,
 	})
-	if err := s.Start(greeting); err != nil {
+	if err := s.Start(c.Greeting); err != nil {
+		c.Release()
+		sessionsTotal.WithLabelValues(req.Server, "client_gone").Inc()
 		h.logger.Debug("session did not start", zap.String("session", s.ID()), zap.Error(err))
-	} else {
-		started = true
+		return nil
 	}
+	sessionsTotal.WithLabelValues(req.Server, "started").Inc()
 	if stream != nil {
 		// The stream lives as long as this request.
-		unhold := holdStream()
-		defer unhold()
 		stream.Serve()
 	}
 	return nil
 }
 
-// refuse answers a request that cannot be proxied with a short plain-text
-// reason. The reason never contains the token, the target or err's text;
-// err and fields go to the log.
-func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, status int, reason, result string, err error, fields ...zap.Field) error {
-	sessionsTotal.WithLabelValues(serverName(r), result).Inc()
-	level := zap.InfoLevel
-	if status >= 500 {
-		level = zap.WarnLevel
+// refuse answers a console request the pipeline refused. The status is
+// Caddy's: where the server has handle_errors routes, the refusal is a
+// caddyhttp.Error for them to shape; without them the handler writes its
+// short plain-text reason, which Caddy would leave empty. The reason never
+// holds the token, the target or an internal error's text.
+func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, ref *admission.Refusal) error {
+	if ref.Status == 0 {
+		// The client left; nobody is there to answer.
+		return nil
 	}
-	if ce := h.logger.Check(level, "request refused"); ce != nil {
-		fields = append(fields,
-			zap.Int("status", status),
-			zap.String("reason", reason),
-			zap.String("client", clientAddress(r)))
-		if err != nil {
-			fields = append(fields, zap.Error(err))
-		}
-		ce.Write(fields...)
+	if ref.RetryAfter > 0 {
+		w.Header().Set("Retry-After", retryAfterSeconds(ref.RetryAfter))
+	}
+	if hasErrorRoutes(r) {
+		return caddyhttp.Error(ref.Status, errors.New(ref.Reason))
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_, _ = io.WriteString(w, reason+"\n")
+	w.WriteHeader(ref.Status)
+	_, _ = io.WriteString(w, ref.Reason+"\n")
 	return nil
+}
+
+// hasErrorRoutes reports whether the request's server has handle_errors
+// routes.
+func hasErrorRoutes(r *http.Request) bool {
+	srv, ok := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	return ok && srv.Errors != nil && len(srv.Errors.Routes) > 0
 }
 
 // checkUpgradeRequest reports why r is not a WebSocket upgrade that the
@@ -484,27 +412,6 @@ func (h *Handler) token(r *http.Request) string {
 	return ""
 }
 
-// originAllowed reports whether the page that opened the WebSocket may use
-// consoles here.
-func (h *Handler) originAllowed(r *http.Request) bool {
-	origin := r.Header.Get("Origin")
-	if origin == "" {
-		return true
-	}
-	if h.anyOrigin {
-		return true
-	}
-	norm, err := normalizeOrigin(origin)
-	if err != nil {
-		return false
-	}
-	if len(h.allowedOrigins) == 0 {
-		self, err := normalizeOrigin(requestScheme(r) + "://" + r.Host)
-		return err == nil && norm == self
-	}
-	return h.allowedOrigins[norm]
-}
-
 // requestScheme is the scheme the browser used: https over TLS, or what a
 // trusted proxy (Caddy's trusted_proxies) says in X-Forwarded-Proto.
 func requestScheme(r *http.Request) string {
@@ -517,83 +424,6 @@ func requestScheme(r *http.Request) string {
 		}
 	}
 	return "http"
-}
-
-// normalizeOrigin returns scheme://host[:port] in lower case, without a
-// default port.
-func normalizeOrigin(origin string) (string, error) {
-	u, err := url.Parse(origin)
-	if err != nil || u.Scheme == "" || u.Host == "" {
-		return "", fmt.Errorf("origin %q is not scheme://host[:port]", origin)
-	}
-	if u.Path != "" && u.Path != "/" || u.RawQuery != "" || u.User != nil {
-		return "", fmt.Errorf("origin %q has more than scheme://host[:port]", origin)
-	}
-	scheme, host, port := strings.ToLower(u.Scheme), strings.ToLower(u.Hostname()), u.Port()
-	if (scheme == "https" && port == "443") || (scheme == "http" && port == "80") {
-		port = ""
-	}
-	if port != "" {
-		host = net.JoinHostPort(host, port)
-	} else if strings.Contains(host, ":") {
-		host = "[" + host + "]"
-	}
-	return scheme + "://" + host, nil
-}
-
-// dialTarget connects to the VNC server and, when check_rfb is on or the
-// console is RFB-aware, reads and checks its greeting; an RFB-aware console
-// then logs in (login is its result). One deadline, dial_timeout from now,
-// bounds all of it, and the wait ends when the browser leaves. It returns
-// the greeting of a transparent console, for the browser to get first.
-func (h *Handler) dialTarget(ctx context.Context, t tokenresolver.Target, aware bool) (net.Conn, []byte, *rfbproxy.Result, error) {
-	deadline := time.Now().Add(time.Duration(h.DialTimeout))
-	dialer := h.dialer
-	dialer.Deadline = deadline
-	dialCtx, err := h.targets.checkTarget(ctx, t)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	raw, err := dialer.DialContext(dialCtx, t.Network, t.Address)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("dialing target: %w", err)
-	}
-	if !h.checkRFB && !aware {
-		return raw, nil, nil, nil
-	}
-	_ = raw.SetDeadline(deadline)
-	stop := context.AfterFunc(ctx, func() { _ = raw.SetDeadline(time.Now()) })
-	conn, greeting, login, err := h.greet(raw, t, aware)
-	if !stop() && err == nil {
-		err = fmt.Errorf("waiting for the VNC server: %w", ctx.Err())
-	}
-	if err != nil {
-		raw.Close()
-		return nil, nil, nil, err
-	}
-	_ = raw.SetDeadline(time.Time{})
-	return conn, greeting, login, nil
-}
-
-// greet reads and checks the VNC server's greeting and, for an RFB-aware
-// console, logs in; conn is what the session goes on with (TLS over raw
-// after VeNCrypt X.509).
-func (h *Handler) greet(raw net.Conn, t tokenresolver.Target, aware bool) (conn net.Conn, greeting []byte, login *rfbproxy.Result, err error) {
-	greeting = make([]byte, rfb.VersionLen)
-	if _, err := io.ReadFull(raw, greeting); err != nil {
-		return nil, nil, nil, fmt.Errorf("reading RFB greeting: %w", err)
-	}
-	if _, _, err := rfb.ParseVersion(greeting); err != nil {
-		return nil, nil, nil, fmt.Errorf("target does not speak RFB: %w", err)
-	}
-	if !aware {
-		return raw, greeting, nil, nil
-	}
-	conn, res, err := rfbproxy.Login(raw, greeting, h.credentialsFor(t))
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("logging in to the VNC server: %w", err)
-	}
-	return conn, nil, &res, nil
 }
 
 // clientIP is Caddy's client IP of the request (which honours trusted
@@ -618,58 +448,3 @@ func clientAddress(r *http.Request) string {
 	}
 	return ip
 }
-
-// tokenHash is what logs carry instead of the token: the first 12 hex digits
-// of its SHA-256, enough to correlate log lines with a control plane that
-// hashes its tokens the same way.
-func tokenHash(token string) string {
-	sum := sha256.Sum256([]byte(token))
-	return hex.EncodeToString(sum[:6])
-}
-
-func tokenHashField(token string) zap.Field {
-	return zap.String("token_hash", tokenHash(token))
-}
-
-// hijackWriter exposes Hijack to gorilla/websocket, which asserts
-// http.Hijacker directly, while Caddy's response writer wrappers offer it
-// only through Unwrap.
-//
-// It hijacks the innermost writer, past Caddy's access-log recorder: that
-// recorder wraps a hijacked connection to count its bytes and reads the
-// counts when the handler returns, but a session outlives the handler (so
-// that an idle console holds no request goroutine and no request state). The
-// session logs its own bytes and duration when it ends.
-//
-// gorilla gets the connection as a browserConn.
-type hijackWriter struct {
-	http.ResponseWriter
-}
-
-func (w hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	c, brw, err := http.NewResponseController(innermostWriter(w.ResponseWriter)).Hijack()
-	if err != nil {
-		return c, brw, err
-	}
-	return console.NewBrowserConn(c), brw, nil
-}
-
-// innermostWriter is the server's own response writer, under Caddy's
-// wrappers.
-func innermostWriter(w http.ResponseWriter) http.ResponseWriter {
-	for {
-		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
-		if !ok {
-			return w
-		}
-		w = u.Unwrap()
-	}
-}
-
-// Interface guards
-var (
-	_ caddy.Provisioner           = (*Handler)(nil)
-	_ caddy.CleanerUpper          = (*Handler)(nil)
-	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
-	_ http.Hijacker               = hijackWriter{}
-)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/vncgate/caddy-vnc-proxy/internal/admission"
 	"github.com/vncgate/caddy-vnc-proxy/internal/console"
 	"github.com/vncgate/caddy-vnc-proxy/internal/loadtarget"
 	"github.com/vncgate/caddy-vnc-proxy/internal/rfb"
@@ -253,7 +254,7 @@ func testRefusals(t *testing.T, transport string) {
 
 	if logs := tc.logs(); strings.Contains(logs, secretToken) {
 		t.Errorf("the token appears in Caddy's logs:\n%s", logs)
-	} else if !strings.Contains(logs, tokenHash("unknown-"+secretToken)) {
+	} else if !strings.Contains(logs, admission.TokenHash("unknown-"+secretToken)) {
 		t.Errorf("the logs carry no token_hash:\n%s", logs)
 	}
 }

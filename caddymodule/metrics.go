@@ -3,8 +3,11 @@ package caddymodule
 import (
 	"errors"
 	"net/http"
+	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/vncgate/caddy-vnc-proxy/internal/admission"
+	"github.com/vncgate/caddy-vnc-proxy/internal/console"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -18,7 +21,7 @@ var (
 		Namespace: "caddy",
 		Subsystem: "vnc_proxy",
 		Name:      "requests_total",
-		Help:      "Console requests by result: started, or why they were refused.",
+		Help:      "Console requests by result: started, or why they were refused (client_gone: the client left before its console started).",
 	}, []string{"server", "result"})
 
 	sessionsActive = prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -74,6 +77,24 @@ func registerMetrics(reg prometheus.Registerer) error {
 		}
 	}
 	return nil
+}
+
+// pipelineMetrics are the admission pipeline's hooks into the metrics.
+var pipelineMetrics = admission.Metrics{
+	Result: func(server, result string) { sessionsTotal.WithLabelValues(server, result).Inc() },
+	Resolved: func(server string, d time.Duration) {
+		resolveDuration.WithLabelValues(server).Observe(d.Seconds())
+	},
+}
+
+// sessionMetrics are the collectors a console of server counts in.
+func sessionMetrics(server string) console.Metrics {
+	return console.Metrics{
+		BytesToBrowser: bytesTotal.WithLabelValues(server, "to_browser"),
+		BytesToTarget:  bytesTotal.WithLabelValues(server, "to_target"),
+		Active:         sessionsActive.WithLabelValues(server),
+		Duration:       sessionDuration.WithLabelValues(server),
+	}
 }
 
 // serverName is the name of the Caddy server handling r (srv0, ...), for

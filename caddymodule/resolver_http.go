@@ -66,6 +66,15 @@ func (HTTPResolver) CaddyModule() caddy.ModuleInfo {
 
 // Provision replaces placeholders and prepares the HTTP client.
 func (r *HTTPResolver) Provision(ctx caddy.Context) error {
+	var secrets []secretOption
+	for name, values := range r.Headers {
+		if credentialHeader(name) {
+			for _, v := range values {
+				secrets = append(secrets, secretOption{"resolver http header " + name, v, "CONSOLE_API_KEY"})
+			}
+		}
+	}
+	warnLiteralSecrets(ctx.Logger(), secrets)
 	repl := caddy.NewReplacer()
 	// ReplaceKnown keeps {token}, which no replacer knows.
 	h := make(http.Header, len(r.Headers))

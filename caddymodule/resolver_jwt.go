@@ -55,6 +55,7 @@ func (JWTResolver) CaddyModule() caddy.ModuleInfo {
 
 // Provision reads the key and prepares the verifier.
 func (r *JWTResolver) Provision(ctx caddy.Context) error {
+	warnLiteralSecrets(ctx.Logger(), []secretOption{{"resolver jwt secret", r.Secret, "JWT_SECRET"}})
 	repl := caddy.NewReplacer()
 	secret := repl.ReplaceKnown(r.Secret, "")
 	keyFile := repl.ReplaceKnown(r.KeyFile, "")

@@ -64,7 +64,11 @@ func (NovaResolver) CaddyModule() caddy.ModuleInfo {
 }
 
 // Provision replaces placeholders and prepares the client.
-func (r *NovaResolver) Provision(caddy.Context) error {
+func (r *NovaResolver) Provision(ctx caddy.Context) error {
+	warnLiteralSecrets(ctx.Logger(), []secretOption{
+		{"resolver nova password", r.Password, "NOVA_PASSWORD"},
+		{"resolver nova application_credential secret", r.ApplicationCredentialSecret, "NOVA_APP_CREDENTIAL_SECRET"},
+	})
 	repl := caddy.NewReplacer()
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	if r.CA != "" {

@@ -88,6 +88,11 @@ func (RedisResolver) CaddyModule() caddy.ModuleInfo {
 // Provision replaces placeholders and creates the Redis client and its
 // connection pool. It does not connect, so Caddy starts while Redis is down.
 func (r *RedisResolver) Provision(ctx caddy.Context) error {
+	secrets := []secretOption{{"resolver redis password", r.Password, "REDIS_PASSWORD"}}
+	for _, a := range r.Addresses {
+		secrets = append(secrets, secretOption{"resolver redis address (its password)", urlPassword(a), "REDIS_URL"})
+	}
+	warnLiteralSecrets(ctx.Logger(), secrets)
 	repl := caddy.NewReplacer()
 	addrs := make([]string, len(r.Addresses))
 	for i, a := range r.Addresses {
@@ -124,12 +129,12 @@ func (r *RedisResolver) Provision(ctx caddy.Context) error {
 
 // revoke ends the consoles a revocation message names.
 func (r *RedisResolver) revoke(payload string) {
-	req, err := parseCloseRequest([]byte(payload))
+	req, err := console.ParseCloseRequest([]byte(payload))
 	if err != nil {
 		r.logger.Warn("ignoring a revocation message", zap.Error(err))
 		return
 	}
-	n := console.Sessions.EndMatching(req.matches, reasonByAdmin)
+	n := console.Sessions.EndMatching(req.Matches, console.ReasonByAdmin)
 	r.logger.Info("consoles revoked", zap.String("token_hash", req.TokenHash), zap.String("target", req.Target), zap.Int("closed", n))
 }
 

@@ -3,8 +3,9 @@ package caddymodule
 import (
 	"context"
 	"errors"
-	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
 	"github.com/redis/go-redis/v9"
 

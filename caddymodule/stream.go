@@ -2,15 +2,17 @@ package caddymodule
 
 import (
 	"bufio"
+	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/gorilla/websocket"
 
@@ -115,53 +117,32 @@ func newStreamConn(w http.ResponseWriter, r *http.Request) *console.Stream {
 	return console.NewStream(body, inner, http.NewResponseController(inner), http.NewResponseController(w), local, console.Addr(r.RemoteAddr))
 }
 
-// Consoles on streams and the process's exit: Caddy's servers wait for
-// their requests to finish before the exit hooks run, so an exit watcher
-// ends every console, with 1001, as soon as the exit begins. It runs while
-// stream consoles are live.
-var exitWatch struct {
-	mu       sync.Mutex
-	streams  int
-	watching bool
+// Consoles and the process's exit: Caddy's servers wait for their
+// requests to finish before the exit hooks run, and a console on an
+// HTTP/2 or HTTP/3 stream is a request, so the exit would wait for it.
+// Caddy emits a "stopping" event before it stops a config's apps; on the
+// exit's (caddy.Exiting), every console ends with 1001 there and then.
+// A reload's "stopping" keeps them.
+func endConsolesAtExit(ctx caddy.Context) error {
+	app, err := ctx.App("events")
+	if err != nil {
+		return fmt.Errorf("loading the events app: %w", err)
+	}
+	events, ok := app.(*caddyevents.App)
+	if !ok {
+		return fmt.Errorf("the events app is a %T", app)
+	}
+	return events.On("stopping", exitWatcher{})
 }
 
-// holdStream counts a console on a stream until release is called, and
-// starts the exit watcher for the first.
-func holdStream() (release func()) {
-	exitWatch.mu.Lock()
-	exitWatch.streams++
-	if !exitWatch.watching {
-		exitWatch.watching = true
-		go watchExit()
-	}
-	exitWatch.mu.Unlock()
-	return func() {
-		exitWatch.mu.Lock()
-		exitWatch.streams--
-		exitWatch.mu.Unlock()
-	}
-}
+// exitWatcher ends every console when the process's exit stops its config.
+type exitWatcher struct{}
 
-const exitPollInterval = 100 * time.Millisecond
-
-func watchExit() {
-	t := time.NewTicker(exitPollInterval)
-	defer t.Stop()
-	for range t.C {
-		if caddy.Exiting() {
-			console.Sessions.CloseAll(websocket.CloseGoingAway, "server shutting down")
-			return
-		}
-		exitWatch.mu.Lock()
-		none := exitWatch.streams == 0
-		if none {
-			exitWatch.watching = false
-		}
-		exitWatch.mu.Unlock()
-		if none {
-			return
-		}
+func (exitWatcher) Handle(context.Context, caddy.Event) error {
+	if caddy.Exiting() {
+		endAllConsoles()
 	}
+	return nil
 }
 
 // Interface guards

@@ -10,7 +10,6 @@ import (
 	"github.com/caddyserver/caddy/v2"
 
 	"github.com/vncgate/caddy-vnc-proxy/internal/rfbproxy"
-	"github.com/vncgate/caddy-vnc-proxy/tokenresolver"
 )
 
 // VNCAuth is how the proxy logs in to VNC servers itself, so that the
@@ -56,9 +55,6 @@ func (h *Handler) provisionVNCAuth() error {
 	a := h.VNCAuth
 	if a == nil {
 		return nil
-	}
-	if !h.checkRFB {
-		return errors.New("vnc_auth needs check_rfb on: the proxy speaks RFB with the VNC server")
 	}
 	repl := caddy.NewReplacer()
 	h.credentials = rfbproxy.Credentials{
@@ -123,30 +119,4 @@ func (t *VNCTLS) clientConfig() (*tls.Config, error) {
 		}
 	}
 	return cfg, nil
-}
-
-// rfbAware reports whether the proxy terminates the RFB handshake for a
-// console to t: when vnc_auth is configured, the token's record carries a
-// password, or the console is view-only.
-func (h *Handler) rfbAware(t tokenresolver.Target) bool {
-	return h.VNCAuth != nil || t.Password != "" || h.viewOnly(t)
-}
-
-// viewOnly reports whether a console to t is view-only: the handler's
-// view_only, or the token's "view_only": true.
-func (h *Handler) viewOnly(t tokenresolver.Target) bool {
-	return h.ViewOnly || t.ViewOnly
-}
-
-// credentialsFor are the handler's credentials with the token's own in
-// their place where its record has them.
-func (h *Handler) credentialsFor(t tokenresolver.Target) rfbproxy.Credentials {
-	c := h.credentials
-	if t.Password != "" {
-		c.Password = t.Password
-	}
-	if t.Username != "" {
-		c.Username = t.Username
-	}
-	return c
 }

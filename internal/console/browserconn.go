@@ -25,8 +25,9 @@ type browserConn struct {
 	// closeSent: no frame may follow, because a close frame was written or
 	// a write failed part-way. Set under mu; read anywhere.
 	closeSent atomic.Bool
-	// answered: the request was answered already (200 on an HTTP/2 or
-	// HTTP/3 stream), and gorilla's 101, its first write, is dropped.
+	// answered: the request was answered already (101 by the HTTP/1.1
+	// server, 200 on an HTTP/2 or HTTP/3 stream), and gorilla's 101, its
+	// first write, is dropped.
 	answered bool
 }
 
@@ -35,8 +36,14 @@ func newBrowserConn(c net.Conn) *browserConn {
 }
 
 // NewBrowserConn is a hijacked HTTP/1.1 connection as the connection
-// gorilla's upgrader takes, for New.
-func NewBrowserConn(c net.Conn) net.Conn { return newBrowserConn(c) }
+// gorilla's upgrader takes, for New. The HTTP server has sent the 101
+// answer already (through its own writer, so that its access log records
+// it), and gorilla's, its first write, is dropped.
+func NewBrowserConn(c net.Conn) net.Conn {
+	bc := newBrowserConn(c)
+	bc.answered = true
+	return bc
+}
 
 // SetWriteDeadline ignores gorilla's deadlines: the one it sets before its
 // own close frame would cut short the data frame in flight on the same

@@ -20,7 +20,6 @@ import (
 
 	"github.com/vncgate/caddy-vnc-proxy/internal/loadtarget"
 	"github.com/vncgate/caddy-vnc-proxy/internal/wsstream"
-	"github.com/vncgate/caddy-vnc-proxy/tokenresolver"
 )
 
 // hijacker hands gorilla the hijacked connection as a browser connection.
@@ -69,7 +68,7 @@ func TestSessionWithoutCaddy(t *testing.T) {
 				Active:         prometheus.NewGauge(prometheus.GaugeOpts{Name: "a"}),
 				Duration:       prometheus.NewHistogram(prometheus.HistogramOpts{Name: "d"}),
 			},
-			Target:  tokenresolver.Target{Network: "tcp", Address: l.Addr().String()},
+			Target:  "tcp:" + l.Addr().String(),
 			Release: func() { released <- struct{}{} },
 		})
 		if err := s.Start(nil); err != nil {

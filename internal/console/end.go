@@ -189,7 +189,7 @@ func (s *Session) pumpDone() {
 	fields := []zap.Field{
 		zap.String("session", s.id),
 		zap.String("client", s.client),
-		zap.Stringer("target", s.targetAddr),
+		zap.String("target", s.targetAddr),
 		zap.String("token_hash", s.tokenHash),
 		zap.Int64("bytes_to_browser", s.toBrowser.Load()),
 		zap.Int64("bytes_to_target", s.toTarget.Load()),

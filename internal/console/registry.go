@@ -138,15 +138,15 @@ func (s *Session) Info() Info {
 		ID:             s.id,
 		Server:         s.server,
 		Client:         s.client,
-		Target:         s.targetAddr.String(),
+		Target:         s.targetAddr,
 		TokenHash:      s.tokenHash,
 		Started:        s.started.UTC().Truncate(time.Millisecond),
 		BytesToBrowser: s.toBrowser.Load(),
 		BytesToTarget:  s.toTarget.Load(),
 		ViewOnly:       s.filter != nil,
 	}
-	if !s.targetAddr.ExpiresAt.IsZero() {
-		at := s.targetAddr.ExpiresAt.UTC()
+	if !s.expiresAt.IsZero() {
+		at := s.expiresAt.UTC()
 		i.ExpiresAt = &at
 	}
 	return i

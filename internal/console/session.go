@@ -21,7 +21,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/vncgate/caddy-vnc-proxy/internal/rfbproxy"
-	"github.com/vncgate/caddy-vnc-proxy/tokenresolver"
 )
 
 // Why a session ended, as logged.
@@ -49,7 +48,8 @@ type Session struct {
 	ws             *websocket.Conn
 	browser        net.Conn // the socket under ws.NetConn(), for writing
 	target         net.Conn
-	targetAddr     tokenresolver.Target
+	targetAddr     string
+	expiresAt      time.Time
 	client         string
 	tokenHash      string
 	logger         *zap.Logger
@@ -133,10 +133,12 @@ type Config struct {
 	// Metrics count the session's bytes, life and length.
 	Metrics Metrics
 
-	// Target is the VNC server, as the token's resolver gave it; Client
+	// Target is the VNC server (network:address) and ExpiresAt when its
+	// token expires (zero: unknown), for logs and the admin list; Client
 	// the browser's address and TokenHash the token's hash, for logs and
 	// the admin list; Server the HTTP server's name.
-	Target    tokenresolver.Target
+	Target    string
+	ExpiresAt time.Time
 	Client    string
 	TokenHash string
 	Server    string
@@ -175,6 +177,7 @@ func New(ws *websocket.Conn, target net.Conn, c Config) *Session {
 		browser:          bc.sock,
 		target:           target,
 		targetAddr:       c.Target,
+		expiresAt:        c.ExpiresAt,
 		client:           c.Client,
 		tokenHash:        c.TokenHash,
 		logger:           c.Logger,
@@ -226,7 +229,7 @@ func (s *Session) Start(greeting []byte) error {
 	fields := []zap.Field{
 		zap.String("session", s.id),
 		zap.String("client", s.client),
-		zap.Stringer("target", s.targetAddr),
+		zap.String("target", s.targetAddr),
 		zap.String("token_hash", s.tokenHash),
 	}
 	if s.login != nil {
@@ -259,5 +262,5 @@ func (s *Session) ID() string { return s.id }
 // TokenHash is the hash of the session's token.
 func (s *Session) TokenHash() string { return s.tokenHash }
 
-// Target is the VNC server, as the resolver gave it.
-func (s *Session) Target() tokenresolver.Target { return s.targetAddr }
+// Target is the VNC server, network:address.
+func (s *Session) Target() string { return s.targetAddr }

@@ -1,4 +1,4 @@
-package caddymodule
+package admission
 
 import (
 	"context"
@@ -151,4 +151,10 @@ func (p targetPolicy) checkTarget(ctx context.Context, t tokenresolver.Target) (
 		return ctx, errTargetNotAllowed
 	}
 	return context.WithValue(ctx, targetNameKey{}, host), nil
+}
+
+// CheckTargetRule reports whether s is a valid allow_targets entry.
+func CheckTargetRule(s string) error {
+	_, err := parseTargetRule(s)
+	return err
 }

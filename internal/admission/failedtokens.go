@@ -1,15 +1,11 @@
-package caddymodule
+package admission
 
 import (
 	"fmt"
-	"math"
 	"net/netip"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	"golang.org/x/time/rate"
 )
 
@@ -17,34 +13,46 @@ import (
 // flood of addresses cannot grow memory without bound.
 var maxFailedTokenClients = 10000
 
+// Rate is failed_token_rate: N failures per Per. The zero Rate is no
+// limit.
+type Rate struct {
+	N   int
+	Per time.Duration
+}
+
 // failedTokens limits how many unknown or expired tokens each client may
 // present: failed_token_rate. A client over its limit is answered 429
 // before its token is looked up.
 type failedTokens struct {
-	limit rate.Limit
-	burst int
-
 	mu        sync.Mutex
+	on        bool
+	limit     rate.Limit
+	burst     int
 	clients   map[netip.Prefix]*rate.Limiter
 	lastSweep time.Time
 }
 
-// parseFailedTokenRate reads "<n>/<duration>", e.g. "10/1m".
-func parseFailedTokenRate(s string) (*failedTokens, error) {
-	count, per, ok := strings.Cut(s, "/")
-	n, err := strconv.Atoi(count)
-	if !ok || err != nil || n < 1 {
-		return nil, fmt.Errorf("failed_token_rate %q: want <n>/<duration>, e.g. 10/1m", s)
+func newFailedTokens() *failedTokens {
+	return &failedTokens{clients: make(map[netip.Prefix]*rate.Limiter)}
+}
+
+// setRate applies r to the table, to the clients it tracks already too.
+func (f *failedTokens) setRate(r Rate) error {
+	if r.N < 0 || (r.N > 0 && r.Per <= 0) {
+		return fmt.Errorf("failed_token_rate: want n > 0 failures per a positive duration")
 	}
-	d, err := caddy.ParseDuration(per)
-	if err != nil || d <= 0 {
-		return nil, fmt.Errorf("failed_token_rate %q: invalid duration %q", s, per)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.on = r.N > 0
+	if !f.on {
+		return nil
 	}
-	return &failedTokens{
-		limit:   rate.Limit(float64(n) / d.Seconds()),
-		burst:   n,
-		clients: make(map[netip.Prefix]*rate.Limiter),
-	}, nil
+	f.limit, f.burst = rate.Limit(float64(r.N)/r.Per.Seconds()), r.N
+	for _, l := range f.clients {
+		l.SetLimit(f.limit)
+		l.SetBurst(f.burst)
+	}
+	return nil
 }
 
 // clientKey is what a client is counted by: its IPv4 address, or the /64
@@ -72,8 +80,9 @@ func (f *failedTokens) retryAfter(ip string) time.Duration {
 	}
 	f.mu.Lock()
 	l := f.clients[key]
+	on := f.on
 	f.mu.Unlock()
-	if l == nil {
+	if l == nil || !on {
 		return 0
 	}
 	now := time.Now()
@@ -93,6 +102,10 @@ func (f *failedTokens) failed(ip string) {
 		return
 	}
 	f.mu.Lock()
+	if !f.on {
+		f.mu.Unlock()
+		return
+	}
 	l := f.clients[key]
 	if l == nil {
 		if len(f.clients) >= maxFailedTokenClients {
@@ -124,9 +137,4 @@ func (f *failedTokens) makeRoomLocked() {
 		}
 		delete(f.clients, k)
 	}
-}
-
-// retryAfterSeconds is a Retry-After value: whole seconds, at least 1.
-func retryAfterSeconds(d time.Duration) string {
-	return strconv.Itoa(int(math.Max(1, math.Ceil(d.Seconds()))))
 }
