@@ -1,0 +1,516 @@
+package rfbproxy_test
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vncgate/caddy-vnc-proxy/internal/rfb"
+	"github.com/vncgate/caddy-vnc-proxy/internal/rfbproxy"
+	"github.com/vncgate/caddy-vnc-proxy/internal/testenv"
+)
+
+const nativeToken = "tok-0123456789abcdef"
+
+// nativeServerTLS is what the native listener gets from Caddy: the
+// server certificate, whatever name the client asks for.
+func nativeServerTLS(t testing.TB, p *testenv.PKI) *tls.Config {
+	t.Helper()
+	pair, err := tls.LoadX509KeyPair(p.ServerCert, p.ServerKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
+}
+
+// nativeClientTLS trusts the PKI's CA and checks the name serverName.
+func nativeClientTLS(t testing.TB, p *testenv.PKI, serverName string) *tls.Config {
+	t.Helper()
+	pem, err := os.ReadFile(p.CA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pem)
+	return &tls.Config{RootCAs: roots, ServerName: serverName, MinVersion: tls.VersionTLS12}
+}
+
+type nativeAccepted struct {
+	client *rfbproxy.NativeClient
+	err    error
+	took   time.Duration
+}
+
+// serveNative accepts one connection on a loopback port and runs
+// AcceptNative on it under a deadline, as the listener will; the outcome
+// arrives on the channel. The server's connection closes when the test
+// ends.
+func serveNative(t *testing.T, cfg *tls.Config, deadline time.Duration) (addr string, accepted <-chan nativeAccepted) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	ch := make(chan nativeAccepted, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			ch <- nativeAccepted{err: err}
+			return
+		}
+		t.Cleanup(func() { c.Close() })
+		start := time.Now()
+		_ = c.SetDeadline(start.Add(deadline))
+		nc, err := rfbproxy.AcceptNative(c, cfg)
+		took := time.Since(start)
+		if err != nil {
+			c.Close() // as the listener will
+		}
+		ch <- nativeAccepted{client: nc, err: err, took: took}
+	}()
+	return l.Addr().String(), ch
+}
+
+func waitAccepted(t *testing.T, ch <-chan nativeAccepted) nativeAccepted {
+	t.Helper()
+	select {
+	case a := <-ch:
+		return a
+	case <-time.After(10 * time.Second):
+		t.Fatal("AcceptNative did not return within 10s")
+		return nativeAccepted{}
+	}
+}
+
+// viewer is the client side written out step by step, so that a test can
+// stop or go wrong at any step.
+type viewer struct {
+	t    *testing.T
+	conn net.Conn // the TCP connection, then the TLS one
+}
+
+func dialViewer(t *testing.T, addr string) *viewer {
+	return &viewer{t: t, conn: testenv.Dial(t, addr, 10*time.Second)}
+}
+
+func (v *viewer) send(b []byte) {
+	v.t.Helper()
+	if _, err := v.conn.Write(b); err != nil {
+		v.t.Fatalf("sending %q: %v", b, err)
+	}
+}
+
+func (v *viewer) expect(want []byte) {
+	v.t.Helper()
+	got := make([]byte, len(want))
+	if _, err := io.ReadFull(v.conn, got); err != nil {
+		v.t.Fatalf("reading %q: %v", want, err)
+	}
+	if !bytes.Equal(got, want) {
+		v.t.Fatalf("received %q, want %q", got, want)
+	}
+}
+
+// expectEnd reads until the server closes the connection and checks that
+// nothing more came.
+func (v *viewer) expectEnd() {
+	v.t.Helper()
+	rest, err := io.ReadAll(v.conn)
+	if err != nil && !errors.Is(err, io.EOF) && !isReset(err) {
+		v.t.Fatalf("waiting for the end: %v", err)
+	}
+	if len(rest) > 0 {
+		v.t.Fatalf("received %q after the last step, want the end", rest)
+	}
+}
+
+func isReset(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "connection reset")
+}
+
+// preTLS runs the steps up to the TLS handshake as a 3.minor viewer.
+func (v *viewer) preTLS(minor int) {
+	v.t.Helper()
+	v.expect([]byte("RFB 003.008\n"))
+	v.send(rfb.AppendVersion(nil, 3, minor))
+	v.expect([]byte{1, rfb.SecurityVeNCrypt})
+	v.send([]byte{rfb.SecurityVeNCrypt})
+	v.expect([]byte{0, 2})
+	v.send([]byte{0, 2})
+	v.expect([]byte{0, 1, 0, 0, 1, 6}) // ok, one subtype, X509Plain
+	v.send(binary.BigEndian.AppendUint32(nil, rfb.VeNCryptX509Plain))
+	v.expect([]byte{1})
+}
+
+func (v *viewer) startTLS(cfg *tls.Config) {
+	v.t.Helper()
+	tc := tls.Client(v.conn, cfg)
+	if err := tc.Handshake(); err != nil {
+		v.t.Fatalf("TLS handshake: %v", err)
+	}
+	v.conn = tc
+}
+
+func plainCredentials(user, password string) []byte {
+	b := binary.BigEndian.AppendUint32(nil, uint32(len(user)))
+	b = binary.BigEndian.AppendUint32(b, uint32(len(password)))
+	return append(append(b, user...), password...)
+}
+
+func TestAcceptNative(t *testing.T) {
+	pki := testenv.NewPKI(t)
+	for _, c := range []struct {
+		name      string
+		version   int // what the viewer answers: 3.version
+		wantMinor int
+	}{
+		{"3.8", 8, 8},
+		{"3.7", 7, 7},
+		{"3.889 (macOS) is 3.8", 889, 8},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			addr, accepted := serveNative(t, nativeServerTLS(t, pki), 10*time.Second)
+			v := dialViewer(t, addr)
+			v.preTLS(c.version)
+			v.startTLS(nativeClientTLS(t, pki, "localhost"))
+			v.send(plainCredentials("any user", nativeToken))
+
+			a := waitAccepted(t, accepted)
+			if a.err != nil {
+				t.Fatal(a.err)
+			}
+			nc := a.client
+			if nc.Token != nativeToken || nc.Minor != c.wantMinor {
+				t.Fatalf("token %q minor %d, want %q %d", nc.Token, nc.Minor, nativeToken, c.wantMinor)
+			}
+			if s := fmt.Sprint(nc); strings.Contains(s, nativeToken) || !strings.Contains(s, `"localhost"`) {
+				t.Errorf("String() = %q: want the server name and never the token", s)
+			}
+			if _, err := nc.ClientInit(); err == nil {
+				t.Error("ClientInit before Admit succeeded")
+			}
+			if err := nc.Admit(); err != nil {
+				t.Fatal(err)
+			}
+			if err := nc.Refuse("late"); err == nil {
+				t.Error("Refuse after Admit succeeded")
+			}
+			v.expect([]byte{0, 0, 0, 0})
+			v.send([]byte{1})
+			shared, err := nc.ClientInit()
+			if err != nil || !shared {
+				t.Fatalf("ClientInit: shared %v, %v", shared, err)
+			}
+			// The session then runs over nc.TLS, both ways.
+			v.send([]byte("after"))
+			got := make([]byte, 5)
+			if _, err := io.ReadFull(nc.TLS, got); err != nil || string(got) != "after" {
+				t.Fatalf("relayed %q, %v", got, err)
+			}
+		})
+	}
+}
+
+// A refusal is a SecurityResult failure; its reason reaches 3.8 viewers
+// only (RFC 6143 7.1.3: 3.7 has no reason field).
+func TestAcceptNativeRefuse(t *testing.T) {
+	pki := testenv.NewPKI(t)
+	const reason = "unknown or expired token"
+	for _, c := range []struct {
+		minor int
+		want  []byte
+	}{
+		{8, append(binary.BigEndian.AppendUint32([]byte{0, 0, 0, 1}, uint32(len(reason))), reason...)},
+		{7, []byte{0, 0, 0, 1}},
+	} {
+		t.Run(fmt.Sprintf("3.%d", c.minor), func(t *testing.T) {
+			addr, accepted := serveNative(t, nativeServerTLS(t, pki), 10*time.Second)
+			v := dialViewer(t, addr)
+			v.preTLS(c.minor)
+			v.startTLS(nativeClientTLS(t, pki, "localhost"))
+			v.send(plainCredentials("", "wrong"))
+			a := waitAccepted(t, accepted)
+			if a.err != nil {
+				t.Fatal(a.err)
+			}
+			if err := a.client.Refuse(reason); err != nil {
+				t.Fatal(err)
+			}
+			if err := a.client.Admit(); err == nil {
+				t.Error("Admit after Refuse succeeded")
+			}
+			a.client.TLS.Close()
+			v.expect(c.want)
+			v.expectEnd()
+		})
+	}
+}
+
+// Whatever name a viewer asks for (none, an IP address, an alias), the
+// listener's certificate is what it gets; the name is kept for logs.
+func TestAcceptNativeServerName(t *testing.T) {
+	pki := testenv.NewPKI(t, "console.example")
+	for _, name := range []string{"", "console.example", "127.0.0.1"} {
+		t.Run(fmt.Sprintf("%q", name), func(t *testing.T) {
+			addr, accepted := serveNative(t, nativeServerTLS(t, pki), 10*time.Second)
+			v := dialViewer(t, addr)
+			v.preTLS(8)
+			cfg := nativeClientTLS(t, pki, name)
+			if name == "" {
+				// No SNI at all: check the chain only, as a viewer that
+				// connects by address and sends none would.
+				cfg.InsecureSkipVerify = true
+			}
+			v.startTLS(cfg)
+			v.send(plainCredentials("u", nativeToken))
+			a := waitAccepted(t, accepted)
+			if a.err != nil {
+				t.Fatal(a.err)
+			}
+			got := a.client.TLS.ConnectionState().ServerName
+			want := name
+			if net.ParseIP(name) != nil {
+				want = "" // RFC 6066: an IP address is never sent as SNI
+			}
+			if got != want {
+				t.Errorf("server name %q, want %q", got, want)
+			}
+		})
+	}
+}
+
+func TestAcceptNativeRefusesClient(t *testing.T) {
+	pki := testenv.NewPKI(t)
+	x509None := binary.BigEndian.AppendUint32(nil, rfb.VeNCryptX509None)
+	x509Plain := binary.BigEndian.AppendUint32(nil, rfb.VeNCryptX509Plain)
+	failure := func(reason string) []byte {
+		b := binary.BigEndian.AppendUint32([]byte{0, 0, 0, 1}, uint32(len(reason)))
+		return append(b, reason...)
+	}
+	upToSubtype := func(v *viewer) {
+		v.expect([]byte("RFB 003.008\n"))
+		v.send([]byte("RFB 003.008\n\x13\x00\x02"))
+		v.expect([]byte{1, 19, 0, 2, 0, 1, 0, 0, 1, 6})
+	}
+	cases := []struct {
+		name string
+		run  func(v *viewer)
+		// what the viewer receives after its last step, before the end
+		want []byte
+	}{
+		{"not RFB", func(v *viewer) {
+			v.expect([]byte("RFB 003.008\n"))
+			v.send([]byte("GET / HTTP/1.1\r\n"))
+		}, nil},
+		{"RFB 4", func(v *viewer) {
+			v.expect([]byte("RFB 003.008\n"))
+			v.send([]byte("RFB 004.000\n"))
+		}, nil},
+		{"RFB 3.3: told in a failure it can read", func(v *viewer) {
+			v.expect([]byte("RFB 003.008\n"))
+			v.send([]byte("RFB 003.003\n"))
+			v.expect([]byte{0, 0, 0, 0})
+			var n [4]byte
+			if _, err := io.ReadFull(v.conn, n[:]); err != nil {
+				t.Fatal(err)
+			}
+			reason := make([]byte, binary.BigEndian.Uint32(n[:]))
+			if _, err := io.ReadFull(v.conn, reason); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(string(reason), "3.7 or 3.8") {
+				t.Errorf("reason %q", reason)
+			}
+		}, nil},
+		{"security type None", func(v *viewer) {
+			v.expect([]byte("RFB 003.008\n"))
+			v.send([]byte("RFB 003.008\n\x01"))
+			v.expect([]byte{1, 19})
+		}, failure("only VeNCrypt X509Plain is offered")},
+		{"security type None, 3.7", func(v *viewer) {
+			v.expect([]byte("RFB 003.008\n"))
+			v.send([]byte("RFB 003.007\n\x02"))
+			v.expect([]byte{1, 19})
+		}, []byte{0, 0, 0, 1}},
+		{"VeNCrypt 0.1", func(v *viewer) {
+			v.expect([]byte("RFB 003.008\n"))
+			v.send([]byte("RFB 003.008\n\x13\x00\x01"))
+			v.expect([]byte{1, 19, 0, 2})
+		}, []byte{0xff}},
+		{"VeNCrypt 0.0 (none)", func(v *viewer) {
+			v.expect([]byte("RFB 003.008\n"))
+			v.send([]byte("RFB 003.008\n\x13\x00\x00"))
+			v.expect([]byte{1, 19, 0, 2})
+		}, []byte{0xff}},
+		{"subtype X509None", func(v *viewer) {
+			upToSubtype(v)
+			v.send(x509None)
+		}, []byte{0}},
+		{"subtype Plain, no TLS", func(v *viewer) {
+			upToSubtype(v)
+			v.send(binary.BigEndian.AppendUint32(nil, rfb.VeNCryptPlain))
+		}, []byte{0}},
+		{"not TLS", func(v *viewer) {
+			upToSubtype(v)
+			v.send(x509Plain)
+			v.expect([]byte{1})
+			v.send([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+			io.Copy(io.Discard, v.conn) // a TLS alert, then the end
+		}, nil},
+		{"viewer distrusts the certificate", func(v *viewer) {
+			upToSubtype(v)
+			v.send(x509Plain)
+			v.expect([]byte{1})
+			tc := tls.Client(v.conn, &tls.Config{ServerName: "localhost"}) // system roots only
+			if err := tc.Handshake(); err == nil {
+				t.Fatal("handshake with an unknown CA succeeded")
+			}
+			io.Copy(io.Discard, v.conn) // the rest of the server's flight, then the end
+		}, nil},
+		{"a 4 GiB password", func(v *viewer) {
+			upToSubtype(v)
+			v.send(x509Plain)
+			v.expect([]byte{1})
+			v.startTLS(nativeClientTLS(t, pki, "localhost"))
+			v.send([]byte{0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff, 'u'})
+		}, nil},
+		{"a 4 GiB username", func(v *viewer) {
+			upToSubtype(v)
+			v.send(x509Plain)
+			v.expect([]byte{1})
+			v.startTLS(nativeClientTLS(t, pki, "localhost"))
+			v.send([]byte{0xff, 0xff, 0xff, 0xff, 0, 0, 0, 1})
+		}, nil},
+		{"a password of 1 KiB + 1", func(v *viewer) {
+			upToSubtype(v)
+			v.send(x509Plain)
+			v.expect([]byte{1})
+			v.startTLS(nativeClientTLS(t, pki, "localhost"))
+			v.send(plainCredentials("u", strings.Repeat("x", 1025)))
+		}, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			// A generous deadline: every refusal must come long before it.
+			addr, accepted := serveNative(t, nativeServerTLS(t, pki), 10*time.Second)
+			v := dialViewer(t, addr)
+			c.run(v)
+			a := waitAccepted(t, accepted)
+			if !errors.Is(a.err, rfbproxy.ErrClient) {
+				t.Fatalf("error %v, want ErrClient", a.err)
+			}
+			if a.took > 5*time.Second {
+				t.Errorf("refused after %v", a.took)
+			}
+			if strings.Contains(a.err.Error(), nativeToken) {
+				t.Errorf("error holds the token: %v", a.err)
+			}
+			if c.want != nil {
+				v.expect(c.want)
+			}
+			v.expectEnd()
+		})
+	}
+}
+
+// A viewer that stalls at any step, or goes away, ends AcceptNative within
+// the caller's deadline, with the I/O error rather than ErrClient.
+func TestAcceptNativeDeadline(t *testing.T) {
+	pki := testenv.NewPKI(t)
+	const deadline = 300 * time.Millisecond
+	x509Plain := binary.BigEndian.AppendUint32(nil, rfb.VeNCryptX509Plain)
+	steps := []struct {
+		name string
+		run  func(v *viewer)
+	}{
+		{"silent", func(v *viewer) {}},
+		{"half a version", func(v *viewer) { v.send([]byte("RFB 003")) }},
+		{"no security type", func(v *viewer) { v.send([]byte("RFB 003.008\n")) }},
+		{"no VeNCrypt version", func(v *viewer) { v.send([]byte("RFB 003.008\n\x13")) }},
+		{"half a VeNCrypt version", func(v *viewer) { v.send([]byte("RFB 003.008\n\x13\x00")) }},
+		{"no subtype", func(v *viewer) { v.send([]byte("RFB 003.008\n\x13\x00\x02")) }},
+		{"no ClientHello", func(v *viewer) { v.send(append([]byte("RFB 003.008\n\x13\x00\x02"), x509Plain...)) }},
+		{"half a ClientHello", func(v *viewer) {
+			v.send(append([]byte("RFB 003.008\n\x13\x00\x02"), x509Plain...))
+			v.send([]byte{0x16, 0x03, 0x01, 0x01, 0x00, 0x01})
+		}},
+		{"TLS never finished", func(v *viewer) {
+			// The viewer sends its ClientHello, reads the server's flight
+			// and never answers: the server waits for the client's
+			// Finished (in TLS 1.2 and 1.3 alike).
+			v.preTLS(8)
+			go tls.Client(&stallingConn{Conn: v.conn}, nativeClientTLS(t, pki, "localhost")).Handshake()
+		}},
+		{"no credentials", func(v *viewer) {
+			v.preTLS(8)
+			v.startTLS(nativeClientTLS(t, pki, "localhost"))
+		}},
+		{"half the credentials", func(v *viewer) {
+			v.preTLS(8)
+			v.startTLS(nativeClientTLS(t, pki, "localhost"))
+			v.send(plainCredentials("u", nativeToken)[:12])
+		}},
+	}
+	for _, s := range steps {
+		t.Run(s.name, func(t *testing.T) {
+			addr, accepted := serveNative(t, nativeServerTLS(t, pki), deadline)
+			v := dialViewer(t, addr)
+			s.run(v)
+			a := waitAccepted(t, accepted)
+			if !errors.Is(a.err, os.ErrDeadlineExceeded) || errors.Is(a.err, rfbproxy.ErrClient) {
+				t.Fatalf("error %v, want the deadline and not ErrClient", a.err)
+			}
+			if a.took > deadline+time.Second {
+				t.Errorf("returned after %v with a deadline of %v", a.took, deadline)
+			}
+		})
+	}
+
+	t.Run("gone", func(t *testing.T) {
+		addr, accepted := serveNative(t, nativeServerTLS(t, pki), 10*time.Second)
+		v := dialViewer(t, addr)
+		v.send([]byte("RFB 003.008\n\x13"))
+		v.conn.Close()
+		a := waitAccepted(t, accepted)
+		if a.err == nil || errors.Is(a.err, rfbproxy.ErrClient) {
+			t.Fatalf("error %v, want an I/O error", a.err)
+		}
+	})
+}
+
+// stallingConn passes the TLS client's writes through until it has sent
+// its second flight, and then swallows them, so that the server waits for
+// a Finished that never comes.
+type stallingConn struct {
+	net.Conn
+	writes int
+}
+
+func (c *stallingConn) Write(b []byte) (int, error) {
+	c.writes++
+	if c.writes > 1 {
+		return len(b), nil
+	}
+	return c.Conn.Write(b)
+}
+
+func TestAcceptNativeNoCertificate(t *testing.T) {
+	for _, cfg := range []*tls.Config{nil, {}} {
+		server, client := net.Pipe()
+		defer client.Close()
+		_, err := rfbproxy.AcceptNative(server, cfg)
+		if err == nil || errors.Is(err, rfbproxy.ErrClient) {
+			t.Fatalf("error %v, want a configuration error", err)
+		}
+	}
+}
