@@ -7,16 +7,20 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"image"
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/vncgate/caddy-vnc-proxy/internal/rfb"
 	"github.com/vncgate/caddy-vnc-proxy/internal/rfbproxy"
 	"github.com/vncgate/caddy-vnc-proxy/internal/testenv"
+	"github.com/vncgate/caddy-vnc-proxy/internal/vncdemo"
 )
 
 const nativeToken = "tok-0123456789abcdef"
@@ -512,5 +516,218 @@ func TestAcceptNativeNoCertificate(t *testing.T) {
 		if err == nil || errors.Is(err, rfbproxy.ErrClient) {
 			t.Fatalf("error %v, want a configuration error", err)
 		}
+	}
+}
+
+// nativeDoor is the native listener in miniature, for a real viewer: the
+// handshake, a token check in place of admission, the proxy's login to
+// the VNC server, the SecurityResult, ClientInit onwards, then the relay.
+type nativeDoor struct {
+	t      *testing.T
+	cfg    *tls.Config
+	target string
+	token  string
+
+	mu    sync.Mutex
+	conns []net.Conn
+	// names are the server names (SNI) the viewers sent, "" for none.
+	names []string
+	errs  []error
+}
+
+const nativeRefusal = "unknown or expired token"
+
+func startNativeDoor(t *testing.T, cfg *tls.Config, target, token string) (*nativeDoor, string) {
+	t.Helper()
+	d := &nativeDoor{t: t, target: target, token: token}
+	// Every ClientHello is seen here, also one whose handshake fails.
+	d.cfg = cfg.Clone()
+	d.cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		d.mu.Lock()
+		d.names = append(d.names, hello.ServerName)
+		d.mu.Unlock()
+		return nil, nil
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		l.Close()
+		d.mu.Lock()
+		for _, c := range d.conns {
+			c.Close()
+		}
+		d.mu.Unlock()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			d.mu.Lock()
+			d.conns = append(d.conns, c)
+			d.mu.Unlock()
+			wg.Go(func() {
+				defer c.Close()
+				if err := d.serve(c); err != nil {
+					d.mu.Lock()
+					d.errs = append(d.errs, err)
+					d.mu.Unlock()
+				}
+			})
+		}
+	})
+	return d, l.Addr().String()
+}
+
+func (d *nativeDoor) serve(c net.Conn) error {
+	_ = c.SetDeadline(time.Now().Add(15 * time.Second))
+	nc, err := rfbproxy.AcceptNative(c, d.cfg)
+	if err != nil {
+		return err
+	}
+	if nc.Token != d.token {
+		if err := nc.Refuse(nativeRefusal); err != nil {
+			return err
+		}
+		return nc.TLS.Close()
+	}
+	raw, err := net.DialTimeout("tcp", d.target, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	defer raw.Close()
+	d.mu.Lock()
+	d.conns = append(d.conns, raw)
+	d.mu.Unlock()
+	_ = raw.SetDeadline(time.Now().Add(15 * time.Second))
+	greeting := make([]byte, rfb.VersionLen)
+	if _, err := io.ReadFull(raw, greeting); err != nil {
+		return err
+	}
+	server, _, err := rfbproxy.Login(raw, greeting, rfbproxy.Credentials{})
+	if err != nil {
+		return err
+	}
+	if err := nc.Admit(); err != nil {
+		return err
+	}
+	shared, err := nc.ClientInit()
+	if err != nil {
+		return err
+	}
+	init := []byte{0}
+	if shared {
+		init[0] = 1
+	}
+	if _, err := server.Write(init); err != nil {
+		return err
+	}
+	_ = c.SetDeadline(time.Time{})
+	_ = raw.SetDeadline(time.Time{})
+	done := make(chan struct{}, 2)
+	go func() { _, _ = io.Copy(server, nc.TLS); done <- struct{}{} }()
+	go func() { _, _ = io.Copy(nc.TLS, server); done <- struct{}{} }()
+	<-done
+	return nil
+}
+
+func (d *nativeDoor) seen() (names []string, errs []error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]string(nil), d.names...), append([]error(nil), d.errs...)
+}
+
+// demoOnScreen finds vncdemo's picture on a screenshot: its red top-left
+// corner square, then the other three corners and the background at their
+// places relative to it (see vncdemo's package doc).
+func demoOnScreen(img image.Image) bool {
+	is := func(x, y int, r, g, b uint32) bool {
+		pr, pg, pb, _ := img.At(x, y).RGBA()
+		return pr>>8 == r && pg>>8 == g && pb>>8 == b
+	}
+	bounds := img.Bounds()
+	for y := bounds.Min.Y; y < bounds.Max.Y-vncdemo.DefaultHeight; y++ {
+		for x := bounds.Min.X; x < bounds.Max.X-vncdemo.DefaultWidth; x++ {
+			if !is(x, y, 255, 0, 0) {
+				continue
+			}
+			const w, h = vncdemo.DefaultWidth, vncdemo.DefaultHeight
+			return is(x+31, y+31, 255, 0, 0) &&
+				is(x+w-32, y, 0, 255, 0) && is(x+w-1, y+31, 0, 255, 0) &&
+				is(x, y+h-32, 0, 0, 255) && is(x+31, y+h-1, 0, 0, 255) &&
+				is(x+w-32, y+h-32, 255, 255, 255) && is(x+w-1, y+h-1, 255, 255, 255) &&
+				is(x+40, y+16, 32, 32, 32)
+		}
+	}
+	return false
+}
+
+// TigerVNC's vncviewer, under Xvfb, through AcceptNative to vncdemo: the
+// screen shows the demo's picture; a wrong token ends the viewer with an
+// authentication failure that carries the proxy's reason.
+func TestNativeVNCViewer(t *testing.T) {
+	testenv.Require(t, "vncviewer", "tigervnc-viewer")
+	testenv.Require(t, "Xvfb", "xvfb")
+	testenv.Require(t, "import", "imagemagick")
+
+	pki := testenv.NewPKI(t)
+	demo, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &vncdemo.Server{}
+	go func() { _ = srv.Serve(demo) }()
+	t.Cleanup(func() { srv.Close() })
+	door, addr := startNativeDoor(t, nativeServerTLS(t, pki), demo.Addr().String(), nativeToken)
+	_, port, _ := net.SplitHostPort(addr)
+	display := testenv.StartXvfb(t, 1024, 768)
+
+	for _, host := range []string{"127.0.0.1", "localhost"} {
+		t.Run("token, by "+host, func(t *testing.T) {
+			v := testenv.VNCViewer{Display: display, CA: pki.CA, Username: "anyone", Password: nativeToken}
+			p := v.Start(t, host+"::"+port)
+			img, ok := testenv.WaitScreen(t, display, 30*time.Second, demoOnScreen)
+			if !ok {
+				path := filepath.Join(t.ArtifactDir(), "screen.png")
+				testenv.SavePNG(t, path, img)
+				names, errs := door.seen()
+				t.Fatalf("no vncdemo picture on the screen after 30s (screenshot %s); server names %q, errors %v\n%s",
+					path, names, errs, p.Output())
+			}
+			// Kept with go test -artifacts, to look at.
+			testenv.SavePNG(t, filepath.Join(t.ArtifactDir(), "screen.png"), img)
+			p.Stop()
+			if out := p.Output(); strings.Contains(out, nativeToken) {
+				t.Errorf("the viewer's log holds the token:\n%s", out)
+			}
+		})
+	}
+
+	t.Run("wrong token", func(t *testing.T) {
+		v := testenv.VNCViewer{Display: display, CA: pki.CA, Username: "anyone", Password: "not-the-token"}
+		p := v.Start(t, "127.0.0.1::"+port)
+		select {
+		case <-p.Done():
+		case <-time.After(30 * time.Second):
+			t.Fatalf("the viewer still runs 30s after a refusal:\n%s", p.Output())
+		}
+		want := "Authentication failure: " + nativeRefusal
+		if out := p.Output(); !strings.Contains(out, want) {
+			t.Fatalf("the viewer's log lacks %q:\n%s", want, out)
+		}
+		// vncviewer 1.12 exits with status 0 even so: its log is the only
+		// sign of the refusal.
+		t.Logf("the viewer exited: %v", p.Cmd.ProcessState)
+	})
+
+	names, errs := door.seen()
+	t.Logf("server names sent by vncviewer: %q", names)
+	for _, err := range errs {
+		t.Logf("door: %v", err)
 	}
 }

@@ -137,9 +137,11 @@ func (v VNCViewer) Start(t testing.TB, server string) *Process {
 	args := []string{
 		"-SecurityTypes", "X509Plain",
 		"-AlertOnFatalError=0", "-ReconnectOnError=0",
-		// At the top-left corner of the screen (there is no window
-		// manager), at its own size, in full colour, so that a pixel of
-		// the remote desktop is a pixel of the screenshot.
+		// Near the top-left corner of the screen (there is no window
+		// manager; the window still lands a few pixels off), at the
+		// desktop's own size, in full colour, so that a pixel of the
+		// remote desktop is a pixel of the screenshot: a test finds the
+		// picture by a known colour and checks the rest relative to it.
 		"-geometry", "+0+0", "-RemoteResize=0", "-AutoSelect=0", "-FullColor",
 	}
 	if v.CA != "" {
