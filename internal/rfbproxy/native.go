@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"syscall"
+	"time"
 
 	"github.com/vncgate/caddy-vnc-proxy/internal/rfb"
 )
@@ -87,14 +88,24 @@ func (c *NativeClient) String() string {
 // then waits for the SecurityResult: the caller runs admission with
 // NativeClient.Token and calls Admit or Refuse.
 //
+// Deadlines: the caller bounds the exchange up to the end of the TLS
+// handshake with conn's deadline (the TLS connection inherits it); a
+// machine answers each of those steps at once. The credentials are
+// different: between the TLS handshake and sending them a viewer may wait
+// for a person, who types the token into its password prompt or answers a
+// question about the certificate (TigerVNC asks when the name does not
+// match or the issuer is unknown). So when promptTimeout is positive,
+// AcceptNative moves conn's deadline to promptTimeout from the end of the
+// handshake for that step; zero keeps the caller's deadline. Either way,
+// the caller sets its own deadline again after AcceptNative returns. Every
+// read here is of a bounded size, so a client that stalls, sends garbage
+// or huge lengths, or never finishes the TLS handshake, ends within these
+// deadlines.
+//
 // Errors wrap ErrClient when the client broke the protocol, or the I/O
 // error (io.EOF, os.ErrDeadlineExceeded, ...), with the step that failed;
-// they never contain a credential. The caller bounds the whole exchange
-// with conn's deadline (the TLS connection inherits it): every read here
-// is of a bounded size, so a client that stalls, sends garbage or huge
-// lengths, or never finishes the TLS handshake, ends within it. On an
-// error the caller closes conn.
-func AcceptNative(conn net.Conn, tlsConfig *tls.Config) (*NativeClient, error) {
+// they never contain a credential. On an error the caller closes conn.
+func AcceptNative(conn net.Conn, tlsConfig *tls.Config, promptTimeout time.Duration) (*NativeClient, error) {
 	if tlsConfig == nil || (len(tlsConfig.Certificates) == 0 && tlsConfig.GetCertificate == nil && tlsConfig.GetConfigForClient == nil) {
 		// A server without a certificate would fail every handshake and
 		// blame the clients; say whose fault it is before any byte is sent.
@@ -181,6 +192,11 @@ func AcceptNative(conn net.Conn, tlsConfig *tls.Config) (*NativeClient, error) {
 		}
 		return nil, fmt.Errorf("%w: TLS handshake: %w", ErrClient, err)
 	}
+	if promptTimeout > 0 {
+		if err := conn.SetDeadline(time.Now().Add(promptTimeout)); err != nil {
+			return nil, fmt.Errorf("setting the deadline for the credentials: %w", err)
+		}
+	}
 	token, err := readPlainCredentials(tc)
 	if err != nil {
 		return nil, err
@@ -188,9 +204,9 @@ func AcceptNative(conn net.Conn, tlsConfig *tls.Config) (*NativeClient, error) {
 	return &NativeClient{TLS: tc, Token: token, Minor: minor}, nil
 }
 
-// readPlainCredentials reads VeNCrypt Plain's credentials and returns the password;
-// the username is read and dropped. Lengths are checked before anything
-// is allocated.
+// readPlainCredentials reads VeNCrypt Plain's credentials and returns the
+// password; the username is read and dropped. Lengths are checked before
+// anything is allocated.
 func readPlainCredentials(r io.Reader) (password string, err error) {
 	var lens [8]byte
 	if _, err := io.ReadFull(r, lens[:]); err != nil {

@@ -53,7 +53,7 @@ func FuzzAcceptNative(f *testing.F) {
 	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		conn := &nativeFuzzConn{r: bytes.NewReader(in)}
-		nc, err := AcceptNative(conn, cfg)
+		nc, err := AcceptNative(conn, cfg, time.Minute)
 		if err == nil {
 			// Only a real TLS client gets this far; a fuzzer would have to
 			// forge a handshake.

@@ -55,10 +55,11 @@ type nativeAccepted struct {
 }
 
 // serveNative accepts one connection on a loopback port and runs
-// AcceptNative on it under a deadline, as the listener will; the outcome
-// arrives on the channel. The server's connection closes when the test
-// ends.
-func serveNative(t *testing.T, cfg *tls.Config, deadline time.Duration) (addr string, accepted <-chan nativeAccepted) {
+// AcceptNative on it under a deadline and a prompt timeout, as the
+// listener will; the outcome arrives on the channel. The server's
+// connection closes on an error, as the listener will close it, or when
+// the test ends.
+func serveNative(t *testing.T, cfg *tls.Config, deadline, prompt time.Duration) (addr string, accepted <-chan nativeAccepted) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -75,7 +76,7 @@ func serveNative(t *testing.T, cfg *tls.Config, deadline time.Duration) (addr st
 		t.Cleanup(func() { c.Close() })
 		start := time.Now()
 		_ = c.SetDeadline(start.Add(deadline))
-		nc, err := rfbproxy.AcceptNative(c, cfg)
+		nc, err := rfbproxy.AcceptNative(c, cfg, prompt)
 		took := time.Since(start)
 		if err != nil {
 			c.Close() // as the listener will
@@ -183,7 +184,7 @@ func TestAcceptNative(t *testing.T) {
 		{"3.889 (macOS) is 3.8", 889, 8},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			addr, accepted := serveNative(t, nativeServerTLS(t, pki), 10*time.Second)
+			addr, accepted := serveNative(t, nativeServerTLS(t, pki), 10*time.Second, 0)
 			v := dialViewer(t, addr)
 			v.preTLS(c.version)
 			v.startTLS(nativeClientTLS(t, pki, "localhost"))
@@ -238,7 +239,7 @@ func TestAcceptNativeRefuse(t *testing.T) {
 		{7, []byte{0, 0, 0, 1}},
 	} {
 		t.Run(fmt.Sprintf("3.%d", c.minor), func(t *testing.T) {
-			addr, accepted := serveNative(t, nativeServerTLS(t, pki), 10*time.Second)
+			addr, accepted := serveNative(t, nativeServerTLS(t, pki), 10*time.Second, 0)
 			v := dialViewer(t, addr)
 			v.preTLS(c.minor)
 			v.startTLS(nativeClientTLS(t, pki, "localhost"))
@@ -266,7 +267,7 @@ func TestAcceptNativeServerName(t *testing.T) {
 	pki := testenv.NewPKI(t, "console.example")
 	for _, name := range []string{"", "console.example", "127.0.0.1"} {
 		t.Run(fmt.Sprintf("%q", name), func(t *testing.T) {
-			addr, accepted := serveNative(t, nativeServerTLS(t, pki), 10*time.Second)
+			addr, accepted := serveNative(t, nativeServerTLS(t, pki), 10*time.Second, 0)
 			v := dialViewer(t, addr)
 			v.preTLS(8)
 			cfg := nativeClientTLS(t, pki, name)
@@ -406,7 +407,7 @@ func TestAcceptNativeRefusesClient(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			// A generous deadline: every refusal must come long before it.
-			addr, accepted := serveNative(t, nativeServerTLS(t, pki), 10*time.Second)
+			addr, accepted := serveNative(t, nativeServerTLS(t, pki), 10*time.Second, 0)
 			v := dialViewer(t, addr)
 			c.run(v)
 			a := waitAccepted(t, accepted)
@@ -427,61 +428,79 @@ func TestAcceptNativeRefusesClient(t *testing.T) {
 	}
 }
 
-// A viewer that stalls at any step, or goes away, ends AcceptNative within
-// the caller's deadline, with the I/O error rather than ErrClient.
+// A viewer that stalls at any step before the TLS handshake is over ends
+// AcceptNative within the caller's deadline, and one that stalls before
+// its credentials within the prompt timeout, with the I/O error rather
+// than ErrClient.
 func TestAcceptNativeDeadline(t *testing.T) {
 	pki := testenv.NewPKI(t)
-	const deadline = 300 * time.Millisecond
+	const (
+		deadline = 300 * time.Millisecond
+		prompt   = 700 * time.Millisecond
+	)
 	x509Plain := binary.BigEndian.AppendUint32(nil, rfb.VeNCryptX509Plain)
 	steps := []struct {
 		name string
 		run  func(v *viewer)
+		// whether the stall is in the credentials step, where the prompt
+		// timeout applies
+		credentials bool
 	}{
-		{"silent", func(v *viewer) {}},
-		{"half a version", func(v *viewer) { v.send([]byte("RFB 003")) }},
-		{"no security type", func(v *viewer) { v.send([]byte("RFB 003.008\n")) }},
-		{"no VeNCrypt version", func(v *viewer) { v.send([]byte("RFB 003.008\n\x13")) }},
-		{"half a VeNCrypt version", func(v *viewer) { v.send([]byte("RFB 003.008\n\x13\x00")) }},
-		{"no subtype", func(v *viewer) { v.send([]byte("RFB 003.008\n\x13\x00\x02")) }},
-		{"no ClientHello", func(v *viewer) { v.send(append([]byte("RFB 003.008\n\x13\x00\x02"), x509Plain...)) }},
+		{"silent", func(v *viewer) {}, false},
+		{"half a version", func(v *viewer) { v.send([]byte("RFB 003")) }, false},
+		{"no security type", func(v *viewer) { v.send([]byte("RFB 003.008\n")) }, false},
+		{"no VeNCrypt version", func(v *viewer) { v.send([]byte("RFB 003.008\n\x13")) }, false},
+		{"half a VeNCrypt version", func(v *viewer) { v.send([]byte("RFB 003.008\n\x13\x00")) }, false},
+		{"no subtype", func(v *viewer) { v.send([]byte("RFB 003.008\n\x13\x00\x02")) }, false},
+		{"no ClientHello", func(v *viewer) { v.send(append([]byte("RFB 003.008\n\x13\x00\x02"), x509Plain...)) }, false},
 		{"half a ClientHello", func(v *viewer) {
 			v.send(append([]byte("RFB 003.008\n\x13\x00\x02"), x509Plain...))
 			v.send([]byte{0x16, 0x03, 0x01, 0x01, 0x00, 0x01})
-		}},
+		}, false},
 		{"TLS never finished", func(v *viewer) {
 			// The viewer sends its ClientHello, reads the server's flight
 			// and never answers: the server waits for the client's
 			// Finished (in TLS 1.2 and 1.3 alike).
 			v.preTLS(8)
 			go tls.Client(&stallingConn{Conn: v.conn}, nativeClientTLS(t, pki, "localhost")).Handshake()
-		}},
+		}, false},
 		{"no credentials", func(v *viewer) {
 			v.preTLS(8)
 			v.startTLS(nativeClientTLS(t, pki, "localhost"))
-		}},
+		}, true},
 		{"half the credentials", func(v *viewer) {
 			v.preTLS(8)
 			v.startTLS(nativeClientTLS(t, pki, "localhost"))
 			v.send(plainCredentials("u", nativeToken)[:12])
-		}},
+		}, true},
 	}
 	for _, s := range steps {
 		t.Run(s.name, func(t *testing.T) {
-			addr, accepted := serveNative(t, nativeServerTLS(t, pki), deadline)
+			addr, accepted := serveNative(t, nativeServerTLS(t, pki), deadline, prompt)
 			v := dialViewer(t, addr)
 			s.run(v)
 			a := waitAccepted(t, accepted)
 			if !errors.Is(a.err, os.ErrDeadlineExceeded) || errors.Is(a.err, rfbproxy.ErrClient) {
 				t.Fatalf("error %v, want the deadline and not ErrClient", a.err)
 			}
-			if a.took > deadline+time.Second {
-				t.Errorf("returned after %v with a deadline of %v", a.took, deadline)
+			limit := deadline
+			if s.credentials {
+				limit = prompt
+				if a.took < prompt {
+					t.Errorf("gave up on the credentials after %v, before the prompt timeout of %v", a.took, prompt)
+				}
+				if !strings.Contains(a.err.Error(), "credentials") && !strings.Contains(a.err.Error(), "Plain") {
+					t.Errorf("error %v does not name the credentials step", a.err)
+				}
+			}
+			if a.took > limit+time.Second {
+				t.Errorf("returned after %v with a limit of %v", a.took, limit)
 			}
 		})
 	}
 
 	t.Run("gone", func(t *testing.T) {
-		addr, accepted := serveNative(t, nativeServerTLS(t, pki), 10*time.Second)
+		addr, accepted := serveNative(t, nativeServerTLS(t, pki), 10*time.Second, 0)
 		v := dialViewer(t, addr)
 		v.send([]byte("RFB 003.008\n\x13"))
 		v.conn.Close()
@@ -512,7 +531,7 @@ func TestAcceptNativeNoCertificate(t *testing.T) {
 	for _, cfg := range []*tls.Config{nil, {}} {
 		server, client := net.Pipe()
 		defer client.Close()
-		_, err := rfbproxy.AcceptNative(server, cfg)
+		_, err := rfbproxy.AcceptNative(server, cfg, time.Minute)
 		if err == nil || errors.Is(err, rfbproxy.ErrClient) {
 			t.Fatalf("error %v, want a configuration error", err)
 		}
@@ -527,6 +546,7 @@ type nativeDoor struct {
 	cfg    *tls.Config
 	target string
 	token  string
+	prompt time.Duration
 
 	mu    sync.Mutex
 	conns []net.Conn
@@ -537,9 +557,9 @@ type nativeDoor struct {
 
 const nativeRefusal = "unknown or expired token"
 
-func startNativeDoor(t *testing.T, cfg *tls.Config, target, token string) (*nativeDoor, string) {
+func startNativeDoor(t *testing.T, cfg *tls.Config, target, token string, prompt time.Duration) (*nativeDoor, string) {
 	t.Helper()
-	d := &nativeDoor{t: t, target: target, token: token}
+	d := &nativeDoor{t: t, target: target, token: token, prompt: prompt}
 	// Every ClientHello is seen here, also one whose handshake fails.
 	d.cfg = cfg.Clone()
 	d.cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
@@ -585,11 +605,14 @@ func startNativeDoor(t *testing.T, cfg *tls.Config, target, token string) (*nati
 }
 
 func (d *nativeDoor) serve(c net.Conn) error {
-	_ = c.SetDeadline(time.Now().Add(15 * time.Second))
-	nc, err := rfbproxy.AcceptNative(c, d.cfg)
+	// The machine steps within a dial_timeout-like bound, the person at
+	// the viewer's prompt within d.prompt.
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	nc, err := rfbproxy.AcceptNative(c, d.cfg, d.prompt)
 	if err != nil {
 		return err
 	}
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 	if nc.Token != d.token {
 		if err := nc.Refuse(nativeRefusal); err != nil {
 			return err
@@ -604,7 +627,7 @@ func (d *nativeDoor) serve(c net.Conn) error {
 	d.mu.Lock()
 	d.conns = append(d.conns, raw)
 	d.mu.Unlock()
-	_ = raw.SetDeadline(time.Now().Add(15 * time.Second))
+	_ = raw.SetDeadline(time.Now().Add(5 * time.Second))
 	greeting := make([]byte, rfb.VersionLen)
 	if _, err := io.ReadFull(raw, greeting); err != nil {
 		return err
@@ -683,7 +706,7 @@ func TestNativeVNCViewer(t *testing.T) {
 	srv := &vncdemo.Server{}
 	go func() { _ = srv.Serve(demo) }()
 	t.Cleanup(func() { srv.Close() })
-	door, addr := startNativeDoor(t, nativeServerTLS(t, pki), demo.Addr().String(), nativeToken)
+	door, addr := startNativeDoor(t, nativeServerTLS(t, pki), demo.Addr().String(), nativeToken, time.Minute)
 	_, port, _ := net.SplitHostPort(addr)
 	display := testenv.StartXvfb(t, 1024, 768)
 
@@ -723,6 +746,35 @@ func TestNativeVNCViewer(t *testing.T) {
 		// vncviewer 1.12 exits with status 0 even so: its log is the only
 		// sign of the refusal.
 		t.Logf("the viewer exited: %v", p.Cmd.ProcessState)
+	})
+
+	// Without -X509CA (and a fresh HOME: no ~/.vnc/x509_ca.pem) the viewer
+	// does not know the issuer and asks whether to trust it, after the TLS
+	// handshake and before its credentials; nobody answers here. The proxy
+	// ends the wait at the prompt timeout.
+	t.Run("unknown issuer", func(t *testing.T) {
+		const prompt = 2 * time.Second
+		asking, askingAddr := startNativeDoor(t, nativeServerTLS(t, pki), demo.Addr().String(), nativeToken, prompt)
+		_, askingPort, _ := net.SplitHostPort(askingAddr)
+		v := testenv.VNCViewer{Display: display, Username: "anyone", Password: nativeToken}
+		p := v.Start(t, "127.0.0.1::"+askingPort)
+		deadline := time.Now().Add(prompt + 10*time.Second)
+		for {
+			_, errs := asking.seen()
+			if len(errs) > 0 {
+				if !errors.Is(errs[0], os.ErrDeadlineExceeded) || !strings.Contains(errs[0].Error(), "Plain") {
+					t.Fatalf("the proxy ended with %v, want the deadline of the credentials step", errs[0])
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the proxy still waits %v after the viewer connected:\n%s", prompt+10*time.Second, p.Output())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if out := p.Output(); strings.Contains(out, "Authentication failure") {
+			t.Errorf("the viewer failed rather than asking:\n%s", out)
+		}
 	})
 
 	names, errs := door.seen()
