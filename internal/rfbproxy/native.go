@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"syscall"
 	"time"
 
@@ -133,7 +134,7 @@ func AcceptNative(conn net.Conn, tlsConfig *tls.Config, promptTimeout time.Durat
 		b := binary.BigEndian.AppendUint32(nil, rfb.SecurityInvalid)
 		b = binary.BigEndian.AppendUint32(b, uint32(len(reason)))
 		_, _ = conn.Write(append(b, reason...))
-		return nil, fmt.Errorf("%w: RFB 3.3 cannot choose VeNCrypt", ErrClient)
+		return nil, fmt.Errorf("%w: version %q is RFB 3.3, which cannot choose VeNCrypt", ErrClient, printable(v[:]))
 	}
 
 	if _, err := conn.Write([]byte{1, rfb.SecurityVeNCrypt}); err != nil {
@@ -248,7 +249,7 @@ func (c *NativeClient) Refuse(reason string) error {
 	}
 	c.answered = true
 	if len(reason) > maxRefusalLen {
-		reason = reason[:maxRefusalLen]
+		reason = strings.ToValidUTF8(reason[:maxRefusalLen], "")
 	}
 	if _, err := c.TLS.Write(failedSecurityResult(c.Minor, reason)); err != nil {
 		return fmt.Errorf("sending security result: %w", err)

@@ -99,6 +99,27 @@ func SavePNG(t testing.TB, path string, img image.Image) {
 // VNCViewer is how to run TigerVNC's vncviewer (Debian tigervnc-viewer,
 // checked with 1.12) against a VeNCrypt X509Plain server without a person
 // at the screen.
+//
+// What the viewer does, as seen through the proxy's native door:
+//   - It sends the host part of "host::port" as the TLS server name, an IP
+//     address included (GnuTLS sends "127.0.0.1", which RFC 6066 forbids
+//     and Go's client never does): a server must serve its certificate for
+//     any name.
+//   - Its default -SecurityTypes list starts with X509Plain, so it needs no
+//     flag against a server that offers only that; Start passes
+//     "-SecurityTypes X509Plain" anyway, so that it never settles for less.
+//   - It checks the certificate after the TLS handshake and before it sends
+//     its credentials: against -X509CA (default ~/.vnc/x509_ca.pem) and the
+//     system store, and the name against the SANs. An unknown issuer, a
+//     name mismatch or an expired certificate opens a yes/no dialog; so does
+//     a missing VNC_USERNAME or VNC_PASSWORD (a login dialog). The server
+//     sees a client that went quiet before its credentials.
+//   - A refusal is logged as "CConn: Authentication failure: <reason>" (3.8)
+//     and, with -AlertOnFatalError=0 -ReconnectOnError=0, the viewer exits
+//     with status 0; without those flags it shows the error in a dialog and
+//     offers to reconnect.
+//   - "TLS: Could not load user specified certificate revocation list" is
+//     logged whenever ~/.vnc/x509_crl.pem does not exist; it is harmless.
 type VNCViewer struct {
 	// Display is the X display to show on (StartXvfb).
 	Display string
