@@ -84,25 +84,25 @@ func waitAccepted(t *testing.T, ch <-chan nativeAccepted) nativeAccepted {
 	}
 }
 
-// viewer is the client side written out step by step, so that a test can
+// nativeViewer is the client side written out step by step, so that a test can
 // stop or go wrong at any step.
-type viewer struct {
+type nativeViewer struct {
 	t    *testing.T
 	conn net.Conn // the TCP connection, then the TLS one
 }
 
-func dialViewer(t *testing.T, addr string) *viewer {
-	return &viewer{t: t, conn: testenv.Dial(t, addr, 10*time.Second)}
+func dialNativeViewer(t *testing.T, addr string) *nativeViewer {
+	return &nativeViewer{t: t, conn: testenv.Dial(t, addr, 10*time.Second)}
 }
 
-func (v *viewer) send(b []byte) {
+func (v *nativeViewer) send(b []byte) {
 	v.t.Helper()
 	if _, err := v.conn.Write(b); err != nil {
 		v.t.Fatalf("sending %q: %v", b, err)
 	}
 }
 
-func (v *viewer) expect(want []byte) {
+func (v *nativeViewer) expect(want []byte) {
 	v.t.Helper()
 	got := make([]byte, len(want))
 	if _, err := io.ReadFull(v.conn, got); err != nil {
@@ -115,10 +115,10 @@ func (v *viewer) expect(want []byte) {
 
 // expectEnd reads until the server closes the connection and checks that
 // nothing more came.
-func (v *viewer) expectEnd() {
+func (v *nativeViewer) expectEnd() {
 	v.t.Helper()
 	rest, err := io.ReadAll(v.conn)
-	if err != nil && !errors.Is(err, io.EOF) && !isReset(err) {
+	if err != nil && !errors.Is(err, io.EOF) && !connectionReset(err) {
 		v.t.Fatalf("waiting for the end: %v", err)
 	}
 	if len(rest) > 0 {
@@ -126,12 +126,12 @@ func (v *viewer) expectEnd() {
 	}
 }
 
-func isReset(err error) bool {
+func connectionReset(err error) bool {
 	return err != nil && strings.Contains(err.Error(), "connection reset")
 }
 
 // preTLS runs the steps up to the TLS handshake as a 3.minor viewer.
-func (v *viewer) preTLS(minor int) {
+func (v *nativeViewer) preTLS(minor int) {
 	v.t.Helper()
 	v.expect([]byte("RFB 003.008\n"))
 	v.send(rfb.AppendVersion(nil, 3, minor))
@@ -144,7 +144,7 @@ func (v *viewer) preTLS(minor int) {
 	v.expect([]byte{1})
 }
 
-func (v *viewer) startTLS(cfg *tls.Config) {
+func (v *nativeViewer) startTLS(cfg *tls.Config) {
 	v.t.Helper()
 	tc := tls.Client(v.conn, cfg)
 	if err := tc.Handshake(); err != nil {
@@ -153,7 +153,7 @@ func (v *viewer) startTLS(cfg *tls.Config) {
 	v.conn = tc
 }
 
-func plainCredentials(user, password string) []byte {
+func nativePlainCredentials(user, password string) []byte {
 	b := binary.BigEndian.AppendUint32(nil, uint32(len(user)))
 	b = binary.BigEndian.AppendUint32(b, uint32(len(password)))
 	return append(append(b, user...), password...)
@@ -172,10 +172,10 @@ func TestAcceptNative(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			addr, accepted := serveNative(t, nativeServerTLS(t, pki), 10*time.Second, 0)
-			v := dialViewer(t, addr)
+			v := dialNativeViewer(t, addr)
 			v.preTLS(c.version)
 			v.startTLS(tlsConfig(t, pki, false, "localhost"))
-			v.send(plainCredentials("any user", nativeToken))
+			v.send(nativePlainCredentials("any user", nativeToken))
 
 			a := waitAccepted(t, accepted)
 			if a.err != nil {
@@ -227,10 +227,10 @@ func TestAcceptNativeRefuse(t *testing.T) {
 	} {
 		t.Run(fmt.Sprintf("3.%d", c.minor), func(t *testing.T) {
 			addr, accepted := serveNative(t, nativeServerTLS(t, pki), 10*time.Second, 0)
-			v := dialViewer(t, addr)
+			v := dialNativeViewer(t, addr)
 			v.preTLS(c.minor)
 			v.startTLS(tlsConfig(t, pki, false, "localhost"))
-			v.send(plainCredentials("", "wrong"))
+			v.send(nativePlainCredentials("", "wrong"))
 			a := waitAccepted(t, accepted)
 			if a.err != nil {
 				t.Fatal(a.err)
@@ -255,7 +255,7 @@ func TestAcceptNativeServerName(t *testing.T) {
 	for _, name := range []string{"", "console.example", "127.0.0.1"} {
 		t.Run(fmt.Sprintf("%q", name), func(t *testing.T) {
 			addr, accepted := serveNative(t, nativeServerTLS(t, pki), 10*time.Second, 0)
-			v := dialViewer(t, addr)
+			v := dialNativeViewer(t, addr)
 			v.preTLS(8)
 			cfg := tlsConfig(t, pki, false, name)
 			if name == "" {
@@ -266,7 +266,7 @@ func TestAcceptNativeServerName(t *testing.T) {
 				cfg.InsecureSkipVerify = true
 			}
 			v.startTLS(cfg)
-			v.send(plainCredentials("u", nativeToken))
+			v.send(nativePlainCredentials("u", nativeToken))
 			a := waitAccepted(t, accepted)
 			if a.err != nil {
 				t.Fatal(a.err)
@@ -291,26 +291,26 @@ func TestAcceptNativeRefusesClient(t *testing.T) {
 		b := binary.BigEndian.AppendUint32([]byte{0, 0, 0, 1}, uint32(len(reason)))
 		return append(b, reason...)
 	}
-	upToSubtype := func(v *viewer) {
+	upToSubtype := func(v *nativeViewer) {
 		v.expect([]byte("RFB 003.008\n"))
 		v.send([]byte("RFB 003.008\n\x13\x00\x02"))
 		v.expect([]byte{1, 19, 0, 2, 0, 1, 0, 0, 1, 6})
 	}
 	cases := []struct {
 		name string
-		run  func(v *viewer)
+		run  func(v *nativeViewer)
 		// what the viewer receives after its last step, before the end
 		want []byte
 	}{
-		{"not RFB", func(v *viewer) {
+		{"not RFB", func(v *nativeViewer) {
 			v.expect([]byte("RFB 003.008\n"))
 			v.send([]byte("GET / HTTP/1.1\r\n"))
 		}, nil},
-		{"RFB 4", func(v *viewer) {
+		{"RFB 4", func(v *nativeViewer) {
 			v.expect([]byte("RFB 003.008\n"))
 			v.send([]byte("RFB 004.000\n"))
 		}, nil},
-		{"RFB 3.3: told in a failure it can read", func(v *viewer) {
+		{"RFB 3.3: told in a failure it can read", func(v *nativeViewer) {
 			v.expect([]byte("RFB 003.008\n"))
 			v.send([]byte("RFB 003.003\n"))
 			v.expect([]byte{0, 0, 0, 0})
@@ -326,42 +326,42 @@ func TestAcceptNativeRefusesClient(t *testing.T) {
 				t.Errorf("reason %q", reason)
 			}
 		}, nil},
-		{"security type None", func(v *viewer) {
+		{"security type None", func(v *nativeViewer) {
 			v.expect([]byte("RFB 003.008\n"))
 			v.send([]byte("RFB 003.008\n\x01"))
 			v.expect([]byte{1, 19})
 		}, failure("only VeNCrypt X509Plain is offered")},
-		{"security type None, 3.7", func(v *viewer) {
+		{"security type None, 3.7", func(v *nativeViewer) {
 			v.expect([]byte("RFB 003.008\n"))
 			v.send([]byte("RFB 003.007\n\x02"))
 			v.expect([]byte{1, 19})
 		}, []byte{0, 0, 0, 1}},
-		{"VeNCrypt 0.1", func(v *viewer) {
+		{"VeNCrypt 0.1", func(v *nativeViewer) {
 			v.expect([]byte("RFB 003.008\n"))
 			v.send([]byte("RFB 003.008\n\x13\x00\x01"))
 			v.expect([]byte{1, 19, 0, 2})
 		}, []byte{0xff}},
-		{"VeNCrypt 0.0 (none)", func(v *viewer) {
+		{"VeNCrypt 0.0 (none)", func(v *nativeViewer) {
 			v.expect([]byte("RFB 003.008\n"))
 			v.send([]byte("RFB 003.008\n\x13\x00\x00"))
 			v.expect([]byte{1, 19, 0, 2})
 		}, []byte{0xff}},
-		{"subtype X509None", func(v *viewer) {
+		{"subtype X509None", func(v *nativeViewer) {
 			upToSubtype(v)
 			v.send(x509None)
 		}, []byte{0}},
-		{"subtype Plain, no TLS", func(v *viewer) {
+		{"subtype Plain, no TLS", func(v *nativeViewer) {
 			upToSubtype(v)
 			v.send(binary.BigEndian.AppendUint32(nil, rfb.VeNCryptPlain))
 		}, []byte{0}},
-		{"not TLS", func(v *viewer) {
+		{"not TLS", func(v *nativeViewer) {
 			upToSubtype(v)
 			v.send(x509Plain)
 			v.expect([]byte{1})
 			v.send([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
 			io.Copy(io.Discard, v.conn) // a TLS alert, then the end
 		}, nil},
-		{"viewer distrusts the certificate", func(v *viewer) {
+		{"viewer distrusts the certificate", func(v *nativeViewer) {
 			upToSubtype(v)
 			v.send(x509Plain)
 			v.expect([]byte{1})
@@ -371,33 +371,33 @@ func TestAcceptNativeRefusesClient(t *testing.T) {
 			}
 			io.Copy(io.Discard, v.conn) // the rest of the server's flight, then the end
 		}, nil},
-		{"a 4 GiB password", func(v *viewer) {
+		{"a 4 GiB password", func(v *nativeViewer) {
 			upToSubtype(v)
 			v.send(x509Plain)
 			v.expect([]byte{1})
 			v.startTLS(tlsConfig(t, pki, false, "localhost"))
 			v.send([]byte{0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff, 'u'})
 		}, nil},
-		{"a 4 GiB username", func(v *viewer) {
+		{"a 4 GiB username", func(v *nativeViewer) {
 			upToSubtype(v)
 			v.send(x509Plain)
 			v.expect([]byte{1})
 			v.startTLS(tlsConfig(t, pki, false, "localhost"))
 			v.send([]byte{0xff, 0xff, 0xff, 0xff, 0, 0, 0, 1})
 		}, nil},
-		{"a password of 1 KiB + 1", func(v *viewer) {
+		{"a password of 1 KiB + 1", func(v *nativeViewer) {
 			upToSubtype(v)
 			v.send(x509Plain)
 			v.expect([]byte{1})
 			v.startTLS(tlsConfig(t, pki, false, "localhost"))
-			v.send(plainCredentials("u", strings.Repeat("x", 1025)))
+			v.send(nativePlainCredentials("u", strings.Repeat("x", 1025)))
 		}, nil},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			// A generous deadline: every refusal must come long before it.
 			addr, accepted := serveNative(t, nativeServerTLS(t, pki), 10*time.Second, 0)
-			v := dialViewer(t, addr)
+			v := dialNativeViewer(t, addr)
 			c.run(v)
 			a := waitAccepted(t, accepted)
 			if !errors.Is(a.err, rfbproxy.ErrClient) {
@@ -430,43 +430,43 @@ func TestAcceptNativeDeadline(t *testing.T) {
 	x509Plain := binary.BigEndian.AppendUint32(nil, rfb.VeNCryptX509Plain)
 	steps := []struct {
 		name string
-		run  func(v *viewer)
+		run  func(v *nativeViewer)
 		// whether the stall is in the credentials step, where the prompt
 		// timeout applies
 		credentials bool
 	}{
-		{"silent", func(v *viewer) {}, false},
-		{"half a version", func(v *viewer) { v.send([]byte("RFB 003")) }, false},
-		{"no security type", func(v *viewer) { v.send([]byte("RFB 003.008\n")) }, false},
-		{"no VeNCrypt version", func(v *viewer) { v.send([]byte("RFB 003.008\n\x13")) }, false},
-		{"half a VeNCrypt version", func(v *viewer) { v.send([]byte("RFB 003.008\n\x13\x00")) }, false},
-		{"no subtype", func(v *viewer) { v.send([]byte("RFB 003.008\n\x13\x00\x02")) }, false},
-		{"no ClientHello", func(v *viewer) { v.send(append([]byte("RFB 003.008\n\x13\x00\x02"), x509Plain...)) }, false},
-		{"half a ClientHello", func(v *viewer) {
+		{"silent", func(v *nativeViewer) {}, false},
+		{"half a version", func(v *nativeViewer) { v.send([]byte("RFB 003")) }, false},
+		{"no security type", func(v *nativeViewer) { v.send([]byte("RFB 003.008\n")) }, false},
+		{"no VeNCrypt version", func(v *nativeViewer) { v.send([]byte("RFB 003.008\n\x13")) }, false},
+		{"half a VeNCrypt version", func(v *nativeViewer) { v.send([]byte("RFB 003.008\n\x13\x00")) }, false},
+		{"no subtype", func(v *nativeViewer) { v.send([]byte("RFB 003.008\n\x13\x00\x02")) }, false},
+		{"no ClientHello", func(v *nativeViewer) { v.send(append([]byte("RFB 003.008\n\x13\x00\x02"), x509Plain...)) }, false},
+		{"half a ClientHello", func(v *nativeViewer) {
 			v.send(append([]byte("RFB 003.008\n\x13\x00\x02"), x509Plain...))
 			v.send([]byte{0x16, 0x03, 0x01, 0x01, 0x00, 0x01})
 		}, false},
-		{"TLS never finished", func(v *viewer) {
+		{"TLS never finished", func(v *nativeViewer) {
 			// The viewer sends its ClientHello, reads the server's flight
 			// and never answers: the server waits for the client's
 			// Finished (in TLS 1.2 and 1.3 alike).
 			v.preTLS(8)
 			go tls.Client(&stallingConn{Conn: v.conn}, tlsConfig(t, pki, false, "localhost")).Handshake()
 		}, false},
-		{"no credentials", func(v *viewer) {
+		{"no credentials", func(v *nativeViewer) {
 			v.preTLS(8)
 			v.startTLS(tlsConfig(t, pki, false, "localhost"))
 		}, true},
-		{"half the credentials", func(v *viewer) {
+		{"half the credentials", func(v *nativeViewer) {
 			v.preTLS(8)
 			v.startTLS(tlsConfig(t, pki, false, "localhost"))
-			v.send(plainCredentials("u", nativeToken)[:12])
+			v.send(nativePlainCredentials("u", nativeToken)[:12])
 		}, true},
 	}
 	for _, s := range steps {
 		t.Run(s.name, func(t *testing.T) {
 			addr, accepted := serveNative(t, nativeServerTLS(t, pki), deadline, prompt)
-			v := dialViewer(t, addr)
+			v := dialNativeViewer(t, addr)
 			s.run(v)
 			a := waitAccepted(t, accepted)
 			if !errors.Is(a.err, os.ErrDeadlineExceeded) || errors.Is(a.err, rfbproxy.ErrClient) {
@@ -490,7 +490,7 @@ func TestAcceptNativeDeadline(t *testing.T) {
 
 	t.Run("gone", func(t *testing.T) {
 		addr, accepted := serveNative(t, nativeServerTLS(t, pki), 10*time.Second, 0)
-		v := dialViewer(t, addr)
+		v := dialNativeViewer(t, addr)
 		v.send([]byte("RFB 003.008\n\x13"))
 		v.conn.Close()
 		a := waitAccepted(t, accepted)
