@@ -217,15 +217,22 @@ func TestAcceptNative(t *testing.T) {
 // only (RFC 6143 7.1.3: 3.7 has no reason field).
 func TestAcceptNativeRefuse(t *testing.T) {
 	pki := testenv.NewPKI(t)
+	failure := func(reason string) []byte {
+		return append(binary.BigEndian.AppendUint32([]byte{0, 0, 0, 1}, uint32(len(reason))), reason...)
+	}
 	const reason = "unknown or expired token"
+	long := strings.Repeat("x", 1023) + "é" // cut at 1 KiB, inside the é
 	for _, c := range []struct {
-		minor int
-		want  []byte
+		name   string
+		minor  int
+		reason string
+		want   []byte
 	}{
-		{8, append(binary.BigEndian.AppendUint32([]byte{0, 0, 0, 1}, uint32(len(reason))), reason...)},
-		{7, []byte{0, 0, 0, 1}},
+		{"3.8", 8, reason, failure(reason)},
+		{"3.7", 7, reason, []byte{0, 0, 0, 1}},
+		{"3.8, a reason over 1 KiB", 8, long, failure(long[:1023])},
 	} {
-		t.Run(fmt.Sprintf("3.%d", c.minor), func(t *testing.T) {
+		t.Run(c.name, func(t *testing.T) {
 			addr, accepted := serveNative(t, nativeServerTLS(t, pki), 10*time.Second, 0)
 			v := dialNativeViewer(t, addr)
 			v.preTLS(c.minor)
@@ -235,7 +242,7 @@ func TestAcceptNativeRefuse(t *testing.T) {
 			if a.err != nil {
 				t.Fatal(a.err)
 			}
-			if err := a.client.Refuse(reason); err != nil {
+			if err := a.client.Refuse(c.reason); err != nil {
 				t.Fatal(err)
 			}
 			if err := a.client.Admit(); err == nil {
