@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -48,23 +49,22 @@ func (w *watched) Read(p []byte) (int, error) {
 	if ferr := w.server.Feed(p[:n]); ferr != nil {
 		w.serverErr = ferr
 	}
+	if w.server.DisplayStarted() {
+		w.client.ServerStarted()
+	}
 	w.mu.Unlock()
 	return n, err
 }
 
-// closeAsProxy closes the connection the way a proxy must when the browser
-// has left: what Finish asks for first, then a half-close and a short wait
-// for the server's own close, so nothing written is lost to a reset.
-func (w *watched) closeAsProxy(mitigate bool) {
-	if mitigate {
-		w.mu.Lock()
-		fin := w.client.Finish(nil)
-		w.mu.Unlock()
-		if len(fin) > 0 {
-			_, _ = w.Conn.Write(fin)
-		}
+// closeAsProxy closes the connection as a proxy whose client has left
+// does: with CloseServer, or (unguarded) at once.
+func (w *watched) closeAsProxy(guard bool) error {
+	if !guard {
+		return w.Conn.Close()
 	}
-	w.Conn.Close()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return CloseServer(w.Conn, &w.client, &w.server, 10*time.Second)
 }
 
 func dialWatched(t testing.TB, addr string) *watched {
@@ -103,19 +103,27 @@ func TestQEMUSession(t *testing.T) {
 		if c.clientErr != nil || c.serverErr != nil {
 			t.Fatalf("%s channel: parsers: %v, %v", typ, c.clientErr, c.serverErr)
 		}
-		if !c.server.Linked() || !c.server.Done() || !c.client.Passthrough() {
-			t.Fatalf("%s channel: parsers linked %v done %v passthrough %v", typ, c.server.Linked(), c.server.Done(), c.client.Passthrough())
-		}
 		if typ == ChannelDisplay {
 			if !c.client.DisplayInitSent() {
 				t.Fatal("ClientStream did not see DISPLAY_INIT")
 			}
-			if _, err := ch.WaitFor(MsgSurfaceCreate, 1000); err != nil {
+			surface, err := ch.WaitFor(MsgSurfaceCreate, 1000)
+			if err != nil || len(surface) < 12 {
 				t.Fatalf("display channel: no SURFACE_CREATE: %v", err)
 			}
-			if _, err := ch.WaitFor(MsgDisplayDrawCopy, 10000); err != nil {
+			// SeaBIOS's text screen, drawn by QXL in VGA mode.
+			w, h := binary.LittleEndian.Uint32(surface[4:]), binary.LittleEndian.Uint32(surface[8:])
+			if w < 320 || h < 200 {
+				t.Errorf("display surface %dx%d", w, h)
+			}
+			draw, err := ch.WaitFor(MsgDisplayDrawCopy, 10000)
+			if err != nil {
 				t.Fatalf("display channel: no DRAW_COPY: %v", err)
 			}
+			t.Logf("display: a %dx%d surface, a first picture of %d bytes", w, h, len(draw))
+		}
+		if !c.server.Linked() || !c.server.Done() || !c.client.Passthrough() {
+			t.Fatalf("%s channel: parsers linked %v done %v passthrough %v", typ, c.server.Linked(), c.server.Done(), c.client.Passthrough())
 		}
 	}
 }
@@ -187,5 +195,116 @@ func linkWithRawTicket(rw net.Conn, ticket []byte) error {
 		if err != nil {
 			return err
 		}
+	}
+}
+
+// TestQEMUDisplayClose documents why ClientStream guards display channels
+// and proves the guard: Debian 12's QEMU 7.2 with libspice-server 0.15.1
+// dies when a display channel's connection fails while the server waits
+// for its DISPLAY_INIT: closed before sending one, closed right after it,
+// or sending a message the server refuses with it. Through ClientStream
+// and CloseServer, QEMU lives, the session keeps working and a new one
+// starts.
+func TestQEMUDisplayClose(t *testing.T) {
+	init := AppendDisplayInit(nil, true)
+	hugeWindow := slices.Clone(init)
+	binary.LittleEndian.PutUint32(hugeWindow[MiniHeaderSize+10:], glzMaxWindow+1)
+	badSize := []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff} // a header the server refuses
+	for _, tc := range []struct {
+		name  string
+		send  []byte // what the client sends after the link, then it leaves
+		guard bool
+		dies  bool // without the guard
+	}{
+		{name: "no DISPLAY_INIT", dies: true},
+		{name: "no DISPLAY_INIT", guard: true},
+		{name: "DISPLAY_INIT then close", send: init, dies: true},
+		{name: "DISPLAY_INIT then close", send: init, guard: true},
+		{name: "DISPLAY_INIT and a bad header", send: append(slices.Clone(init), badSize...), dies: true},
+		{name: "DISPLAY_INIT and a bad header", send: append(slices.Clone(init), badSize...), guard: true},
+		{name: "a GLZ window too large", send: hugeWindow, dies: true},
+		{name: "a GLZ window too large", send: hugeWindow, guard: true},
+		{name: "another message first", send: []byte{MsgcAckSync, 0, 4, 0, 0, 0, 1, 0, 0, 0}, guard: true},
+		{name: "half a DISPLAY_INIT", send: init[:10], guard: true},
+	} {
+		name := tc.name + "/unguarded"
+		if tc.guard {
+			name = tc.name + "/guarded"
+		}
+		t.Run(name, func(t *testing.T) {
+			addr, qemu := testenv.StartQEMUSpiceProcess(t, testenv.QEMUSpice{})
+			main, err := LinkChannel(testenv.Dial(t, addr, 60*time.Second), ChannelMain, 0, "", false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			display := dialWatched(t, addr)
+			if _, err := LinkChannel(display, ChannelDisplay, main.SessionID, "", true); err != nil {
+				t.Fatal(err)
+			}
+			if len(tc.send) > 0 {
+				if tc.guard {
+					_, _ = display.Write(tc.send) // ClientStream may refuse it: that is the point
+				} else {
+					_, _ = display.Conn.Write(tc.send)
+				}
+			}
+			if err := display.closeAsProxy(tc.guard); err != nil {
+				t.Errorf("closing: %v", err)
+			}
+			select {
+			case <-qemu.Done():
+				if !tc.dies {
+					t.Fatalf("QEMU died: %s\n%s", qemu.Cmd.ProcessState, qemu.Output())
+				}
+				t.Logf("QEMU died as expected: %s\n%s", qemu.Cmd.ProcessState, qemu.Output())
+				return
+			case <-time.After(2 * time.Second):
+			}
+			if tc.dies {
+				t.Fatalf("QEMU survived; this test documents that it dies")
+			}
+			// The session still works, and so does a new one.
+			c := testenv.Dial(t, addr, 60*time.Second)
+			if _, err := LinkChannel(c, ChannelInputs, main.SessionID, "", false); err != nil {
+				t.Fatalf("inputs channel after the display channel closed: %v\n%s", err, qemu.Output())
+			}
+			again, err := LinkChannel(testenv.Dial(t, addr, 60*time.Second), ChannelMain, 0, "", false)
+			if err != nil {
+				t.Fatalf("a new session: %v\n%s", err, qemu.Output())
+			}
+			d, err := LinkChannel(testenv.Dial(t, addr, 60*time.Second), ChannelDisplay, again.SessionID, "", false)
+			if err != nil {
+				t.Fatalf("a new session's display channel: %v", err)
+			}
+			if _, err := d.WaitFor(MsgSurfaceCreate, 1000); err != nil {
+				t.Fatalf("a new session's display channel: %v", err)
+			}
+		})
+	}
+}
+
+// TestQEMUOtherChannelsClose: the other channels a browser opens may close
+// right after their link without harm; only display channels need the
+// guard.
+func TestQEMUOtherChannelsClose(t *testing.T) {
+	addr, qemu := testenv.StartQEMUSpiceProcess(t, testenv.QEMUSpice{})
+	main, err := LinkChannel(testenv.Dial(t, addr, 60*time.Second), ChannelMain, 0, "", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, typ := range []ChannelType{ChannelInputs, ChannelCursor, ChannelInputs, ChannelCursor} {
+		c := testenv.Dial(t, addr, 60*time.Second)
+		if _, err := LinkChannel(c, typ, main.SessionID, "", false); err != nil {
+			t.Fatalf("%s channel: %v", typ, err)
+		}
+		c.Close()
+	}
+	select {
+	case <-qemu.Done():
+		t.Fatalf("QEMU died: %s\n%s", qemu.Cmd.ProcessState, qemu.Output())
+	case <-time.After(2 * time.Second):
+	}
+	if _, err := LinkChannel(testenv.Dial(t, addr, 60*time.Second), ChannelDisplay, main.SessionID, "", false); err != nil {
+		t.Fatalf("display channel: %v", err)
 	}
 }

@@ -12,6 +12,7 @@ const (
 	serverResult         // the u32 link result after the ticket
 	serverMsgHead        // a main channel message header
 	serverMsgBody        // a main channel message body
+	serverStart          // a display channel before the server's first byte
 	serverDone           // nothing more to see
 )
 
@@ -28,7 +29,8 @@ const (
 // ServerStream follows the server's side of one channel: its
 // SpiceLinkHeader and SpiceLinkReply, the link result after the ticket and,
 // on the main channel, the messages up to MAIN_INIT, whose first field is
-// the session id. It never changes nor holds the bytes: the caller forwards
+// the session id, and on a display channel whether the server has started
+// it. It never changes nor holds the bytes: the caller forwards
 // them as they are. Make one with NewServerStream.
 type ServerStream struct {
 	main       bool
@@ -42,6 +44,8 @@ type ServerStream struct {
 	bytes      uint32 // their bytes
 	session    uint32
 	hasSession bool
+	display    bool
+	started    bool
 	err        error
 }
 
@@ -49,7 +53,7 @@ type ServerStream struct {
 // channel the client linked with l (the channel type and mini header
 // decide what follows the link).
 func NewServerStream(l Link) ServerStream {
-	return ServerStream{main: l.Channel == ChannelMain, miniHeader: l.MiniHeader}
+	return ServerStream{main: l.Channel == ChannelMain, display: l.Channel == ChannelDisplay, miniHeader: l.MiniHeader}
 }
 
 // SessionID returns the session id from MAIN_INIT, once the main channel's
@@ -57,11 +61,18 @@ func NewServerStream(l Link) ServerStream {
 func (s *ServerStream) SessionID() (uint32, bool) { return s.session, s.hasSession }
 
 // Linked reports whether the server accepted the link (its link result was
-// OK); on a channel other than main, the stream is then done.
+// OK).
 func (s *ServerStream) Linked() bool { return s.state >= serverMsgHead }
 
+// DisplayStarted reports whether the server has sent a byte on a display
+// channel after the link result: spice-server sends nothing there before it
+// has handled the client's DISPLAY_INIT, and from then on closing the
+// channel is safe (see ClientStream).
+func (s *ServerStream) DisplayStarted() bool { return s.started }
+
 // Done reports whether the stream needs no more looking at: the session id
-// is known on the main channel, the link is accepted on the others.
+// is known on the main channel, the display channel has started, the link
+// is accepted on the others.
 func (s *ServerStream) Done() bool { return s.state == serverDone }
 
 // Feed reads p as the next bytes from the server. An error is final: it
@@ -133,10 +144,17 @@ func (s *ServerStream) Feed(p []byte) error {
 				return s.err
 			}
 			s.n = 0
-			s.state = serverDone
-			if s.main {
+			switch {
+			case s.main:
 				s.state = serverMsgHead
+			case s.display:
+				s.state = serverStart
+			default:
+				s.state = serverDone
 			}
+		case serverStart:
+			s.started = true
+			s.state = serverDone
 		case serverMsgHead:
 			hs := MiniHeaderSize
 			if !s.miniHeader {
