@@ -6,7 +6,6 @@ import (
 	"crypto/sha1"
 	"crypto/x509"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 )
@@ -184,5 +183,5 @@ func (c *Channel) WaitFor(typ uint16, limit int) ([]byte, error) {
 			return body, nil
 		}
 	}
-	return nil, errors.New("spice: message not seen")
+	return nil, fmt.Errorf("%w: no message of type %d among the %s channel's next %d", ErrBadMessage, typ, c.Link.Channel, limit)
 }

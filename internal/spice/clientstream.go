@@ -58,15 +58,17 @@ const glzMaxWindow = 1 << 25
 // needs looking at, Passthrough is true and the relay may copy without
 // calling Filter.
 //
-// The link bytes pass too, as they arrive: a caller that must not let an
-// unchecked link reach the server holds what Filter returned until Link
-// reports it complete (at most LinkHeaderSize+MaxLinkSize bytes).
+// The link message passes only once it is complete and valid, so nothing a
+// client that is not SPICE sends reaches the server. It usually arrives in
+// one piece and passes without a copy; one that arrives split is held
+// (at most LinkHeaderSize+MaxLinkSize bytes).
 //
 // Only the SPICE ticket is followed (the RSA-encrypted password spice-html5
 // sends); a client that selects SASL is refused, as the server's side could
 // not be followed either.
 type ClientStream struct {
 	lp    LinkParser
+	link  []byte // the link message so far, when it arrives split
 	state int
 	n     uint32 // bytes of the current field or held message read so far
 	// msg holds a display channel's first message until it is judged
@@ -119,17 +121,21 @@ func (c *ClientStream) Filter(dst, p []byte) ([]byte, error) {
 		case clientLink:
 			n, done, err := c.lp.Feed(p)
 			if err != nil {
+				c.link = nil
 				c.err = err
 				return dst, err
 			}
-			dst = append(dst, p[:n]...)
+			if !done {
+				c.link = append(c.link, p[:n]...)
+				return dst, nil
+			}
+			dst = append(append(dst, c.link...), p[:n]...)
+			c.link = nil
 			p = p[n:]
-			if done {
-				c.n = 0
-				c.state = clientTicket
-				if c.lp.Link().AuthSelection {
-					c.state = clientMechanism
-				}
+			c.n = 0
+			c.state = clientTicket
+			if c.lp.Link().AuthSelection {
+				c.state = clientMechanism
 			}
 		case clientMechanism:
 			// The mechanism is judged whole, so held like a message part.

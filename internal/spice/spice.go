@@ -7,15 +7,26 @@
 //   - the start of the server's answer (SpiceLinkReply, link result) and, on
 //     the main channel, the session id from MAIN_INIT, which later channels
 //     of the same session carry as their connection_id;
-//   - on a display channel, whether the client has sent DISPLAY_INIT, and the
-//     bytes of one the proxy sends itself before closing the server's side:
-//     QEMU 7.2 with libspice-server 0.15.1 crashes when a display channel
-//     that never sent it closes while its session lives.
+//   - on a display channel, what keeps a client from crashing the server:
+//     QEMU 7.2 with libspice-server 0.15.1 crashes when a display channel's
+//     connection fails before the server has handled its DISPLAY_INIT
+//     (closed before it or right after it, or a refused message with it),
+//     and aborts on a DISPLAY_INIT asking for too large a GLZ window.
+//
+// A proxy runs, per channel, a ClientStream over the browser's bytes (its
+// Filter says what may reach the server, its Link says which channel and
+// session) and a ServerStream over the server's (the session id on the main
+// channel; on a display channel, when it has started, which it reports to
+// the ClientStream with ServerStarted). To close the server's side of a
+// display channel, whatever the reason, it sends what ClientStream.Finish
+// asks and waits as Finish says (CloseServer does both).
 //
 // Each parser is fed the bytes of one direction as they arrive, split or
-// joined in any way (WebSocket messages do both), holds a few fixed-size
-// fields and never what it only skips, and stops looking once it knows what
-// it was for, so the relay can go back to copying.
+// joined in any way (WebSocket messages do both), decides the same however
+// they are split, holds a few fixed-size fields (and a link message that
+// arrives split, until it is whole) but never what it only skips, and stops
+// looking once it knows what it was for, so the relay can go back to
+// copying.
 //
 // The package also holds a minimal SPICE client (link with ticket, MAIN_INIT,
 // raw messages) for tests; it is a test tool, not a viewer.

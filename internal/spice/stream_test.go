@@ -302,3 +302,28 @@ func TestStreamsAllocs(t *testing.T) {
 		t.Errorf("%v allocations per channel start", a)
 	}
 }
+
+// TestClientStreamHoldsLink: nothing of a link message passes before it is
+// complete and valid, however it is split.
+func TestClientStreamHoldsLink(t *testing.T) {
+	link := htmlLink(9, ChannelInputs)
+	for cut := 1; cut < len(link); cut++ {
+		var c ClientStream
+		if out, err := c.Filter(nil, link[:cut]); err != nil || len(out) != 0 {
+			t.Fatalf("cut at %d: %x, %v", cut, out, err)
+		}
+		out, err := c.Filter(nil, cat(link[cut:], ticket[:6]))
+		if err != nil || !bytes.Equal(out, cat(link, ticket[:6])) {
+			t.Fatalf("cut at %d: %x, %v", cut, out, err)
+		}
+	}
+	var c ClientStream
+	if out, _ := c.Filter(nil, link[:20]); len(out) != 0 {
+		t.Fatal("half a link passed")
+	}
+	bad := append([]byte(nil), link[20:]...)
+	bad[0] = 0 // channel type 0
+	if out, err := c.Filter(nil, bad); !errors.Is(err, ErrBadLink) || len(out) != 0 {
+		t.Fatalf("a bad link: %x, %v", out, err)
+	}
+}
