@@ -8,7 +8,11 @@ import (
 // Link is what a client's link message says about its channel.
 type Link struct {
 	// ConnectionID is 0 on the main channel of a new session; every other
-	// channel carries the session id the server sent in MAIN_INIT.
+	// channel carries the session id the server sent in MAIN_INIT. A main
+	// channel with another id asks to be a migration target: spice-server
+	// then ends the live session and sends no MAIN_INIT, so a proxy refuses
+	// it. (Any new main channel ends the live session: QEMU's server takes
+	// one client.)
 	ConnectionID uint32
 	Channel      ChannelType
 	ChannelID    uint8

@@ -308,3 +308,47 @@ func TestQEMUOtherChannelsClose(t *testing.T) {
 		t.Fatalf("display channel: %v", err)
 	}
 }
+
+// TestQEMUSecondMainEndsFirst documents what a proxy must keep from the
+// server: QEMU's SPICE server takes one client, and a new main channel
+// ends the live session, whether it asks for a new session (connection id
+// 0) or names the live one (a migration target, which then gets no
+// MAIN_INIT).
+func TestQEMUSecondMainEndsFirst(t *testing.T) {
+	for _, sameID := range []bool{false, true} {
+		name := "new session"
+		if sameID {
+			name = "the live session's id"
+		}
+		t.Run(name, func(t *testing.T) {
+			addr := testenv.StartQEMUSpice(t, testenv.QEMUSpice{})
+			first, err := LinkChannel(testenv.Dial(t, addr, 60*time.Second), ChannelMain, 0, "", false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var id uint32
+			if sameID {
+				id = first.SessionID
+			}
+			second, err := LinkChannel(testenv.Dial(t, addr, 5*time.Second), ChannelMain, id, "", false)
+			switch {
+			case !sameID && err != nil:
+				t.Fatalf("a new session: %v", err)
+			case !sameID && second.SessionID == first.SessionID:
+				t.Fatalf("the new session has the live one's id %#x", second.SessionID)
+			case sameID && err == nil:
+				t.Fatalf("a main channel naming the live session got MAIN_INIT")
+			}
+			// The first session's main channel is closed by the server
+			// (Next answers a PING, and that write fails, or the read does).
+			for range 100 {
+				if _, _, err = first.Next(); err != nil {
+					break
+				}
+			}
+			if err == nil {
+				t.Fatal("the first session's main channel lives on")
+			}
+		})
+	}
+}
