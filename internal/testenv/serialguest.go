@@ -38,7 +38,9 @@ while true; do setsid cttyhack sh; done
 // of busybox-static) whose console is a shell on its first serial port,
 // which QEMU serves on a TCP chardev as libvirt and nova configure it; it
 // returns the chardev's address. The guest boots in the background (about
-// 10 s under TCG): WaitForSerialShell waits for its prompt.
+// 10 s under TCG on an idle machine, several times that on a loaded one):
+// WaitForSerialShell waits for its prompt. Its shell echoes what it is sent
+// and asks the terminal for the cursor position (ESC [ 6 n) at each prompt.
 //
 // A TCP chardev serves one client: a second connection is accepted and
 // then gets nothing, either way, until the first leaves.

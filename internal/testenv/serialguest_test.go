@@ -12,8 +12,10 @@ import (
 func TestSerialGuest(t *testing.T) {
 	start := time.Now()
 	addr := StartSerialGuest(t)
-	first := Dial(t, addr, 2*time.Minute)
-	WaitForSerialShell(t, first, 60*time.Second)
+	first := Dial(t, addr, 3*time.Minute)
+	// About 10 s on an idle 2-core machine under TCG; 30 to 45 s with
+	// other tests running.
+	WaitForSerialShell(t, first, 90*time.Second)
 	t.Logf("shell after %v", time.Since(start).Round(100*time.Millisecond))
 
 	if _, err := first.Write([]byte("echo $((6*7))\n")); err != nil {
@@ -24,7 +26,7 @@ func TestSerialGuest(t *testing.T) {
 		t.Fatalf("%v; read:\n%q", err, out)
 	}
 
-	second := Dial(t, addr, 2*time.Minute)
+	second := Dial(t, addr, 3*time.Minute)
 	if _, err := second.Write([]byte("echo second-$((6*7))\n")); err != nil {
 		t.Fatalf("writing on the second connection: %v", err)
 	}
