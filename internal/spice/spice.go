@@ -149,8 +149,8 @@ const (
 const displayInitBodySize = 14
 
 // maxDisplayInitBody bounds the DISPLAY_INIT a client may announce: the
-// structure is 14 bytes; spice-server ignores what follows, but a guard
-// holds the message whole, so it must be small.
+// structure is 14 bytes and spice-server ignores what follows (QEMU 7.2
+// takes 214), but ClientStream holds the message whole, so it must be small.
 const maxDisplayInitBody = 256
 
 // Link result codes (SpiceLinkErr).
