@@ -23,6 +23,9 @@ type Channel struct {
 	// SessionID is the session the channel belongs to: from MAIN_INIT on
 	// the main channel, from the link otherwise.
 	SessionID uint32
+	// ServerCommonCaps is the first common capabilities word of the
+	// server's link reply.
+	ServerCommonCaps uint32
 
 	ackWindow uint32
 	unacked   uint32
@@ -87,6 +90,12 @@ func LinkChannel(rw io.ReadWriter, typ ChannelType, connectionID uint32, passwor
 		return nil, &LinkError{Code: code}
 	}
 	c := &Channel{rw: rw, Link: l, SessionID: connectionID}
+	// num_common_caps, num_channel_caps, caps_offset after the key.
+	if caps := reply[4+pubKeySize:]; binary.LittleEndian.Uint32(caps) > 0 {
+		if off := binary.LittleEndian.Uint32(caps[8:]); uint64(off)+4 <= uint64(len(reply)) {
+			c.ServerCommonCaps = binary.LittleEndian.Uint32(reply[off:])
+		}
+	}
 	switch typ {
 	case ChannelDisplay:
 		if !noDisplayInit {

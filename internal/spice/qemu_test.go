@@ -86,6 +86,11 @@ func TestQEMUSession(t *testing.T) {
 	if main.SessionID == 0 {
 		t.Fatal("MAIN_INIT session id 0")
 	}
+	// The mini header every parser here assumes for spice-html5.
+	if main.ServerCommonCaps&(1<<CapMiniHeader) == 0 || main.ServerCommonCaps&(1<<CapProtocolAuthSelection) == 0 {
+		t.Fatalf("the server's common caps %#x lack the mini header or auth selection", main.ServerCommonCaps)
+	}
+	t.Logf("server common caps %#x", main.ServerCommonCaps)
 	if id, ok := mainConn.server.SessionID(); !ok || id != main.SessionID {
 		t.Fatalf("ServerStream session id %d, %v; MAIN_INIT says %d", id, ok, main.SessionID)
 	}
