@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian machine with Go and Node:
-# Redis, TigerVNC, QEMU, websockify, Chromium, and the npm packages from the
+# Redis, TigerVNC, QEMU, websockify, Chromium, SPICE and serial console
+# fixtures, TigerVNC's viewer under Xvfb, and the npm packages from the
 # lock files. Already-installed packages are left alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,12 @@ packages=(
 	chromium                   # the browser for e2e/
 	openssl                    # e2e/: certificates for VeNCrypt X.509
 	novnc                      # e2e/: Debian's noVNC app, as OpenStack serves it
+	spice-html5                # SPICE consoles in the browser, as nova-spicehtml5proxy serves them
+	busybox-static             # the serial console tests' guest: its initramfs
+	linux-image-amd64          # the serial console tests' guest: Debian's kernel
+	tigervnc-viewer            # native VNC clients: TigerVNC's vncviewer
+	xvfb                       # a headless X server for vncviewer
+	imagemagick                # screenshots of the Xvfb screen (import)
 )
 
 missing=()
