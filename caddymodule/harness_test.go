@@ -44,6 +44,9 @@ type testCaddy struct {
 	transport string
 	// servers holds more lines of the global servers option.
 	servers string
+	// moreSites are site blocks after the test site, each a server of its
+	// own on another port (loadSites).
+	moreSites string
 }
 
 // TestMain runs the tests with Go's HTTP/2 server offering extended
@@ -107,6 +110,13 @@ func startCaddyServers(t testing.TB, transport, servers, siteBody string) *testC
 	return tc
 }
 
+// loadSites is load with more site blocks after the test site.
+func (tc *testCaddy) loadSites(siteBody, moreSites string) {
+	tc.t.Helper()
+	tc.moreSites = moreSites
+	tc.load(siteBody)
+}
+
 // load replaces the running config with one whose site has siteBody: a
 // config reload.
 func (tc *testCaddy) load(siteBody string) {
@@ -146,7 +156,9 @@ func (tc *testCaddy) load(siteBody string) {
 	}
 	%[4]s
 }
-`, tc.dir, tc.logFile, site, siteBody, tlsOptions, tc.servers)
+
+%[7]s
+`, tc.dir, tc.logFile, site, siteBody, tlsOptions, tc.servers, tc.moreSites)
 	adapter := caddyconfig.GetAdapter("caddyfile")
 	cfg, warnings, err := adapter.Adapt([]byte(cf), nil)
 	if err != nil {
