@@ -69,8 +69,10 @@ type Handler struct {
 	// X-Forwarded-Proto) and http otherwise, default ports ignored.
 	AllowedOrigins []string `json:"allowed_origins,omitempty"`
 
-	// How long dialing the VNC server and receiving its RFB greeting may
-	// take. Default: 5s.
+	// How long dialing the VNC server, receiving its RFB greeting and, in
+	// the RFB-aware mode, logging in to it may take together; the same
+	// bound applies to the browser's side of the RFB handshake in the
+	// RFB-aware mode. Default: 5s.
 	DialTimeout caddy.Duration `json:"dial_timeout,omitempty"`
 
 	// How often the proxy pings the browser; a browser that answers neither
@@ -123,9 +125,10 @@ type Handler struct {
 	// How many consoles this handler relays at once; beyond it, a console
 	// request gets 503 "too many consoles" with Retry-After, before its
 	// token is looked up. Requests being opened count too, and so do the
-	// live consoles of earlier configs (a reload keeps the count of the
-	// handler at the same place among the config's vnc_proxy handlers).
-	// Default: 0 (no limit).
+	// live consoles of earlier configs: a handler is known by its server's
+	// name and its place among that server's vnc_proxy handlers, and the
+	// handler at the same place after a reload keeps its count. Default: 0
+	// (no limit).
 	MaxSessions int `json:"max_sessions,omitempty"`
 
 	// How many live consoles one token may have at once; beyond it, 429

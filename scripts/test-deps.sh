@@ -21,6 +21,7 @@ packages=(
 	tigervnc-viewer            # native VNC clients: TigerVNC's vncviewer
 	xvfb                       # a headless X server for vncviewer
 	imagemagick                # screenshots of the Xvfb screen (import)
+	xclip                      # the clipboard of Xvnc's display, for the RFB framer's real streams
 )
 
 missing=()

@@ -1,8 +1,9 @@
 // Package tokenresolver maps console tokens to VNC servers. It holds the
 // Resolver interface, the Target a token stands for, the errors resolvers
 // report, the one parser for websockify-compatible target formats, and the
-// resolvers themselves (token file, HTTP callback, Redis, JWT). It does not
-// import Caddy; caddymodule wraps each resolver as a Caddy module.
+// resolvers themselves (token file, HTTP callback, Redis, JWT, and nova's
+// console-auth API behind Keystone). It does not import Caddy; caddymodule
+// wraps each resolver as a Caddy module.
 package tokenresolver
 
 import (

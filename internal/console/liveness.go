@@ -8,7 +8,8 @@ import (
 	"github.com/gorilla/websocket"
 )
 
-// DefaultPingInterval paces the stall checks of sessions without pings.
+// DefaultPingInterval is ping_interval's default, and the pace of the
+// stall checks of sessions without pings (ping_interval 0).
 const DefaultPingInterval = 30 * time.Second
 
 // writeControlLocked sends a control frame (payload at most 125 bytes);
