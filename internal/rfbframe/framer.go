@@ -118,8 +118,8 @@ type Framer struct {
 	pending    format
 	hasPending atomic.Bool
 
-	// onRect, when set (by tests), sees every rectangle header.
-	onRect func(x, y, w, h int, encoding int32)
+	// onRect, when set (by tests), sees every rectangle framed.
+	onRect func(rectInfo)
 }
 
 // NewFramer returns a framer for a stream whose pixel format is pf, the
@@ -196,7 +196,7 @@ func (f *Framer) Next(p []byte) (Span, error) {
 	s.Kind, s.Size, s.Clipboard = f.msg, f.size, f.clip
 
 	if f.msg == FramebufferUpdate {
-		k, done, err := f.update.frame(f, p[n:])
+		k, done, err := f.update.frame(f, p[n:], f.off+int64(n))
 		n += k
 		if err != nil {
 			f.err = fmt.Errorf("%w (in the FramebufferUpdate at byte %d of the stream)", err, f.update.start)

@@ -43,8 +43,9 @@ type update struct {
 	step step
 
 	// The current rectangle.
-	w, h     int
-	encoding int32
+	x, y, w, h int
+	header     int32 // the encoding in its header
+	encoding   int32 // the encoding of its data: header's, or the one inside CursorWithAlpha
 	bpp      int // bytes per pixel of its data: the stream's, or 4 inside CursorWithAlpha
 	tpixel   int // Tight's pixel size, 0 when unknowable
 
@@ -54,6 +55,23 @@ type update struct {
 	// pixel data.
 	control  byte
 	dataSize int64
+
+	// Stream offsets, for onRect: of the byte being looked at, of the
+	// current rectangle, and of the last run skipped in it.
+	at, rectAt, skipAt int64
+}
+
+// rectInfo is what tests learn of each rectangle framed.
+type rectInfo struct {
+	x, y, w, h int
+	header     int32
+	encoding   int32
+	// start and end delimit the rectangle in the stream, header included;
+	// payload is where its last counted run (compressed data, pixels)
+	// starts.
+	start, end, payload int64
+	control             byte  // Tight's compression-control
+	dataSize            int64 // Tight's filtered pixels, before compression
 }
 
 func (u *update) begin(off int64, rects uint16) {
@@ -69,11 +87,12 @@ func (u *update) expect(s step, n int) {
 // pass skips n bytes, then goes to step s.
 func (u *update) pass(s step, n int64) {
 	u.step, u.need, u.have, u.skip = s, 0, 0, n
+	u.skipAt = u.at
 }
 
-// frame consumes p, bytes of the update, and reports how many it took and
-// whether the update ended with them.
-func (u *update) frame(f *Framer, p []byte) (int, bool, error) {
+// frame consumes p, bytes of the update from stream offset off on, and
+// reports how many it took and whether the update ended with them.
+func (u *update) frame(f *Framer, p []byte, off int64) (int, bool, error) {
 	if u.rects == 0 {
 		return 0, true, nil
 	}
@@ -95,6 +114,7 @@ func (u *update) frame(f *Framer, p []byte) (int, bool, error) {
 				return n, false, nil
 			}
 		}
+		u.at = off + int64(n)
 		done, err := u.advance(f)
 		if err != nil || done {
 			return n, done, err
@@ -108,21 +128,22 @@ func (u *update) advance(f *Framer) (bool, error) {
 	a := u.acc[:u.have]
 	switch u.step {
 	case stepRectHeader:
-		x := int(binary.BigEndian.Uint16(a[0:]))
-		y := int(binary.BigEndian.Uint16(a[2:]))
+		u.x = int(binary.BigEndian.Uint16(a[0:]))
+		u.y = int(binary.BigEndian.Uint16(a[2:]))
 		u.w = int(binary.BigEndian.Uint16(a[4:]))
 		u.h = int(binary.BigEndian.Uint16(a[6:]))
-		u.encoding = int32(binary.BigEndian.Uint32(a[8:]))
+		u.header = int32(binary.BigEndian.Uint32(a[8:]))
+		u.encoding = u.header
 		u.bpp, u.tpixel = f.format.bpp, f.format.tpixel
-		if f.onRect != nil {
-			f.onRect(x, y, u.w, u.h, u.encoding)
-		}
-		if u.encoding == rfb.EncodingLastRect {
+		u.rectAt, u.skipAt, u.control, u.dataSize = u.at-12, u.at, 0, 0
+		if u.header == rfb.EncodingLastRect {
+			u.observe(f)
 			return true, nil
 		}
 		return false, u.rect(u.encoding)
 
 	case stepRectDone:
+		u.observe(f)
 		u.rects--
 		if u.rects == 0 {
 			return true, nil
@@ -227,6 +248,13 @@ func (u *update) advance(f *Framer) (bool, error) {
 		u.pass(stepRectDone, 16*int64(a[0]))
 	}
 	return false, nil
+}
+
+func (u *update) observe(f *Framer) {
+	if f.onRect != nil {
+		f.onRect(rectInfo{x: u.x, y: u.y, w: u.w, h: u.h, header: u.header, encoding: u.encoding,
+			start: u.rectAt, end: u.at, payload: u.skipAt, control: u.control, dataSize: u.dataSize})
+	}
 }
 
 // pixels is the size of the current rectangle's pixels, uncompressed.
