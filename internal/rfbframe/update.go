@@ -46,8 +46,8 @@ type update struct {
 	x, y, w, h int
 	header     int32 // the encoding in its header
 	encoding   int32 // the encoding of its data: header's, or the one inside CursorWithAlpha
-	bpp      int // bytes per pixel of its data: the stream's, or 4 inside CursorWithAlpha
-	tpixel   int // Tight's pixel size, 0 when unknowable
+	bpp        int   // bytes per pixel of its data: the stream's, or 4 inside CursorWithAlpha
+	tpixel     int   // Tight's pixel size, 0 when unknowable
 
 	// Hextile: the current tile's top-left corner in the rectangle.
 	tileX, tileY int
