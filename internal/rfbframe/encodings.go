@@ -109,8 +109,8 @@ type Offer struct {
 	Removed []int32
 }
 
-// Has reports whether the rewritten offer includes e (a level counts as
-// offered by none).
+// Has reports whether the rewritten offer includes encoding e. Quality
+// and compression levels are not tracked: Has is false for them.
 func (o Offer) Has(e int32) bool {
 	i := framedIndex(e)
 	return i >= 0 && o.kept&(1<<i) != 0

@@ -539,6 +539,40 @@ func TestPixelFormatChange(t *testing.T) {
 	}
 }
 
+// TestPixelFormatFromAnotherGoroutine: the relay of the client's messages
+// sets formats while the server's stream is framed (run with -race).
+func TestPixelFormatFromAnotherGoroutine(t *testing.T) {
+	f, err := NewFramer(pf32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				if err := f.SetPixelFormat(pf32); err != nil {
+					t.Error(err)
+				}
+			}
+		}
+	}()
+	stream := bytes.Repeat(fbu(rect(0, 0, 2, 2, rfb.EncodingRaw, fill(16))), 1000)
+	for p := stream; len(p) > 0; {
+		s, err := f.Next(p[:min(len(p), 13)])
+		if err != nil {
+			t.Fatal(err)
+		}
+		p = p[s.Len:]
+	}
+	close(stop)
+	<-done
+}
+
 func TestErrorSticks(t *testing.T) {
 	f, _ := NewFramer(pf32)
 	_, err := f.Next([]byte{7})
