@@ -3,15 +3,20 @@
 // clipboard, when copying is not allowed) while forwarding the rest as it
 // arrives, and a session recorder can timestamp where each message starts.
 //
-// The framer never decodes pixels: it counts. It follows every encoding a
-// browser running noVNC is offered (Raw, CopyRect, RRE, CoRRE, Hextile,
-// zlib, Tight, TightPNG, ZRLE, H.264) and the pseudo-encodings noVNC and
-// TigerVNC ask for, in the pixel format the client chose. Its memory is a
-// few dozen bytes whatever the server announces: a 4 GiB length is skipped
-// by counting, never held. What it cannot frame (JPEG, encoding 21, has no
-// length at all; unknown encodings and messages) is an error, never a
-// guess; RewriteSetEncodings keeps such encodings out of a client's offer so
-// that a well-behaved server never sends them.
+// Framer.Next takes the stream in whatever pieces it arrives and answers
+// with spans: so many bytes, all of one message, of this kind, starting or
+// ending it. The framer never decodes pixels: it counts. It follows the
+// encodings noVNC and TigerVNC's viewer offer (Raw, CopyRect, RRE, CoRRE,
+// Hextile, zlib, Tight with all its methods and filters, TightPNG, ZRLE,
+// H.264) and the pseudo-encodings they ask for, in the pixel format the
+// client chose, and every server message they know. Its memory is a few
+// dozen bytes whatever the server announces: a 4 GiB length is skipped by
+// counting, never held.
+//
+// What it cannot frame is an error, never a guess: JPEG (encoding 21)
+// has no length at all, and unknown encodings and messages have none the
+// framer knows. RewriteSetEncodings takes them out of the client's offer,
+// so that a well-behaved server never sends them.
 package rfbframe
 
 import (
