@@ -365,8 +365,30 @@ func (c frameCase) check(t *testing.T, got []message, err error) {
 func TestFramer(t *testing.T) {
 	for _, c := range frameCases {
 		t.Run(c.name, func(t *testing.T) {
-			got, err := frameAll(t, c.format(), cat(c.msgs...))
+			stream := cat(c.msgs...)
+			got, err := frameAll(t, c.format(), stream)
 			c.check(t, got, err)
+			if c.err != "" {
+				return
+			}
+			// The stream is whole messages, so one framer can take it again
+			// and again; framing never allocates.
+			f, err := NewFramer(c.format())
+			if err != nil {
+				t.Fatal(err)
+			}
+			allocs := testing.AllocsPerRun(5, func() {
+				for p := stream; len(p) > 0; {
+					s, err := f.Next(p[:min(len(p), 100)])
+					if err != nil || s.Len == 0 {
+						t.Fatalf("span %+v, %v", s, err)
+					}
+					p = p[s.Len:]
+				}
+			})
+			if allocs != 0 {
+				t.Errorf("%v allocations", allocs)
+			}
 		})
 	}
 }
