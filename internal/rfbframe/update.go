@@ -106,26 +106,43 @@ func (u *update) frame(f *Framer, p []byte, off int64) (int, bool, error) {
 				return n, false, nil
 			}
 		}
-		if u.have < u.need {
+		var a []byte
+		direct := false
+		switch {
+		case u.have == 0 && len(p)-n >= u.need:
+			// The whole field is in p: read it there, without a copy.
+			a = p[n : n+u.need]
+			n += u.need
+			u.have = u.need
+			direct = true
+		case u.have < u.need:
 			k := copy(u.acc[u.have:u.need], p[n:])
 			n += k
 			u.have += k
 			if u.have < u.need {
 				return n, false, nil
 			}
+			a = u.acc[:u.have]
+		default:
+			a = u.acc[:u.have]
 		}
 		u.at = off + int64(n)
-		done, err := u.advance(f)
+		done, err := u.advance(f, a)
 		if err != nil || done {
 			return n, done, err
+		}
+		if direct && u.have == len(a) && u.need > u.have {
+			// The field goes on (a Hextile tile's colours, a longer
+			// compact length): what was read of it goes where the rest
+			// will be gathered.
+			copy(u.acc[:], a)
 		}
 	}
 }
 
-// advance acts on a gathered field (or a finished skip) and sets up what
+// advance acts on a gathered field a (or a finished skip) and sets up what
 // comes next. It reports whether the update is complete.
-func (u *update) advance(f *Framer) (bool, error) {
-	a := u.acc[:u.have]
+func (u *update) advance(f *Framer, a []byte) (bool, error) {
 	switch u.step {
 	case stepRectHeader:
 		u.x = int(binary.BigEndian.Uint16(a[0:]))
