@@ -171,8 +171,15 @@ func TestRecordedStreams(t *testing.T) {
 func startXvnc(t *testing.T) (string, int) {
 	bin := testenv.Require(t, "Xvnc", "tigervnc-standalone-server")
 	port := testenv.FreePort(t)
-	// Displays apart from those of testenv.StartXvnc (100 to 899).
+	// Displays apart from those of testenv.StartXvnc (100 to 899), and
+	// not one whose lock a killed server left behind.
 	display := 2000 + port%3000
+	for {
+		if _, err := os.Stat(fmt.Sprintf("/tmp/.X%d-lock", display)); errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		display++
+	}
 	testenv.Start(t, bin, ":"+strconv.Itoa(display), "-localhost", "-rfbport", strconv.Itoa(port),
 		"-geometry", "320x240", "-depth", "24", "-nolisten", "tcp", "-SecurityTypes", "None")
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
@@ -205,8 +212,9 @@ type session struct {
 
 	msgStart int64 // stream offset of the message being read
 
-	stop atomic.Bool
-	done chan error
+	stop   atomic.Bool
+	done   chan error
+	exited chan struct{}
 }
 
 func startSession(t *testing.T, addr string, pf rfb.PixelFormat, encodings []int32) *session {
@@ -219,7 +227,14 @@ func startSession(t *testing.T, addr string, pf rfb.PixelFormat, encodings []int
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &session{t: t, conn: conn, f: f, width0: si.Width, height0: si.Height, width: si.Width, height: si.Height, done: make(chan error, 1)}
+	s := &session{t: t, conn: conn, f: f, width0: si.Width, height0: si.Height, width: si.Width, height: si.Height,
+		done: make(chan error, 1), exited: make(chan struct{})}
+	// A test that fails early leaves no reader behind.
+	t.Cleanup(func() {
+		s.stop.Store(true)
+		conn.Close()
+		<-s.exited
+	})
 	f.onRect = s.rect
 	// As the proxy does: the framer learns the format before the server.
 	if err := f.SetPixelFormat(pf); err != nil {
@@ -242,7 +257,7 @@ func startSession(t *testing.T, addr string, pf rfb.PixelFormat, encodings []int
 }
 
 func (s *session) write(b []byte) {
-	if _, err := s.conn.Write(b); err != nil {
+	if _, err := s.conn.Write(b); err != nil && !s.stop.Load() {
 		s.t.Errorf("writing to the server: %v", err)
 	}
 }
@@ -250,6 +265,7 @@ func (s *session) write(b []byte) {
 // read frames the server's stream the way a relay does: what Next leaves
 // of a read waits at the start of the buffer for the next one.
 func (s *session) read() {
+	defer close(s.exited)
 	buf := make([]byte, 32<<10)
 	held := 0
 	for {
@@ -309,7 +325,7 @@ func (s *session) span(sp Span) {
 		s.mu.Lock()
 		w, h := s.width, s.height
 		s.mu.Unlock()
-		if err := rfb.RequestUpdate(s.conn, true, 0, 0, uint16(w), uint16(h)); err != nil {
+		if err := rfb.RequestUpdate(s.conn, true, 0, 0, uint16(w), uint16(h)); err != nil && !s.stop.Load() {
 			s.t.Errorf("requesting an update: %v", err)
 		}
 	case sp.Kind == ExtendedClipboard && sp.Start && sp.Clipboard&rfb.ClipboardNotify != 0 && sp.Clipboard&rfb.ClipboardText != 0:
