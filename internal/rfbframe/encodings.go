@@ -103,10 +103,11 @@ func framedIndex(e int32) int {
 // framed too (a 7-byte PointerEvent with ExtendedMouseButtons, a negative
 // ClientCutText length with ExtendedClipboard).
 type Offer struct {
-	kept uint64 // bit i: framedEncodings[i]
 	// Removed lists the encodings taken out of the offer, in the client's
 	// order, for the log.
 	Removed []int32
+
+	kept uint64 // bit i: framedEncodings[i]
 }
 
 // Has reports whether the rewritten offer includes encoding e. Quality
