@@ -211,6 +211,9 @@ type session struct {
 	screens  bool // an ExtendedDesktopSize told the screen's id
 
 	msgStart int64 // stream offset of the message being read
+	// continuous: updates come without requests, as noVNC asks once the
+	// server has shown it can (with an EndOfContinuousUpdates).
+	continuous atomic.Bool
 
 	stop   atomic.Bool
 	done   chan error
@@ -313,6 +316,9 @@ func (s *session) span(sp Span) {
 		s.msgStart = s.f.Offset() - int64(sp.Len)
 	}
 	switch {
+	case sp.Kind == EndOfContinuousUpdates && sp.End && !s.stop.Load() && !s.continuous.Load():
+		s.continuous.Store(true)
+		s.write(s.enableContinuousUpdates(true))
 	case sp.Kind == ServerFence && sp.End:
 		// TigerVNC paces its updates by fences; answer as noVNC does.
 		s.mu.Lock()
@@ -321,7 +327,7 @@ func (s *session) span(sp Span) {
 		if flags := uint32(be32int(m[4:])); flags&0x80000000 != 0 {
 			s.write(cat([]byte{rfb.MsgClientFence, 0, 0, 0}, be32(flags&^0x80000000), m[8:]))
 		}
-	case sp.Kind == FramebufferUpdate && sp.End && !s.stop.Load():
+	case sp.Kind == FramebufferUpdate && sp.End && !s.stop.Load() && !s.continuous.Load():
 		s.mu.Lock()
 		w, h := s.width, s.height
 		s.mu.Unlock()
@@ -406,10 +412,24 @@ func setDesktopSize(id uint32, w, h uint16) []byte {
 		be32(id), be16(0), be16(0), be16(w), be16(h), be32(0))
 }
 
+func (s *session) enableContinuousUpdates(on bool) []byte {
+	s.mu.Lock()
+	w, h := s.width, s.height
+	s.mu.Unlock()
+	b := []byte{rfb.MsgEnableContinuousUpdates, 0}
+	if on {
+		b[1] = 1
+	}
+	return cat(b, be16(0), be16(0), be16(uint16(w)), be16(uint16(h)))
+}
+
 // finish stops asking for updates and returns the stream once the server
 // is quiet.
 func (s *session) finish() []byte {
 	s.stop.Store(true)
+	if s.continuous.Load() {
+		s.write(s.enableContinuousUpdates(false))
+	}
 	select {
 	case err := <-s.done:
 		if err != nil {
