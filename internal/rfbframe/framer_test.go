@@ -63,6 +63,9 @@ type message struct {
 	Clipboard uint32
 }
 
+// unended is the Size of a message whose end has not been framed yet.
+const unended = -2
+
 func (m message) String() string {
 	return fmt.Sprintf("%v@%d+%d(size %d, clip %#x)", m.Kind, m.Off, m.Len, m.Size, m.Clipboard)
 }
@@ -82,7 +85,7 @@ func frameChunks(t testing.TB, f *Framer, chunks [][]byte) ([]message, error) {
 		for len(p) > 0 {
 			s, err := f.Next(p)
 			if err != nil {
-				if len(msgs) > 0 && msgs[len(msgs)-1].Size == -2 {
+				if len(msgs) > 0 && msgs[len(msgs)-1].Size == unended {
 					msgs = msgs[:len(msgs)-1]
 				}
 				return msgs, err
@@ -97,12 +100,12 @@ func frameChunks(t testing.TB, f *Framer, chunks [][]byte) ([]message, error) {
 				t.Fatalf("span of %d bytes in %d", s.Len, len(p))
 			}
 			if s.Start {
-				if len(msgs) > 0 && msgs[len(msgs)-1].Size == -2 { // not ended
+				if len(msgs) > 0 && msgs[len(msgs)-1].Size == unended {
 					t.Fatalf("message starts inside %v", msgs[len(msgs)-1])
 				}
-				msgs = append(msgs, message{Kind: s.Kind, Off: f.Offset() - int64(s.Len), Size: -2, Clipboard: s.Clipboard})
+				msgs = append(msgs, message{Kind: s.Kind, Off: f.Offset() - int64(s.Len), Size: unended, Clipboard: s.Clipboard})
 			} else if len(msgs) == 0 { // the framer was given a message's beginning before
-				msgs = append(msgs, message{Kind: s.Kind, Off: -1, Size: -2, Clipboard: s.Clipboard})
+				msgs = append(msgs, message{Kind: s.Kind, Off: -1, Size: unended, Clipboard: s.Clipboard})
 			}
 			m := &msgs[len(msgs)-1]
 			if m.Kind != s.Kind || m.Clipboard != s.Clipboard {
