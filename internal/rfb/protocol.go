@@ -89,3 +89,37 @@ const (
 	EncodingVMwareCursor            int32 = 0x574d5664
 	EncodingExtendedClipboard       int32 = -1063131698 // 0xc0a1e5ce
 )
+
+// More encodings and pseudo-encodings (rfbproto) that the server-stream
+// framer knows.
+const (
+	EncodingH264             int32 = 50
+	EncodingQEMULEDState     int32 = -261
+	EncodingTightWithoutZlib int32 = -317
+	EncodingJPEGFineQuality0 int32 = -512 // to -412: JPEG quality 0 to 100
+	EncodingJPEGSubsampling0 int32 = -768 // to -763: chrominance subsampling levels
+)
+
+// QEMU server message subtypes and the operations of its audio messages.
+const (
+	QEMUServerAudio = 1
+
+	QEMUAudioEnd   = 0
+	QEMUAudioBegin = 1
+	QEMUAudioData  = 2
+)
+
+// Extended Clipboard flags (rfbproto, "Extended Clipboard Pseudo-Encoding"):
+// the first word of a ServerCutText or ClientCutText with a negative length.
+const (
+	ClipboardText    = 1 << 0
+	ClipboardRTF     = 1 << 1
+	ClipboardHTML    = 1 << 2
+	ClipboardDIB     = 1 << 3
+	ClipboardFiles   = 1 << 4
+	ClipboardCaps    = 1 << 24
+	ClipboardRequest = 1 << 25
+	ClipboardPeek    = 1 << 26
+	ClipboardNotify  = 1 << 27
+	ClipboardProvide = 1 << 28
+)
