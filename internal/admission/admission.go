@@ -69,6 +69,12 @@ type Config struct {
 	Credentials rfbproxy.Credentials
 	// ViewOnly makes every console view-only (RFB-aware).
 	ViewOnly bool
+	// AlwaysLogin makes every console RFB-aware: the proxy logs in to
+	// the VNC server itself, security None included. It is for doors
+	// whose clients authenticated to the proxy and never see the VNC
+	// server's security (native viewers): there a transparent relay
+	// would hand the viewer a second, unexpected handshake.
+	AlwaysLogin bool
 	// Console limits and ends.
 	MaxSessions         int
 	MaxSessionsPerToken int
@@ -124,6 +130,9 @@ func New(cfg Config, state *State) (*Pipeline, error) {
 	}
 	if cfg.VNCAuth && !cfg.CheckRFB {
 		return nil, errors.New("vnc_auth needs check_rfb on: the proxy speaks RFB with the VNC server")
+	}
+	if cfg.AlwaysLogin && !cfg.CheckRFB {
+		return nil, errors.New("a door whose clients log in to the proxy needs check_rfb on: the proxy speaks RFB with the VNC server")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
@@ -352,10 +361,10 @@ func tokenFields(token string) []zap.Field {
 }
 
 // rfbAware reports whether the proxy terminates the RFB handshake for a
-// console to t: when vnc_auth is configured, the token's record carries a
-// password, or the console is view-only.
+// console to t: when the door always logs in, vnc_auth is configured, the
+// token's record carries a password, or the console is view-only.
 func (p *Pipeline) rfbAware(t tokenresolver.Target) bool {
-	return p.cfg.CheckRFB && (p.cfg.VNCAuth || t.Password != "" || p.cfg.ViewOnly || t.ViewOnly)
+	return p.cfg.CheckRFB && (p.cfg.AlwaysLogin || p.cfg.VNCAuth || t.Password != "" || p.cfg.ViewOnly || t.ViewOnly)
 }
 
 // credentialsFor are the configured credentials with the token's own in
