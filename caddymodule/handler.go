@@ -209,6 +209,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		Client:           req.Client,
 		TokenHash:        c.TokenHash,
 		Server:           req.Server,
+		Transport:        transportName(r),
 		Login:            c.Login,
 		ViewOnly:         c.ViewOnly,
 		EndAt:            c.EndAt,
@@ -227,6 +228,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		stream.Serve()
 	}
 	return nil
+}
+
+// transportName is how the browser opened the console, for the admin
+// list: "ws" (HTTP/1.1 upgrade), "h2" or "h3" (extended CONNECT).
+func transportName(r *http.Request) string {
+	switch r.ProtoMajor {
+	case 2:
+		return "h2"
+	case 3:
+		return "h3"
+	}
+	return "ws"
 }
 
 // refuse answers a console request the pipeline refused. The status is

@@ -22,7 +22,9 @@ import (
 	"github.com/vncgate/caddy-vnc-proxy/internal/wsstream"
 )
 
-// hijacker hands gorilla the hijacked connection as a browser connection.
+// hijacker hands gorilla the hijacked connection as a browser connection
+// on which gorilla writes the 101 itself (net/http has not: NewBrowserConn
+// is for Caddy's handler, which sends it through Caddy's writer).
 type hijacker struct{ http.ResponseWriter }
 
 func (h hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -30,7 +32,7 @@ func (h hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	return NewBrowserConn(c), brw, nil
+	return newBrowserConn(c), brw, nil
 }
 
 // TestSessionWithoutCaddy runs a console on a plain net/http server: the

@@ -80,7 +80,7 @@ func (s *Session) end(reason string, code int, text string, err error) {
 		} else {
 			s.lockAfterFrameInFlight()
 		}
-		werr := s.writeControlLocked(websocket.CloseMessage, websocket.FormatCloseMessage(code, text), time.Now().Add(CloseGrace))
+		werr := s.side.writeClose(s, code, text, time.Now().Add(CloseGrace))
 		s.bc.mu.Unlock()
 		if werr != nil {
 			s.bc.abort()

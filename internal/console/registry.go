@@ -122,6 +122,7 @@ func (r *registry) List() []Info {
 type Info struct {
 	ID             string     `json:"id"`
 	Server         string     `json:"server"`
+	Transport      string     `json:"transport"`
 	Client         string     `json:"client"`
 	Target         string     `json:"target"`
 	TokenHash      string     `json:"token_hash"`
@@ -137,6 +138,7 @@ func (s *Session) Info() Info {
 	i := Info{
 		ID:             s.id,
 		Server:         s.server,
+		Transport:      s.transport,
 		Client:         s.client,
 		Target:         s.targetAddr,
 		TokenHash:      s.tokenHash,

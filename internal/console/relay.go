@@ -7,7 +7,6 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/gorilla/websocket"
 )
@@ -88,7 +87,7 @@ func (s *Session) pumpToBrowser(greeting []byte) {
 // one binary message: the frame header goes into the room in front of the
 // payload, and header and payload go out in one write.
 func (s *Session) writeData(buf []byte, n int) error {
-	start := putFrameHeader(buf[:frameHeaderRoom], n)
+	start := s.side.header(buf[:frameHeaderRoom], n)
 	s.bc.mu.Lock()
 	defer s.bc.mu.Unlock()
 	if s.bc.closeSent.Load() {
@@ -135,32 +134,15 @@ func heldBufferReader(c net.Conn) func() (*[]byte, int, error) {
 	}
 }
 
-// pumpToTarget relays the browser's binary messages to the VNC server. It
-// takes a buffer only once a message has begun.
+// pumpToTarget relays the client's bytes to the VNC server, after the
+// client's RFB handshake for an RFB-aware console.
 func (s *Session) pumpToTarget() {
 	defer s.pumpDone()
 	defer s.recoverPanic()
 	if s.login != nil && s.acceptBrowser() != nil {
 		return
 	}
-	for {
-		mt, r, err := s.ws.NextReader()
-		if err != nil {
-			s.endOnBrowserError(err)
-			return
-		}
-		if mt != websocket.BinaryMessage {
-			s.end(reasonTextMessage, websocket.CloseUnsupportedData, "only binary messages are accepted", nil)
-			return
-		}
-		s.heard.Store(time.Now().UnixNano())
-		bp := relayBuffers.Get().(*[]byte)
-		err = s.copyMessage(r, *bp)
-		relayBuffers.Put(bp)
-		if err != nil {
-			return
-		}
-	}
+	s.side.pumpToTarget(s)
 }
 
 // copyMessage writes one message from the browser to the VNC server, a

@@ -1,14 +1,13 @@
-// Package console runs consoles: a browser's WebSocket, over a hijacked
-// HTTP/1.1 connection or an HTTP/2 or HTTP/3 stream, and a VNC server's
-// connection, relayed both ways with pings, stall checks, the close
-// handshake and, for RFB-aware consoles, the browser's RFB handshake and
-// the view-only filter. It knows nothing of Caddy: the handler checks the
-// request, dials the VNC server, upgrades, and hands both connections to
-// New.
+// Package console runs consoles: a client (a browser's WebSocket, over a
+// hijacked HTTP/1.1 connection or an HTTP/2 or HTTP/3 stream, or a native
+// VNC viewer's TLS connection) and a VNC server's connection, relayed both
+// ways with stall checks, the end of the console (the close handshake, for
+// a WebSocket with pings) and, for RFB-aware consoles, the client's RFB
+// handshake and the view-only filter. It knows nothing of Caddy: a door
+// admits the console and hands both connections to New or NewNative.
 package console
 
 import (
-	"errors"
 	"math/rand/v2"
 	"net"
 	"strconv"
@@ -41,12 +40,13 @@ const (
 	reasonInternal       = "internal error"
 )
 
-// session is one console: a browser's WebSocket and the VNC server's
-// connection, with a pump each way.
+// Session is one console: a client (a browser's WebSocket, a native
+// viewer) and the VNC server's connection, with a pump each way.
 type Session struct {
 	id             string
-	ws             *websocket.Conn
-	browser        net.Conn // the socket under ws.NetConn(), for writing
+	side           clientSide // what differs between a WebSocket and a native viewer
+	transport      string     // as listed: ws, h2, h3 or native
+	browser        net.Conn   // the client's connection itself, for writing
 	target         net.Conn
 	targetAddr     string
 	expiresAt      time.Time
@@ -133,6 +133,10 @@ type Config struct {
 	// Metrics count the session's bytes, life and length.
 	Metrics Metrics
 
+	// Transport is how the client came, for the admin list: "ws"
+	// (HTTP/1.1), "h2" or "h3"; NewNative sets "native".
+	Transport string
+
 	// Target is the VNC server (network:address) and ExpiresAt when its
 	// token expires (zero: unknown), for logs and the admin list; Client
 	// the browser's address and TokenHash the token's hash, for logs and
@@ -167,12 +171,30 @@ type Metrics struct {
 // browser connection of this package (NewBrowserConn, Stream), and the
 // VNC server's connection; Start runs it.
 func New(ws *websocket.Conn, target net.Conn, c Config) *Session {
-	bc := ws.NetConn().(*browserConn)
+	return newSession(wsClient{ws}, ws.NetConn().(*browserConn), target, c)
+}
+
+// NewNative makes the session of a native VNC viewer admitted on the
+// native listener (its SecurityResult OK sent) and the VNC server's
+// connection, which the proxy logged in to (c.Login); Start runs it. The
+// session reads the viewer's ClientInit within HandshakeTimeout and sends
+// it on (shared when view-only), then relays. RFB has no keepalive a
+// viewer would answer, so there are no pings (PingInterval is ignored);
+// the stall checks, the idle timeout and TCP's own keepalive bound a
+// viewer that vanished.
+func NewNative(nc *rfbproxy.NativeClient, target net.Conn, c Config) *Session {
+	c.PingInterval = 0
+	c.Transport = "native"
+	return newSession(nativeClient{nc}, newBrowserConn(nc.TLS), target, c)
+}
+
+func newSession(cl clientSide, bc *browserConn, target net.Conn, c Config) *Session {
 	s := &Session{
 		metrics:          c.Metrics,
 		server:           c.Server,
 		id:               strconv.FormatUint(rand.Uint64(), 36),
-		ws:               ws,
+		side:             cl,
+		transport:        c.Transport,
 		bc:               bc,
 		browser:          bc.sock,
 		target:           target,
@@ -208,21 +230,8 @@ func (s *Session) Start(greeting []byte) error {
 		s.target.Close()
 		return err
 	}
-	s.ws.SetReadLimit(s.maxMessageSize)
 	s.heard.Store(time.Now().UnixNano())
-	s.ws.SetPongHandler(func(string) error {
-		s.heard.Store(time.Now().UnixNano())
-		return nil
-	})
-	s.ws.SetPingHandler(func(data string) error {
-		s.heard.Store(time.Now().UnixNano())
-		if err := s.tryWriteControl(websocket.PongMessage, []byte(data), 2*s.tickInterval()); err != nil && !errors.Is(err, errWriteBusy) {
-			s.endOnControlError(err, "writing a pong")
-		}
-		return nil
-	})
-	// The browser's close is echoed by end, after the frame in flight.
-	s.ws.SetCloseHandler(func(int, string) error { return nil })
+	s.side.start(s)
 
 	s.pumps.Store(2)
 	Sessions.add(s)
@@ -231,6 +240,7 @@ func (s *Session) Start(greeting []byte) error {
 		zap.String("client", s.client),
 		zap.String("target", s.targetAddr),
 		zap.String("token_hash", s.tokenHash),
+		zap.String("transport", s.transport),
 	}
 	if s.login != nil {
 		fields = append(fields, zap.Stringer("vnc_security", s.login), zap.Bool("view_only", s.filter != nil))

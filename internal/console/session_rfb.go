@@ -26,8 +26,7 @@ func (s *Session) acceptBrowser() error {
 	timer := time.AfterFunc(s.handshakeTimeout, func() {
 		s.end(reasonBrowserHandshake, websocket.CloseProtocolError, "RFB handshake timed out", errors.New("the browser did not finish the RFB handshake in time"))
 	})
-	bs := &browserStream{s: s}
-	shared, _, err := rfbproxy.Accept(bs)
+	shared, pending, err := s.side.acceptRFB(s)
 	stopped := timer.Stop()
 	if err != nil {
 		if stopped {
@@ -48,8 +47,8 @@ func (s *Session) acceptBrowser() error {
 		return err
 	}
 	s.countToTarget(1)
-	if len(bs.pending) > 0 {
-		return s.writeToTarget(bs.pending)
+	if len(pending) > 0 {
+		return s.writeToTarget(pending)
 	}
 	return nil
 }
@@ -94,6 +93,7 @@ func (s *Session) writeToTarget(p []byte) error {
 // the VNC server.
 type browserStream struct {
 	s       *Session
+	ws      *websocket.Conn
 	pending []byte
 }
 
@@ -109,7 +109,7 @@ func (b *browserStream) Write(p []byte) (int, error) {
 
 func (b *browserStream) Read(p []byte) (int, error) {
 	for len(b.pending) == 0 {
-		mt, r, err := b.s.ws.NextReader()
+		mt, r, err := b.ws.NextReader()
 		if err != nil {
 			return 0, err
 		}

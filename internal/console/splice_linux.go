@@ -149,7 +149,7 @@ func (s *Session) spliceToBrowser() bool {
 // spliceFrame sends the n bytes in p to the browser as one binary message.
 func (s *Session) spliceFrame(brc syscall.RawConn, p *splicePipe, n int) error {
 	var room [frameHeaderRoom]byte
-	header := room[putFrameHeader(room[:], n):]
+	header := room[s.side.header(room[:], n):]
 	left := n
 	var werr error
 	writeReady := func(fd uintptr) bool {

@@ -1,0 +1,127 @@
+// Package nativeclient is a native VNC viewer's side of the proxy's native
+// listener, in Go: RFB 3.8, VeNCrypt X509Plain with the console token as
+// the password, ClientInit and ServerInit. The tests use it for the exact
+// protocol steps a viewer such as TigerVNC's vncviewer takes; it reuses
+// the proxy's own RFB client (rfbproxy.Login), which speaks X509Plain to
+// VNC servers.
+package nativeclient
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"github.com/vncgate/caddy-vnc-proxy/internal/rfb"
+	"github.com/vncgate/caddy-vnc-proxy/internal/rfbproxy"
+)
+
+// Options are how a viewer connects.
+type Options struct {
+	// Token is the console token, sent as VeNCrypt Plain's password.
+	Token string
+	// Username is sent as the username; the proxy ignores it. Default:
+	// "viewer" (Plain needs one).
+	Username string
+	// ServerName is the name the listener's certificate must carry, and
+	// the SNI sent.
+	ServerName string
+	// RootCAs verify the certificate (nil: the system's).
+	RootCAs *x509.CertPool
+	// Exclusive sends ClientInit with the shared flag off.
+	Exclusive bool
+	// Timeout bounds the dial and the handshake; default 10s.
+	Timeout time.Duration
+}
+
+// Conn is an open console: the TLS connection, past ServerInit.
+type Conn struct {
+	net.Conn
+	ServerInit rfb.ServerInit
+	// Security is how the viewer logged in to the proxy.
+	Security rfbproxy.Result
+}
+
+// Dial opens a console on the native listener at addr. A refusal is an
+// error wrapping rfbproxy.ErrRefused with the proxy's reason.
+func Dial(addr string, o Options) (*Conn, error) {
+	timeout := o.Timeout
+	if timeout == 0 {
+		timeout = 10 * time.Second
+	}
+	raw, err := net.DialTimeout("tcp", addr, timeout)
+	if err != nil {
+		return nil, err
+	}
+	c, err := Handshake(raw, o)
+	if err != nil {
+		raw.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// Handshake runs the viewer's side on a connection to the listener.
+func Handshake(raw net.Conn, o Options) (*Conn, error) {
+	if o.Timeout == 0 {
+		o.Timeout = 10 * time.Second
+	}
+	if o.Username == "" {
+		o.Username = "viewer"
+	}
+	_ = raw.SetDeadline(time.Now().Add(o.Timeout))
+	greeting := make([]byte, rfb.VersionLen)
+	if _, err := io.ReadFull(raw, greeting); err != nil {
+		return nil, fmt.Errorf("reading the greeting: %w", err)
+	}
+	conn, res, err := rfbproxy.Login(raw, greeting, rfbproxy.Credentials{
+		Username:   o.Username,
+		Password:   o.Token,
+		TLS:        &tls.Config{ServerName: o.ServerName, RootCAs: o.RootCAs, MinVersion: tls.VersionTLS12},
+		RequireTLS: true,
+	})
+	if err != nil {
+		return nil, err
+	}
+	init := []byte{1}
+	if o.Exclusive {
+		init[0] = 0
+	}
+	if _, err := conn.Write(init); err != nil {
+		return nil, fmt.Errorf("sending ClientInit: %w", err)
+	}
+	si, err := readServerInit(conn)
+	if err != nil {
+		return nil, err
+	}
+	si.Major, si.Minor, si.Security = 3, res.Minor, byte(res.Security)
+	_ = raw.SetDeadline(time.Time{})
+	return &Conn{Conn: conn, ServerInit: si, Security: res}, nil
+}
+
+// maxNameLen bounds the desktop name read.
+const maxNameLen = 1 << 16
+
+func readServerInit(r io.Reader) (rfb.ServerInit, error) {
+	var si rfb.ServerInit
+	var b [24]byte
+	if _, err := io.ReadFull(r, b[:]); err != nil {
+		return si, fmt.Errorf("reading ServerInit: %w", err)
+	}
+	si.Width = int(binary.BigEndian.Uint16(b[0:]))
+	si.Height = int(binary.BigEndian.Uint16(b[2:]))
+	si.PixelFormat = rfb.UnmarshalPixelFormat(b[4:20])
+	n := binary.BigEndian.Uint32(b[20:])
+	if n > maxNameLen {
+		return si, fmt.Errorf("desktop name of %d bytes", n)
+	}
+	name := make([]byte, n)
+	if _, err := io.ReadFull(r, name); err != nil {
+		return si, fmt.Errorf("reading the desktop name: %w", err)
+	}
+	si.Name = string(name)
+	return si, nil
+}
