@@ -88,3 +88,30 @@ func TestCaddyfileErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestNativeCaddyfileErrors(t *testing.T) {
+	const ok = "listen :5901\nserver_name vnc.test\nresolver file /x\n"
+	cases := []struct {
+		name, input, want string
+	}{
+		{"argument", "vnc_proxy foo {\n" + ok + "}", "wrong argument count"},
+		{"no listen", "vnc_proxy {\nserver_name vnc.test\nresolver file /x\n}", "needs listen"},
+		{"no server_name", "vnc_proxy {\nlisten :5901\nresolver file /x\n}", "needs server_name"},
+		{"no resolver", "vnc_proxy {\nlisten :5901\nserver_name vnc.test\n}", "needs a resolver"},
+		{"bad address", "vnc_proxy {\nlisten tcp/127.0.0.1:99999\nserver_name vnc.test\nresolver file /x\n}", "listen"},
+		{"two names", "vnc_proxy {\n" + ok + "server_name a b\n}", "server_name already specified"},
+		{"handler-only option", "vnc_proxy {\n" + ok + "ping_interval 1s\n}", `unrecognized vnc_proxy listener option "ping_interval"`},
+		{"bad console option", "vnc_proxy {\n" + ok + "max_sessions many\n}", `max_sessions: "many" is not a non-negative number`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := parseNativeOption(caddyfile.NewTestDispenser(c.input), nil)
+			if err == nil {
+				t.Fatalf("no error for %q", c.input)
+			}
+			if !strings.Contains(err.Error(), c.want) {
+				t.Errorf("error %q, want it to contain %q", err, c.want)
+			}
+		})
+	}
+}
