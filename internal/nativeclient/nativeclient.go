@@ -125,3 +125,38 @@ func readServerInit(r io.Reader) (rfb.ServerInit, error) {
 	si.Name = string(name)
 	return si, nil
 }
+
+// ProbeTLS runs the listener's handshake up to the end of TLS, with the
+// certificate checked, and hangs up before any credential: it tells
+// whether the listener serves its certificate yet (Caddy obtains it in
+// the background) without using up or failing a token.
+func ProbeTLS(addr string, o Options) error {
+	raw, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return err
+	}
+	defer raw.Close()
+	_ = raw.SetDeadline(time.Now().Add(5 * time.Second))
+	steps := []struct {
+		read  int
+		write []byte
+	}{
+		{rfb.VersionLen, rfb.AppendVersion(nil, 3, 8)},
+		{2, []byte{rfb.SecurityVeNCrypt}}, // 1 type: VeNCrypt
+		{2, []byte{0, 2}},                 // VeNCrypt 0.2
+		{6, binary.BigEndian.AppendUint32(nil, rfb.VeNCryptX509Plain)},
+		{1, nil}, // subtype accepted
+	}
+	for _, s := range steps {
+		buf := make([]byte, s.read)
+		if _, err := io.ReadFull(raw, buf); err != nil {
+			return fmt.Errorf("before TLS: %w", err)
+		}
+		if s.write != nil {
+			if _, err := raw.Write(s.write); err != nil {
+				return fmt.Errorf("before TLS: %w", err)
+			}
+		}
+	}
+	return tls.Client(raw, &tls.Config{ServerName: o.ServerName, RootCAs: o.RootCAs, MinVersion: tls.VersionTLS12}).Handshake()
+}
