@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"encoding/json"
 	"flag"
 	"os"
 	"path/filepath"
@@ -8,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/caddytest"
 )
 
@@ -114,4 +116,43 @@ func TestNativeCaddyfileErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzNativeOption feeds the vnc_proxy global option's reader any
+// Caddyfile text: it answers with a listener or an error, never a panic,
+// and a listener it returns has what the app requires.
+func FuzzNativeOption(f *testing.F) {
+	f.Add("vnc_proxy {\nlisten :5901\nserver_name vnc.test\nresolver file /x\n}")
+	f.Add("vnc_proxy {\nlisten :5901 tcp/[::1]:5902-5903\nserver_name vnc.test\nresolver file /x\nview_only on\nmax_sessions 3\nvnc_auth {\npassword p\n}\n}")
+	f.Add("vnc_proxy {\nlisten\n}")
+	f.Add("vnc_proxy x {\n}")
+	f.Fuzz(func(t *testing.T, input string) {
+		v, err := parseNativeOption(caddyfile.NewTestDispenser(input), nil)
+		if err != nil {
+			return
+		}
+		app, ok := v.(httpcaddyfile.App)
+		if !ok || app.Name != "vnc_proxy" {
+			t.Fatalf("parsed into %#v", v)
+		}
+		var parsed NativeApp
+		if err := json.Unmarshal(app.Value, &parsed); err != nil {
+			t.Fatalf("the app's JSON does not read back: %v", err)
+		}
+		if len(parsed.Listeners) != 1 {
+			t.Fatalf("%d listeners from one option", len(parsed.Listeners))
+		}
+		l := parsed.Listeners[0]
+		if len(l.Listen) == 0 || l.ServerName == "" || l.ResolverRaw == nil {
+			t.Fatalf("a listener without listen, server_name or resolver: %s", app.Value)
+		}
+		// A second option adds a listener to the first one's app.
+		v2, err := parseNativeOption(caddyfile.NewTestDispenser(input), app)
+		if err != nil {
+			t.Fatalf("the same option a second time: %v", err)
+		}
+		if err := json.Unmarshal(v2.(httpcaddyfile.App).Value, &parsed); err != nil || len(parsed.Listeners) != 2 {
+			t.Fatalf("two options: %d listeners, %v", len(parsed.Listeners), err)
+		}
+	})
 }

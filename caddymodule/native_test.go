@@ -408,3 +408,95 @@ func TestNativeListenerExit(t *testing.T) {
 		t.Fatalf("caddy did not exit after SIGTERM\n%s", proc.Output())
 	}
 }
+
+// TestNativeListenerVNCViewer: TigerVNC's vncviewer, under Xvfb, through
+// the listener to the demo VNC server, given Caddy's local CA root
+// (-X509CA) and the token in VNC_PASSWORD: the screen shows the demo's
+// picture; a wrong token ends the viewer with the proxy's reason.
+func TestNativeListenerVNCViewer(t *testing.T) {
+	testenv.Require(t, "vncviewer", "tigervnc-viewer")
+	testenv.Require(t, "Xvfb", "xvfb")
+	testenv.Require(t, "import", "imagemagick")
+	demo, _ := startVNCDemo(t)
+	nc := startNativeCaddy(t)
+	tokens := writeTokenFile(t, nc.dir, nativeGood+": "+demo)
+	port := testenv.FreePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	nc.load(fmt.Sprintf("vnc_proxy {\n\t\tlisten %s\n\t\tserver_name %s\n\t\tresolver file %s\n\t}", addr, nativeServerName, tokens))
+	nc.ready(addr)
+	root := filepath.Join(nc.dir, "storage", "pki", "authorities", "local", "root.crt")
+	display := testenv.StartXvfb(t, 1024, 768)
+	// By the certificate's name, as the README says: an IP address would
+	// open vncviewer's name-mismatch dialog.
+	server := fmt.Sprintf("%s::%d", nativeServerName, port)
+
+	t.Run("token", func(t *testing.T) {
+		p := testenv.VNCViewer{Display: display, CA: root, Username: "anyone", Password: nativeGood}.Start(t, server)
+		img, ok := testenv.WaitScreen(t, display, 30*time.Second, testenv.VNCDemoOnScreen)
+		path := filepath.Join(t.ArtifactDir(), "screen.png")
+		testenv.SavePNG(t, path, img)
+		if !ok {
+			t.Fatalf("no vncdemo picture on the screen after 30s (screenshot %s)\n%s\n%s", path, p.Output(), nc.logs())
+		}
+		var listed bool
+		for _, i := range nc.adminSessions() {
+			listed = listed || i.Transport == "native"
+		}
+		if !listed {
+			t.Error("the viewer's console is not listed as native")
+		}
+		p.Stop()
+	})
+
+	t.Run("wrong token", func(t *testing.T) {
+		p := testenv.VNCViewer{Display: display, CA: root, Username: "anyone", Password: nativeWrong}.Start(t, server)
+		select {
+		case <-p.Done():
+		case <-time.After(30 * time.Second):
+			t.Fatalf("the viewer still runs 30s after a refusal:\n%s", p.Output())
+		}
+		if want := "Authentication failure: invalid or expired token"; !strings.Contains(p.Output(), want) {
+			t.Fatalf("the viewer's log lacks %q:\n%s", want, p.Output())
+		}
+	})
+}
+
+// TestNativeListenerQEMU: a native console to QEMU's VNC server, which
+// asks for a VNC password: the proxy logs in with vnc_auth's, and the
+// viewer, which knows only its token, gets the SeaBIOS screen's updates.
+func TestNativeListenerQEMU(t *testing.T) {
+	const vncPassword = "qemu-pw-3f9a"
+	qemu := testenv.StartQEMU(t, testenv.QEMU{Password: vncPassword})
+	nc := startNativeCaddy(t)
+	tokens := writeTokenFile(t, nc.dir, nativeGood+": "+qemu)
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	t.Setenv("NATIVE_TEST_VNC_PASSWORD", vncPassword)
+	nc.load(fmt.Sprintf("vnc_proxy {\n\t\tlisten %s\n\t\tserver_name %s\n\t\tresolver file %s\n\t\tvnc_auth {\n\t\t\tpassword {env.NATIVE_TEST_VNC_PASSWORD}\n\t\t}\n\t}", addr, nativeServerName, tokens))
+	nc.ready(addr)
+
+	c, err := nc.dial(addr, nativeGood)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, nc.logs())
+	}
+	defer c.Close()
+	if c.ServerInit.Width < 320 || c.ServerInit.Height < 200 {
+		t.Fatalf("ServerInit %+v, want QEMU's screen", c.ServerInit)
+	}
+	if err := rfb.SetPixelFormat32(c); err != nil {
+		t.Fatal(err)
+	}
+	if err := rfb.SetEncodings(c, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := rfb.RequestUpdate(c, false, 0, 0, uint16(c.ServerInit.Width), uint16(c.ServerInit.Height)); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	rects, err := rfb.ReadFramebufferUpdate(c, rfb.PixelFormat32)
+	if err != nil || len(rects) == 0 {
+		t.Fatalf("update: %d rectangles, %v", len(rects), err)
+	}
+	if logs := nc.logs(); strings.Contains(logs, vncPassword) || strings.Contains(logs, nativeGood) {
+		t.Error("the log holds the VNC password or the token")
+	}
+}

@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"image"
 	"io"
 	"net"
 	"os"
@@ -666,31 +665,6 @@ func (d *nativeDoor) seen() (names []string, errs []error) {
 	return append([]string(nil), d.names...), append([]error(nil), d.errs...)
 }
 
-// demoOnScreen finds vncdemo's picture on a screenshot: its red top-left
-// corner square, then the other three corners and the background at their
-// places relative to it (see vncdemo's package doc).
-func demoOnScreen(img image.Image) bool {
-	is := func(x, y int, r, g, b uint32) bool {
-		pr, pg, pb, _ := img.At(x, y).RGBA()
-		return pr>>8 == r && pg>>8 == g && pb>>8 == b
-	}
-	bounds := img.Bounds()
-	for y := bounds.Min.Y; y < bounds.Max.Y-vncdemo.DefaultHeight; y++ {
-		for x := bounds.Min.X; x < bounds.Max.X-vncdemo.DefaultWidth; x++ {
-			if !is(x, y, 255, 0, 0) {
-				continue
-			}
-			const w, h = vncdemo.DefaultWidth, vncdemo.DefaultHeight
-			return is(x+31, y+31, 255, 0, 0) &&
-				is(x+w-32, y, 0, 255, 0) && is(x+w-1, y+31, 0, 255, 0) &&
-				is(x, y+h-32, 0, 0, 255) && is(x+31, y+h-1, 0, 0, 255) &&
-				is(x+w-32, y+h-32, 255, 255, 255) && is(x+w-1, y+h-1, 255, 255, 255) &&
-				is(x+40, y+16, 32, 32, 32)
-		}
-	}
-	return false
-}
-
 // TigerVNC's vncviewer, under Xvfb, through AcceptNative to vncdemo: the
 // screen shows the demo's picture; a wrong token ends the viewer with an
 // authentication failure that carries the proxy's reason.
@@ -715,7 +689,7 @@ func TestNativeVNCViewer(t *testing.T) {
 		t.Run("token, by "+host, func(t *testing.T) {
 			v := testenv.VNCViewer{Display: display, CA: pki.CA, Username: "anyone", Password: nativeToken}
 			p := v.Start(t, host+"::"+port)
-			img, ok := testenv.WaitScreen(t, display, 30*time.Second, demoOnScreen)
+			img, ok := testenv.WaitScreen(t, display, 30*time.Second, testenv.VNCDemoOnScreen)
 			if !ok {
 				path := filepath.Join(t.ArtifactDir(), "screen.png")
 				testenv.SavePNG(t, path, img)

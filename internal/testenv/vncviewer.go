@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vncgate/caddy-vnc-proxy/internal/vncdemo"
 )
 
 // StartXvfb starts a headless X server (Debian xvfb) with one screen of
@@ -171,4 +173,29 @@ func (v VNCViewer) Start(t testing.TB, server string) *Process {
 	args = append(args, v.Args...)
 	args = append(args, server)
 	return StartEnv(t, env, bin, args...)
+}
+
+// VNCDemoOnScreen finds vncdemo's picture on a screenshot: its red top-left
+// corner square, then the other three corners and the background at their
+// places relative to it (see vncdemo's package doc).
+func VNCDemoOnScreen(img image.Image) bool {
+	is := func(x, y int, r, g, b uint32) bool {
+		pr, pg, pb, _ := img.At(x, y).RGBA()
+		return pr>>8 == r && pg>>8 == g && pb>>8 == b
+	}
+	bounds := img.Bounds()
+	for y := bounds.Min.Y; y < bounds.Max.Y-vncdemo.DefaultHeight; y++ {
+		for x := bounds.Min.X; x < bounds.Max.X-vncdemo.DefaultWidth; x++ {
+			if !is(x, y, 255, 0, 0) {
+				continue
+			}
+			const w, h = vncdemo.DefaultWidth, vncdemo.DefaultHeight
+			return is(x+31, y+31, 255, 0, 0) &&
+				is(x+w-32, y, 0, 255, 0) && is(x+w-1, y+31, 0, 255, 0) &&
+				is(x, y+h-32, 0, 0, 255) && is(x+31, y+h-1, 0, 0, 255) &&
+				is(x+w-32, y+h-32, 255, 255, 255) && is(x+w-1, y+h-1, 255, 255, 255) &&
+				is(x+40, y+16, 32, 32, 32)
+		}
+	}
+	return false
 }
