@@ -55,7 +55,72 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		max_session_duration   <duration>
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // the directive's name
+	err := h.unmarshalBlock(d, "vnc_proxy", func(opt string) (bool, error) {
+		switch opt {
+		case "token":
+			if !d.AllArgs(&h.Token) {
+				return true, d.ArgErr()
+			}
+
+		case "allowed_origins":
+			h.AllowedOrigins = d.RemainingArgs()
+			if len(h.AllowedOrigins) == 0 {
+				return true, d.ArgErr()
+			}
+			for _, o := range h.AllowedOrigins {
+				if o == "*" {
+					continue
+				}
+				if _, err := admission.NormalizeOrigin(o); err != nil {
+					return true, d.Err(err.Error())
+				}
+			}
+
+		case "ping_interval":
+			dur, err := parseDuration(d)
+			if err != nil {
+				return true, err
+			}
+			h.PingInterval = &dur
+
+		case "max_message_size":
+			var s string
+			if !d.AllArgs(&s) {
+				return true, d.ArgErr()
+			}
+			size, err := humanize.ParseBytes(s)
+			if err != nil || size == 0 || size > 1<<40 {
+				return true, d.Errf("max_message_size: invalid size %q", s)
+			}
+			h.MaxMessageSize = int64(size)
+
+		case "check_rfb":
+			on, err := parseOnOff(d)
+			if err != nil {
+				return true, err
+			}
+			h.CheckRFB = &on
+
+		default:
+			return false, nil
+		}
+		return true, nil
+	})
+	if err != nil {
+		return err
+	}
+	if h.ResolverRaw == nil {
+		return d.Err("vnc_proxy needs a resolver (resolver file|http|redis|jwt|nova ...)")
+	}
+	return nil
+}
+
+// unmarshalBlock reads the block of a door's Caddyfile directive or
+// option (what it is called, for errors), which takes no arguments: each
+// option at most once, first the door's own (own reports whether opt is
+// one of them), then the console options every door shares.
+func (o *ConsoleOptions) unmarshalBlock(d *caddyfile.Dispenser, what string, own func(opt string) (bool, error)) error {
+	d.Next() // the directive's or option's name
 	if d.NextArg() {
 		return d.ArgErr()
 	}
@@ -66,63 +131,16 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.Errf("%s already specified", opt)
 		}
 		seen[opt] = true
-		switch opt {
-		case "token":
-			if !d.AllArgs(&h.Token) {
-				return d.ArgErr()
-			}
-
-		case "allowed_origins":
-			h.AllowedOrigins = d.RemainingArgs()
-			if len(h.AllowedOrigins) == 0 {
-				return d.ArgErr()
-			}
-			for _, o := range h.AllowedOrigins {
-				if o == "*" {
-					continue
-				}
-				if _, err := admission.NormalizeOrigin(o); err != nil {
-					return d.Err(err.Error())
-				}
-			}
-
-		case "ping_interval":
-			dur, err := parseDuration(d)
-			if err != nil {
-				return err
-			}
-			h.PingInterval = &dur
-
-		case "max_message_size":
-			var s string
-			if !d.AllArgs(&s) {
-				return d.ArgErr()
-			}
-			size, err := humanize.ParseBytes(s)
-			if err != nil || size == 0 || size > 1<<40 {
-				return d.Errf("max_message_size: invalid size %q", s)
-			}
-			h.MaxMessageSize = int64(size)
-
-		case "check_rfb":
-			on, err := parseOnOff(d)
-			if err != nil {
-				return err
-			}
-			h.CheckRFB = &on
-
-		default:
-			if ok, err := h.ConsoleOptions.unmarshalOption(d); ok || err != nil {
-				if err != nil {
-					return err
-				}
-				continue
-			}
-			return d.Errf("unrecognized vnc_proxy option %q", opt)
+		ok, err := own(opt)
+		if !ok && err == nil {
+			ok, err = o.unmarshalOption(d)
 		}
-	}
-	if h.ResolverRaw == nil {
-		return d.Err("vnc_proxy needs a resolver (resolver file|http|redis|jwt|nova ...)")
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return d.Errf("unrecognized %s option %q", what, opt)
+		}
 	}
 	return nil
 }

@@ -472,43 +472,30 @@ func parseNativeOption(d *caddyfile.Dispenser, existing any) (any, error) {
 
 // UnmarshalCaddyfile reads one listener's block.
 func (l *NativeListener) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // the option's name
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	seen := make(map[string]bool)
-	for d.NextBlock(0) {
-		opt := d.Val()
-		if seen[opt] {
-			return d.Errf("%s already specified", opt)
-		}
-		seen[opt] = true
+	err := l.unmarshalBlock(d, "vnc_proxy listener", func(opt string) (bool, error) {
 		switch opt {
 		case "listen":
 			l.Listen = d.RemainingArgs()
 			if len(l.Listen) == 0 {
-				return d.ArgErr()
+				return true, d.ArgErr()
 			}
 			for _, a := range l.Listen {
 				if _, err := caddy.ParseNetworkAddress(a); err != nil {
-					return d.Errf("listen %q: %v", a, err)
+					return true, d.Errf("listen %q: %v", a, err)
 				}
 			}
 		case "server_name":
 			if !d.AllArgs(&l.ServerName) {
-				return d.ArgErr()
+				return true, d.ArgErr()
 			}
 		default:
-			if ok, err := l.ConsoleOptions.unmarshalOption(d); ok || err != nil {
-				if err != nil {
-					return err
-				}
-				continue
-			}
-			return d.Errf("unrecognized vnc_proxy listener option %q", opt)
+			return false, nil
 		}
-	}
+		return true, nil
+	})
 	switch {
+	case err != nil:
+		return err
 	case len(l.Listen) == 0:
 		return d.Err("the vnc_proxy listener needs listen <address>...")
 	case l.ServerName == "":
