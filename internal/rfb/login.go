@@ -44,7 +44,8 @@ var (
 	ErrProtocol = errors.New("vnc server broke the RFB protocol")
 )
 
-// Credentials are what the proxy holds to log in to a VNC server.
+// Credentials are what a client logs in to a VNC server with: the proxy's
+// from its configuration and the token, the test client's password.
 type Credentials struct {
 	// Password for VNC authentication, alone or inside VeNCrypt (X509Vnc),
 	// and for VeNCrypt's Plain subtypes.
@@ -112,8 +113,9 @@ func SecurityName(t uint32) string {
 //
 // Errors wrap ErrRefused (ErrAuthFailed when the SecurityResult says so),
 // ErrNoSecurityType or ErrProtocol, or an I/O error, with the step that
-// failed and the server's own reason; they never contain a credential. The caller bounds the whole exchange with conn's deadline;
-// a TLS connection inherits it.
+// failed and the server's own reason; they never contain a credential. The
+// caller bounds the whole exchange with conn's deadline; a TLS connection
+// inherits it.
 func Login(conn net.Conn, greeting []byte, cred Credentials) (net.Conn, Result, error) {
 	l := login{rw: conn, cred: cred, maxMinor: 8}
 	err := l.run(greeting)
