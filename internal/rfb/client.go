@@ -45,7 +45,7 @@ func ClientHandshakeVersion(rw io.ReadWriter, password string, maxMinor int) (Se
 	return ClientHandshakeWith(rw, HandshakeOptions{Password: password, MaxMinor: maxMinor})
 }
 
-// HandshakeOptions are the choices of ClientHandshakeWith.
+// HandshakeOptions are the choices of ClientHandshakeWith and ClientLogin.
 type HandshakeOptions struct {
 	Password string
 	// MaxMinor is the highest version offered, 3.MaxMinor: 3, 7 or 8; 0
@@ -56,26 +56,33 @@ type HandshakeOptions struct {
 	Exclusive bool
 }
 
-// ClientHandshakeWith is ClientHandshake with options. Up to the
-// SecurityResult it is Login's handshake, bounds and errors included,
-// without TLS.
-func ClientHandshakeWith(rw io.ReadWriter, o HandshakeOptions) (ServerInit, error) {
-	var si ServerInit
+// ClientLogin is the test client's Login: it reads the server's greeting
+// from rw and runs Login's handshake, bounds and errors included, up to
+// and including the SecurityResult, with o's version and password and
+// without TLS. With no password, VNC Authentication is tried with an empty
+// one when None is not offered. The server then waits for ClientInit.
+func ClientLogin(rw io.ReadWriter, o HandshakeOptions) (Result, error) {
 	maxMinor := o.MaxMinor
 	switch maxMinor {
 	case 0:
 		maxMinor = 8
 	case 3, 7, 8:
 	default:
-		return si, fmt.Errorf("rfb: cannot offer version 3.%d", maxMinor)
+		return Result{}, fmt.Errorf("rfb: cannot offer version 3.%d", maxMinor)
 	}
 	greeting := make([]byte, VersionLen)
 	if _, err := io.ReadFull(rw, greeting); err != nil {
-		return si, fmt.Errorf("reading server version: %w", err)
+		return Result{}, fmt.Errorf("reading server version: %w", err)
 	}
 	l := login{rw: rw, cred: Credentials{Password: o.Password}, maxMinor: maxMinor, tryEmptyPassword: true}
 	err := l.run(greeting)
-	si.Major, si.Minor, si.Security = 3, l.res.Minor, uint8(l.res.Security)
+	return l.res, err
+}
+
+// ClientHandshakeWith is ClientHandshake with options.
+func ClientHandshakeWith(rw io.ReadWriter, o HandshakeOptions) (ServerInit, error) {
+	res, err := ClientLogin(rw, o)
+	si := ServerInit{Major: 3, Minor: res.Minor, Security: uint8(res.Security)}
 	if err != nil {
 		return si, err
 	}

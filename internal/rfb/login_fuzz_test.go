@@ -42,11 +42,11 @@ func (e endless) Read(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// The most the handshake reads from a server after its greeting: 255
+// The most the handshake reads from a server: its greeting, 255
 // security types (or a refusal and its reason), VeNCrypt's version, status,
 // 255 subtypes and acknowledgement, a VNC authentication challenge, and a
 // failed SecurityResult with its reason.
-const maxLoginRead = 1 + 255 + (2 + 1 + 1 + 4*255 + 1) + 16 + 4 + 4 + MaxReasonLen
+const maxLoginRead = VersionLen + 1 + 255 + (2 + 1 + 1 + 4*255 + 1) + 16 + 4 + 4 + MaxReasonLen
 
 // maxTLSRead allows for crypto/tls's own bounds when a login starts TLS
 // (records of at most about 16 KiB, handshake messages of at most 256 KiB):
@@ -69,9 +69,6 @@ func FuzzLogin(f *testing.F) {
 	f.Add([]byte("RFB 003.008\n"), uint8(16), byte(0xff))
 	f.Add([]byte("RFB 003.003\n\x00\x00\x00\x02"), uint8(40), byte(0x01))
 	f.Fuzz(func(t *testing.T, data []byte, which uint8, tail byte) {
-		if len(data) < VersionLen {
-			return
-		}
 		cred := Credentials{}
 		if which&1 != 0 {
 			cred.Password = "pw-secret"
@@ -82,19 +79,21 @@ func FuzzLogin(f *testing.F) {
 			cred.TLS = &tls.Config{InsecureSkipVerify: true}
 		}
 		cred.RequireTLS = which&4 != 0 && cred.TLS != nil
-		conn := &serverConn{r: io.MultiReader(bytes.NewReader(data[VersionLen:]), endless(tail))}
+		conn := &serverConn{r: io.MultiReader(bytes.NewReader(data), endless(tail))}
 		var err error
 		if which&8 != 0 {
-			l := login{rw: conn, cred: cred, maxMinor: 8, tryEmptyPassword: true}
+			o := HandshakeOptions{Password: cred.Password}
 			switch {
 			case which&16 != 0:
-				l.maxMinor = 7
+				o.MaxMinor = 7
 			case which&32 != 0:
-				l.maxMinor = 3
+				o.MaxMinor = 3
 			}
-			err = l.run(data[:VersionLen])
+			_, err = ClientLogin(conn, o)
 		} else {
-			_, _, err = Login(conn, data[:VersionLen], cred)
+			greeting := make([]byte, VersionLen)
+			_, _ = io.ReadFull(conn, greeting)
+			_, _, err = Login(conn, greeting, cred)
 		}
 		if err != nil && (strings.Contains(err.Error(), "pw-secret") || strings.Contains(err.Error(), "user-secret")) {
 			t.Fatalf("error holds a credential: %v", err)
