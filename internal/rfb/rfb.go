@@ -5,12 +5,12 @@
 //
 // Login is that handshake for the proxy, which logs in to a VNC server on
 // the client's behalf: RFB 3.3, 3.7 or 3.8, security None, VNC
-// Authentication, VeNCrypt with X.509 certificates or Plain. ClientHandshake
-// adds ClientInit and ServerInit to it, for a minimal client (update
-// requests, Raw updates, input events) that tests, the demo and the
-// benchmarks use. That client offers no TLS and understands the Raw
-// encoding and the DesktopSize pseudo-encoding only; it is a test tool, not
-// a viewer.
+// Authentication, VeNCrypt with X.509 certificates or Plain. ClientLogin
+// runs the same handshake over any stream, and ClientHandshake adds
+// ClientInit and ServerInit to it, for a minimal client (update requests,
+// Raw updates, input events) that tests, the demo and the benchmarks use.
+// That client offers no TLS and understands the Raw encoding and the
+// DesktopSize pseudo-encoding only; it is a test tool, not a viewer.
 //
 // The proxy's server sides of the handshake (for browsers and native
 // viewers) are in internal/rfbproxy.
