@@ -24,7 +24,6 @@ import (
 	"github.com/vncgate/caddy-vnc-proxy/internal/console"
 	"github.com/vncgate/caddy-vnc-proxy/internal/nativeclient"
 	"github.com/vncgate/caddy-vnc-proxy/internal/rfb"
-	"github.com/vncgate/caddy-vnc-proxy/internal/rfbproxy"
 	"github.com/vncgate/caddy-vnc-proxy/internal/testenv"
 )
 
@@ -155,7 +154,7 @@ func expectRefusal(t *testing.T, nc *nativeCaddy, addr, token, reason string) {
 		c.Close()
 		t.Fatalf("token %s on %s: a console opened, want the refusal %q", token[:9], addr, reason)
 	}
-	if !errors.Is(err, rfbproxy.ErrRefused) || !strings.HasSuffix(err.Error(), ": "+strconv.Quote(reason)) {
+	if !errors.Is(err, rfb.ErrRefused) || !strings.HasSuffix(err.Error(), ": "+strconv.Quote(reason)) {
 		t.Fatalf("refused with %v, want a failed SecurityResult %q", err, reason)
 	}
 }

@@ -9,7 +9,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
-	"github.com/vncgate/caddy-vnc-proxy/internal/rfbproxy"
+	"github.com/vncgate/caddy-vnc-proxy/internal/rfb"
 )
 
 // VNCAuth is how the proxy logs in to VNC servers itself, so that the
@@ -51,12 +51,12 @@ type VNCTLS struct {
 
 // credentials are what the proxy logs in to VNC servers with; none
 // without vnc_auth.
-func (a *VNCAuth) credentials() (rfbproxy.Credentials, error) {
+func (a *VNCAuth) credentials() (rfb.Credentials, error) {
 	if a == nil {
-		return rfbproxy.Credentials{}, nil
+		return rfb.Credentials{}, nil
 	}
 	repl := caddy.NewReplacer()
-	c := rfbproxy.Credentials{
+	c := rfb.Credentials{
 		Password:   repl.ReplaceKnown(a.Password, ""),
 		Username:   repl.ReplaceKnown(a.Username, ""),
 		RequireTLS: a.RequireTLS,

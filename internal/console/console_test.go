@@ -22,9 +22,7 @@ import (
 	"github.com/vncgate/caddy-vnc-proxy/internal/wsstream"
 )
 
-// hijacker hands gorilla the hijacked connection as a browser connection
-// on which gorilla writes the 101 itself (net/http has not: NewBrowserConn
-// is for Caddy's handler, which sends it through Caddy's writer).
+// hijacker hands gorilla the hijacked connection as a browser connection.
 type hijacker struct{ http.ResponseWriter }
 
 func (h hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -32,7 +30,7 @@ func (h hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	return newBrowserConn(c), brw, nil
+	return NewBrowserConn(c), brw, nil
 }
 
 // TestSessionWithoutCaddy runs a console on a plain net/http server: the

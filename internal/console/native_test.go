@@ -70,7 +70,7 @@ func nativeDoor(t *testing.T, viewOnly bool) (addr string, roots *x509.CertPool)
 				}
 				greeting := make([]byte, rfb.VersionLen)
 				_, _ = io.ReadFull(target, greeting)
-				target, res, err := rfbproxy.Login(target, greeting, rfbproxy.Credentials{})
+				target, res, err := rfb.Login(target, greeting, rfb.Credentials{})
 				if err != nil || nc.Token != "tok" {
 					_ = nc.Refuse("invalid or expired token")
 					c.Close()

@@ -2,7 +2,7 @@
 // listener, in Go: RFB 3.8, VeNCrypt X509Plain with the console token as
 // the password, ClientInit and ServerInit. The tests use it for the exact
 // protocol steps a viewer such as TigerVNC's vncviewer takes; it reuses
-// the proxy's own RFB client (rfbproxy.Login), which speaks X509Plain to
+// the proxy's own RFB client (rfb.Login), which speaks X509Plain to
 // VNC servers.
 package nativeclient
 
@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/vncgate/caddy-vnc-proxy/internal/rfb"
-	"github.com/vncgate/caddy-vnc-proxy/internal/rfbproxy"
 )
 
 // Options are how a viewer connects.
@@ -42,11 +41,11 @@ type Conn struct {
 	net.Conn
 	ServerInit rfb.ServerInit
 	// Security is how the viewer logged in to the proxy.
-	Security rfbproxy.Result
+	Security rfb.Result
 }
 
 // Dial opens a console on the native listener at addr. A refusal is an
-// error wrapping rfbproxy.ErrRefused with the proxy's reason.
+// error wrapping rfb.ErrRefused with the proxy's reason.
 func Dial(addr string, o Options) (*Conn, error) {
 	timeout := o.Timeout
 	if timeout == 0 {
@@ -77,7 +76,7 @@ func Handshake(raw net.Conn, o Options) (*Conn, error) {
 	if _, err := io.ReadFull(raw, greeting); err != nil {
 		return nil, fmt.Errorf("reading the greeting: %w", err)
 	}
-	conn, res, err := rfbproxy.Login(raw, greeting, rfbproxy.Credentials{
+	conn, res, err := rfb.Login(raw, greeting, rfb.Credentials{
 		Username:   o.Username,
 		Password:   o.Token,
 		TLS:        &tls.Config{ServerName: o.ServerName, RootCAs: o.RootCAs, MinVersion: tls.VersionTLS12},
@@ -93,37 +92,13 @@ func Handshake(raw net.Conn, o Options) (*Conn, error) {
 	if _, err := conn.Write(init); err != nil {
 		return nil, fmt.Errorf("sending ClientInit: %w", err)
 	}
-	si, err := readServerInit(conn)
-	if err != nil {
+	var si rfb.ServerInit
+	if err := si.Read(conn); err != nil {
 		return nil, err
 	}
 	si.Major, si.Minor, si.Security = 3, res.Minor, byte(res.Security)
 	_ = raw.SetDeadline(time.Time{})
 	return &Conn{Conn: conn, ServerInit: si, Security: res}, nil
-}
-
-// maxNameLen bounds the desktop name read.
-const maxNameLen = 1 << 16
-
-func readServerInit(r io.Reader) (rfb.ServerInit, error) {
-	var si rfb.ServerInit
-	var b [24]byte
-	if _, err := io.ReadFull(r, b[:]); err != nil {
-		return si, fmt.Errorf("reading ServerInit: %w", err)
-	}
-	si.Width = int(binary.BigEndian.Uint16(b[0:]))
-	si.Height = int(binary.BigEndian.Uint16(b[2:]))
-	si.PixelFormat = rfb.UnmarshalPixelFormat(b[4:20])
-	n := binary.BigEndian.Uint32(b[20:])
-	if n > maxNameLen {
-		return si, fmt.Errorf("desktop name of %d bytes", n)
-	}
-	name := make([]byte, n)
-	if _, err := io.ReadFull(r, name); err != nil {
-		return si, fmt.Errorf("reading the desktop name: %w", err)
-	}
-	si.Name = string(name)
-	return si, nil
 }
 
 // ProbeTLS runs the listener's handshake up to the end of TLS, with the
