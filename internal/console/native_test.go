@@ -161,17 +161,17 @@ func TestNativeSession(t *testing.T) {
 			if took := time.Since(start); took > 3*time.Second {
 				t.Errorf("the connection closed %v after the end", took)
 			}
-			waitFor(t, 5*time.Second, func() bool { return Sessions.Find(info.ID) == nil })
+			waitUnlisted(t, info.ID)
 		})
 	}
 }
 
-func waitFor(t *testing.T, timeout time.Duration, cond func() bool) {
+// waitUnlisted waits until the session with id has ended.
+func waitUnlisted(t *testing.T, id string) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
+	for deadline := time.Now().Add(5 * time.Second); Sessions.Find(id) != nil; {
 		if time.Now().After(deadline) {
-			t.Fatal("timed out")
+			t.Fatalf("session %s still listed 5s after its end", id)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
