@@ -162,13 +162,18 @@ func (l *NativeListener) provision(ctx caddy.Context) error {
 	// The certificate of server_name for every viewer: one that sends no
 	// SNI (DefaultSNI), or a name or an IP address with no certificate of
 	// its own (FallbackSNI).
-	policies := caddytls.ConnectionPolicies{{DefaultSNI: l.ServerName, FallbackSNI: l.ServerName}}
+	policies := caddytls.ConnectionPolicies{{
+		DefaultSNI:  l.ServerName,
+		FallbackSNI: l.ServerName,
+		// No ALPN at all (empty, not nil, or Caddy adds acme-tls/1):
+		// viewers speak RFB inside TLS, and whatever protocols a client
+		// offers are then ignored rather than refused.
+		ALPN: []string{},
+	}}
 	if err := policies.Provision(ctx); err != nil {
 		return fmt.Errorf("TLS connection policy: %w", err)
 	}
 	l.tlsConfig = policies.TLSConfig(ctx)
-	// Viewers speak RFB inside TLS, not HTTP.
-	l.tlsConfig.NextProtos = nil
 	l.handshakes = make(chan struct{}, maxNativeHandshakes)
 
 	for _, na := range addrs {

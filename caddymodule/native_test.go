@@ -240,6 +240,20 @@ func TestNativeListener(t *testing.T) {
 		expectRefusal(t, nc, viewOnly, nativeDown, "VNC server unavailable")
 	})
 
+	// Every viewer gets the certificate of server_name: one that sends no
+	// SNI, or an alias with no certificate of its own.
+	t.Run("any SNI", func(t *testing.T) {
+		for _, sni := range []string{"-", "vnc-alias.test"} {
+			v, err := nativeclient.Dial(guarded, nativeclient.Options{Token: nativeWrong, ServerName: nativeServerName, RootCAs: nc.roots(), SNI: sni})
+			if !errors.Is(err, rfb.ErrRefused) || !strings.HasSuffix(err.Error(), strconv.Quote("invalid or expired token")) {
+				t.Fatalf("SNI %q: %v, want the TLS handshake to succeed and the token to be refused", sni, err)
+			}
+			if v != nil {
+				v.Close()
+			}
+		}
+	})
+
 	t.Run("view-only", func(t *testing.T) {
 		v, err := nc.dial(viewOnly, nativeGood)
 		if err != nil {

@@ -10,6 +10,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -30,6 +31,10 @@ type Options struct {
 	ServerName string
 	// RootCAs verify the certificate (nil: the system's).
 	RootCAs *x509.CertPool
+	// SNI, when set, is sent instead of ServerName (which the certificate
+	// is still checked against), as viewers do that connect by an alias;
+	// "-" sends none.
+	SNI string
 	// Exclusive sends ClientInit with the shared flag off.
 	Exclusive bool
 	// Timeout bounds the dial and the handshake; default 10s.
@@ -79,7 +84,7 @@ func Handshake(raw net.Conn, o Options) (*Conn, error) {
 	conn, res, err := rfb.Login(raw, greeting, rfb.Credentials{
 		Username:   o.Username,
 		Password:   o.Token,
-		TLS:        &tls.Config{ServerName: o.ServerName, RootCAs: o.RootCAs, MinVersion: tls.VersionTLS12},
+		TLS:        tlsConfig(o),
 		RequireTLS: true,
 	})
 	if err != nil {
@@ -133,5 +138,33 @@ func ProbeTLS(addr string, o Options) error {
 			}
 		}
 	}
-	return tls.Client(raw, &tls.Config{ServerName: o.ServerName, RootCAs: o.RootCAs, MinVersion: tls.VersionTLS12}).Handshake()
+	return tls.Client(raw, tlsConfig(o)).Handshake()
+}
+
+// tlsConfig checks the certificate against o.ServerName and o.RootCAs,
+// whatever name it sends.
+func tlsConfig(o Options) *tls.Config {
+	cfg := &tls.Config{ServerName: o.ServerName, RootCAs: o.RootCAs, MinVersion: tls.VersionTLS12}
+	if o.SNI == "" {
+		return cfg
+	}
+	cfg.ServerName = o.SNI
+	if o.SNI == "-" {
+		cfg.ServerName = ""
+	}
+	// The check crypto/tls would make, against ServerName rather than
+	// the name sent.
+	cfg.InsecureSkipVerify = true
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			return errors.New("no certificate")
+		}
+		inter := x509.NewCertPool()
+		for _, c := range cs.PeerCertificates[1:] {
+			inter.AddCert(c)
+		}
+		_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{DNSName: o.ServerName, Roots: o.RootCAs, Intermediates: inter})
+		return err
+	}
+	return cfg
 }
