@@ -135,8 +135,9 @@ func heldBufferReader(c net.Conn) func() (*[]byte, int, error) {
 	}
 }
 
-// pumpToTarget relays the browser's binary messages to the VNC server. It
-// takes a buffer only once a message has begun.
+// pumpToTarget relays the browser's binary messages (and text messages,
+// with acceptText) to the VNC server. It takes a buffer only once a
+// message has begun.
 func (s *Session) pumpToTarget() {
 	defer s.pumpDone()
 	defer s.recoverPanic()
@@ -149,7 +150,7 @@ func (s *Session) pumpToTarget() {
 			s.endOnBrowserError(err)
 			return
 		}
-		if mt != websocket.BinaryMessage {
+		if mt != websocket.BinaryMessage && !s.acceptText {
 			s.end(reasonTextMessage, websocket.CloseUnsupportedData, "only binary messages are accepted", nil)
 			return
 		}
