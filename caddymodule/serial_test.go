@@ -202,3 +202,70 @@ func TestProtocolProvision(t *testing.T) {
 		}
 	}
 }
+
+// TestProtocolRaw: protocol raw and its old spelling, check_rfb off, relay
+// a target that does not speak RFB, whose first bytes reach the browser
+// after the upgrade; a text message ends such a console with 1003 (only
+// serial consoles take text); protocol vnc refuses the target with 502.
+func TestProtocolRaw(t *testing.T) {
+	l := listenLoopback(t)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_, _ = c.Write([]byte("SSH-2.0-OpenSSH_9.2\r\n"))
+				buf := make([]byte, 512)
+				for {
+					n, err := c.Read(buf)
+					if err != nil {
+						return
+					}
+					_, _ = c.Write(buf[:n])
+				}
+			}()
+		}
+	}()
+	tokens := writeTokenFile(t, t.TempDir(), secretToken+": "+l.Addr().String())
+	tc := startCaddy(t, fmt.Sprintf(`route /raw {
+		vnc_proxy {
+			resolver file %[1]s
+			protocol raw
+		}
+	}
+	route /old-raw {
+		vnc_proxy {
+			resolver file %[1]s
+			check_rfb off
+		}
+	}
+	route /vnc {
+		vnc_proxy {
+			resolver file %[1]s
+		}
+	}`, tokens))
+
+	for _, path := range []string{"/raw", "/old-raw"} {
+		ws := mustDialWS(t, tc.url(path+"?token="+secretToken))
+		_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, p, err := ws.ReadMessage(); err != nil || string(p) != "SSH-2.0-OpenSSH_9.2\r\n" {
+			t.Fatalf("%s: first message %q, %v", path, p, err)
+		}
+		if err := ws.WriteMessage(websocket.BinaryMessage, []byte("ping")); err != nil {
+			t.Fatal(err)
+		}
+		if _, p, err := ws.ReadMessage(); err != nil || string(p) != "ping" {
+			t.Fatalf("%s: echo %q, %v", path, p, err)
+		}
+		if err := ws.WriteMessage(websocket.TextMessage, []byte("text")); err != nil {
+			t.Fatal(err)
+		}
+		expectClose(t, ws, websocket.CloseUnsupportedData)
+	}
+	if ws, status, body := dialWS(t, tc.url("/vnc?token="+secretToken), nil); ws != nil || status != http.StatusBadGateway {
+		t.Fatalf("protocol vnc to a target that is not RFB: %d %q, want 502", status, body)
+	}
+}
