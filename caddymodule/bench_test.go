@@ -58,7 +58,7 @@ func benchProxy(b *testing.B) string {
 	}
 	b.Cleanup(func() { _ = caddy.Stop() })
 	raw, _ := json.Marshal(map[string]string{"source": "file", "path": tokens})
-	h := &Handler{ResolverRaw: raw}
+	h := &Handler{ConsoleOptions: ConsoleOptions{ResolverRaw: raw}}
 	ctx, cancel := caddy.NewContext(caddy.ActiveContext())
 	b.Cleanup(cancel)
 	if err := h.Provision(ctx); err != nil {

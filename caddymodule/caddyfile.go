@@ -1,11 +1,9 @@
 package caddymodule
 
 import (
-	"strconv"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -70,17 +68,6 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 		seen[opt] = true
 		switch opt {
-		case "resolver":
-			if !d.NextArg() {
-				return d.Err("resolver needs a source: file, http, redis, jwt or nova")
-			}
-			source := d.Val()
-			unm, err := caddyfile.UnmarshalModule(d, "http.vnc_proxy.resolvers."+source)
-			if err != nil {
-				return err
-			}
-			h.ResolverRaw = caddyconfig.JSONModuleObject(unm, "source", source, nil)
-
 		case "token":
 			if !d.AllArgs(&h.Token) {
 				return d.ArgErr()
@@ -100,45 +87,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				}
 			}
 
-		case "allow_targets":
-			h.AllowTargets = d.RemainingArgs()
-			if len(h.AllowTargets) == 0 {
-				return d.ArgErr()
-			}
-			for _, a := range h.AllowTargets {
-				if err := admission.CheckTargetRule(a); err != nil {
-					return d.Err(err.Error())
-				}
-			}
-
-		case "failed_token_rate":
-			if !d.AllArgs(&h.FailedTokenRate) {
-				return d.ArgErr()
-			}
-			if _, err := parseRate(h.FailedTokenRate); err != nil {
-				return d.Err(err.Error())
-			}
-
-		case "dial_timeout":
-			dur, err := parseDuration(d)
-			if err != nil {
-				return err
-			}
-			h.DialTimeout = dur
-
 		case "ping_interval":
 			dur, err := parseDuration(d)
 			if err != nil {
 				return err
 			}
 			h.PingInterval = &dur
-
-		case "idle_timeout":
-			dur, err := parseDuration(d)
-			if err != nil {
-				return err
-			}
-			h.IdleTimeout = dur
 
 		case "max_message_size":
 			var s string
@@ -166,52 +120,13 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			h.CheckRFB = &on
 
-		case "vnc_auth":
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-			h.VNCAuth = new(VNCAuth)
-			if err := h.VNCAuth.unmarshalCaddyfile(d); err != nil {
-				return err
-			}
-
-		case "view_only":
-			on, err := parseOnOff(d)
-			if err != nil {
-				return err
-			}
-			h.ViewOnly = on
-
-		case "max_sessions", "max_sessions_per_token":
-			var s string
-			if !d.AllArgs(&s) {
-				return d.ArgErr()
-			}
-			n, err := strconv.Atoi(s)
-			if err != nil || n < 0 {
-				return d.Errf("%s: %q is not a non-negative number", opt, s)
-			}
-			if opt == "max_sessions" {
-				h.MaxSessions = n
-			} else {
-				h.MaxSessionsPerToken = n
-			}
-
-		case "end_at_expiry":
-			on, err := parseOnOff(d)
-			if err != nil {
-				return err
-			}
-			h.EndAtExpiry = on
-
-		case "max_session_duration":
-			dur, err := parseDuration(d)
-			if err != nil {
-				return err
-			}
-			h.MaxSessionDuration = dur
-
 		default:
+			if ok, err := h.ConsoleOptions.unmarshalOption(d); ok || err != nil {
+				if err != nil {
+					return err
+				}
+				continue
+			}
 			return d.Errf("unrecognized vnc_proxy option %q", opt)
 		}
 	}

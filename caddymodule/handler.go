@@ -5,7 +5,6 @@ package caddymodule
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -21,8 +20,6 @@ import (
 
 	"github.com/vncgate/caddy-vnc-proxy/internal/admission"
 	"github.com/vncgate/caddy-vnc-proxy/internal/console"
-	"github.com/vncgate/caddy-vnc-proxy/internal/rfbproxy"
-	"github.com/vncgate/caddy-vnc-proxy/tokenresolver"
 )
 
 func init() {
@@ -53,10 +50,8 @@ func endAllConsoles() {
 // console's target already has a console, 502 when the target cannot be
 // reached or a VNC server does not speak RFB.
 type Handler struct {
-	// The token resolver: which VNC server a token stands for. Required.
-	// Modules in the namespace http.vnc_proxy.resolvers, chosen by "source":
-	// file, http, redis, jwt or nova.
-	ResolverRaw json.RawMessage `json:"resolver,omitempty" caddy:"namespace=http.vnc_proxy.resolvers inline_key=source"`
+	// The console options, the same as the native listener's.
+	ConsoleOptions
 
 	// Where the token comes from, as a placeholder, for example
 	// "{http.request.header.X-Console-Token}". Default: the query parameter
@@ -70,20 +65,10 @@ type Handler struct {
 	// X-Forwarded-Proto) and http otherwise, default ports ignored.
 	AllowedOrigins []string `json:"allowed_origins,omitempty"`
 
-	// How long dialing the VNC server, receiving its RFB greeting and, in
-	// the RFB-aware mode, logging in to it may take together; the same
-	// bound applies to the browser's side of the RFB handshake in the
-	// RFB-aware mode. Default: 5s.
-	DialTimeout caddy.Duration `json:"dial_timeout,omitempty"`
-
 	// How often the proxy pings the browser; a browser that answers neither
 	// ping nor data within two intervals is gone and its session ends. Zero
 	// disables pings. Default: 30s.
 	PingInterval *caddy.Duration `json:"ping_interval,omitempty"`
-
-	// A session in which no bytes move either way for this long ends.
-	// Default: 0 (no idle timeout).
-	IdleTimeout caddy.Duration `json:"idle_timeout,omitempty"`
 
 	// The largest WebSocket message accepted from the browser, in bytes; a
 	// larger one ends the session with close code 1009. Default: 1048576 (1 MiB).
@@ -103,69 +88,12 @@ type Handler struct {
 	// Default: true.
 	CheckRFB *bool `json:"check_rfb,omitempty"`
 
-	// The VNC servers tokens may point at: CIDRs or IP addresses, host
-	// names, each with an optional :port or :port-port (IPv6 in brackets
-	// then), and unix:/dir/ for sockets under a directory. IP ranges are
-	// checked on the address actually dialed, after DNS, so a name cannot
-	// rebind past them; a host name entry allows that name as the token
-	// gives it. A target outside the list is refused with 403 before any
-	// connection is made. Default: any target.
-	AllowTargets []string `json:"allow_targets,omitempty"`
-
-	// How many unknown or expired tokens one client may present, as
-	// "<n>/<duration>" (e.g. "10/1m"): beyond it, requests from that
-	// client are answered 429 with Retry-After, before their token is
-	// looked up, until the rate allows another. Clients are Caddy's client
-	// IPs (trusted_proxies apply), IPv6 counted per /64; at most 10,000 are
-	// tracked. Default: no limit.
-	FailedTokenRate string `json:"failed_token_rate,omitempty"`
-
-	// The proxy logs in to the VNC server itself and offers the browser
-	// security None, so the browser never sees a VNC credential; with tls,
-	// it reaches VNC servers that require VeNCrypt X.509. Default: off
-	// (the browser does the VNC server's authentication itself), unless a
-	// token's record carries a password or the console is view-only.
-	VNCAuth *VNCAuth `json:"vnc_auth,omitempty"`
-
-	// Every console of this handler is view-only: the proxy drops the
-	// browser's input (keys, pointer, clipboard, power and resize requests)
-	// and forces ClientInit's shared flag on. A token's "view_only": true
-	// makes one console view-only. Default: false.
-	ViewOnly bool `json:"view_only,omitempty"`
-
-	// How many consoles this handler relays at once; beyond it, a console
-	// request gets 503 "too many consoles" with Retry-After, before its
-	// token is looked up. Requests being opened count too, and so do the
-	// live consoles of earlier configs: a handler is known by its server's
-	// name and its place among that server's vnc_proxy handlers, and the
-	// handler at the same place after a reload keeps its count. Default: 0
-	// (no limit).
-	MaxSessions int `json:"max_sessions,omitempty"`
-
-	// How many live consoles one token may have at once; beyond it, 429
-	// "too many consoles for this token", before the token is looked up (so
-	// a one_time token is not used up). Counted like max_sessions. Default:
-	// 0 (no limit).
-	MaxSessionsPerToken int `json:"max_sessions_per_token,omitempty"`
-
-	// A live console ends, with close code 1008 "token expired", when its
-	// token expires: the expires_at, JWT exp or Redis TTL its resolver
-	// reported. Default: false (the token is checked when the console
-	// opens only).
-	EndAtExpiry bool `json:"end_at_expiry,omitempty"`
-
-	// A console ends, with close code 1008 "session time limit", this long
-	// after it opened. Default: 0 (no limit).
-	MaxSessionDuration caddy.Duration `json:"max_session_duration,omitempty"`
-
-	resolver     tokenresolver.Resolver
 	pipeline     *admission.Pipeline
 	stateKey     string
 	logger       *zap.Logger
 	upgrader     websocket.Upgrader
 	pingInterval time.Duration
 	protocol     admission.Protocol
-	credentials  rfbproxy.Credentials
 }
 
 // CaddyModule returns the Caddy module information.
@@ -183,27 +111,15 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return err
 	}
-	if h.ResolverRaw == nil {
-		return errors.New("a resolver is required (resolver file|http|redis|jwt|nova ...)")
-	}
-	mod, err := ctx.LoadModule(h, "ResolverRaw")
+	cfg, err := h.admissionConfig(ctx)
 	if err != nil {
-		return fmt.Errorf("loading resolver: %w", err)
+		return err
 	}
-	resolver, ok := mod.(tokenresolver.Resolver)
-	if !ok {
-		return fmt.Errorf("module %T is not a token resolver", mod)
-	}
-	h.resolver = resolver
-
-	if h.DialTimeout < 0 || h.IdleTimeout < 0 || (h.PingInterval != nil && *h.PingInterval < 0) {
+	if h.PingInterval != nil && *h.PingInterval < 0 {
 		return errors.New("durations must not be negative")
 	}
 	if h.MaxMessageSize < 0 {
 		return errors.New("max_message_size must not be negative")
-	}
-	if h.DialTimeout == 0 {
-		h.DialTimeout = caddy.Duration(admission.DefaultDialTimeout)
 	}
 	h.pingInterval = console.DefaultPingInterval
 	if h.PingInterval != nil {
@@ -219,33 +135,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.protocol == admission.ProtocolSPICE {
 		return errors.New("protocol spice is not yet supported")
 	}
-	rate, err := parseRate(h.FailedTokenRate)
-	if err != nil {
-		return err
-	}
-	if err := h.provisionVNCAuth(); err != nil {
-		return err
-	}
-	warnLiteralSecrets(h.logger, h.literalSecrets())
+	cfg.Protocol = h.protocol
+	cfg.AllowedOrigins = h.AllowedOrigins
 
 	h.stateKey = stateKey(ctx)
-	h.pipeline, err = admission.New(admission.Config{
-		Resolver:            h.resolver,
-		AllowedOrigins:      h.AllowedOrigins,
-		AllowTargets:        h.AllowTargets,
-		FailedTokenRate:     rate,
-		DialTimeout:         time.Duration(h.DialTimeout),
-		Protocol:            h.protocol,
-		VNCAuth:             h.VNCAuth != nil,
-		Credentials:         h.credentials,
-		ViewOnly:            h.ViewOnly,
-		MaxSessions:         h.MaxSessions,
-		MaxSessionsPerToken: h.MaxSessionsPerToken,
-		EndAtExpiry:         h.EndAtExpiry,
-		MaxSessionDuration:  time.Duration(h.MaxSessionDuration),
-		Logger:              h.logger,
-		Metrics:             pipelineMetrics,
-	}, loadState(h.stateKey))
+	h.pipeline, err = admission.New(cfg, loadState(h.stateKey))
 	if err != nil {
 		return err
 	}

@@ -43,14 +43,6 @@ func isLiteralSecret(v string) bool {
 	return v != "" && !strings.Contains(v, "{env.") && !strings.Contains(v, "{file.")
 }
 
-// literalSecrets lists the handler's secret options.
-func (h *Handler) literalSecrets() []secretOption {
-	if h.VNCAuth == nil {
-		return nil
-	}
-	return []secretOption{{"vnc_auth password", h.VNCAuth.Password, "VNC_PASSWORD"}}
-}
-
 // credentialHeader reports whether an HTTP callback header carries a
 // credential: Authorization and Cookie, and names with key, token, secret,
 // auth or password in them. Other headers (Accept, X-Request-Source) are

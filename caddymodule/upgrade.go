@@ -17,7 +17,7 @@ import (
 // WebSocket. The 101 goes out through Caddy's response writer, as
 // reverse_proxy's does, so that the access log records it; the connection
 // is then hijacked beneath Caddy's wrappers, and gorilla's own 101 is
-// dropped (console.NewBrowserConn). checkUpgradeRequest has checked the
+// dropped (console.NewAnsweredBrowserConn). checkUpgradeRequest has checked the
 // request as gorilla does, so gorilla accepts what was answered.
 func (h *Handler) upgrade(w http.ResponseWriter, r *http.Request) (*websocket.Conn, error) {
 	hdr := w.Header()
@@ -56,7 +56,7 @@ func (w hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return c, brw, err
 	}
-	return console.NewBrowserConn(c), brw, nil
+	return console.NewAnsweredBrowserConn(c), brw, nil
 }
 
 // innermostWriter is the server's own response writer, under Caddy's

@@ -9,7 +9,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
-	"github.com/vncgate/caddy-vnc-proxy/internal/rfbproxy"
+	"github.com/vncgate/caddy-vnc-proxy/internal/rfb"
 )
 
 // VNCAuth is how the proxy logs in to VNC servers itself, so that the
@@ -49,30 +49,29 @@ type VNCTLS struct {
 	ServerName string `json:"server_name,omitempty"`
 }
 
-// provisionVNCAuth turns the vnc_auth and view_only options into the
-// credentials sessions log in with.
-func (h *Handler) provisionVNCAuth() error {
-	a := h.VNCAuth
+// credentials are what the proxy logs in to VNC servers with; none
+// without vnc_auth.
+func (a *VNCAuth) credentials() (rfb.Credentials, error) {
 	if a == nil {
-		return nil
+		return rfb.Credentials{}, nil
 	}
 	repl := caddy.NewReplacer()
-	h.credentials = rfbproxy.Credentials{
+	c := rfb.Credentials{
 		Password:   repl.ReplaceKnown(a.Password, ""),
 		Username:   repl.ReplaceKnown(a.Username, ""),
 		RequireTLS: a.RequireTLS,
 	}
 	if a.RequireTLS && a.TLS == nil {
-		return errors.New("vnc_auth: require_tls needs a tls block with the VNC servers' ca")
+		return c, errors.New("vnc_auth: require_tls needs a tls block with the VNC servers' ca")
 	}
 	if a.TLS != nil {
 		cfg, err := a.TLS.clientConfig()
 		if err != nil {
-			return fmt.Errorf("vnc_auth: tls: %w", err)
+			return c, fmt.Errorf("vnc_auth: tls: %w", err)
 		}
-		h.credentials.TLS = cfg
+		c.TLS = cfg
 	}
-	return nil
+	return c, nil
 }
 
 // clientConfig builds the TLS configuration VeNCrypt's X.509 subtypes use.

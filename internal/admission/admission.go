@@ -30,7 +30,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/vncgate/caddy-vnc-proxy/internal/rfbproxy"
+	"github.com/vncgate/caddy-vnc-proxy/internal/rfb"
 	"github.com/vncgate/caddy-vnc-proxy/tokenresolver"
 )
 
@@ -70,7 +70,7 @@ type Config struct {
 	// VNCAuth: the proxy logs in to every VNC server itself, with
 	// Credentials (a token's own password and username take their place).
 	VNCAuth     bool
-	Credentials rfbproxy.Credentials
+	Credentials rfb.Credentials
 	// ViewOnly makes every console view-only (RFB-aware).
 	ViewOnly bool
 	// Console limits and ends.
@@ -377,7 +377,7 @@ func (p *Pipeline) rfbAware(t tokenresolver.Target) bool {
 
 // credentialsFor are the configured credentials with the token's own in
 // their place where its record has them.
-func (p *Pipeline) credentialsFor(t tokenresolver.Target) rfbproxy.Credentials {
+func (p *Pipeline) credentialsFor(t tokenresolver.Target) rfb.Credentials {
 	c := p.cfg.Credentials
 	if t.Password != "" {
 		c.Password = t.Password
@@ -419,7 +419,7 @@ type Console struct {
 	Greeting []byte
 	// Login is how the proxy logged in to the VNC server, for an
 	// RFB-aware console; nil: the client speaks RFB with the server.
-	Login *rfbproxy.Result
+	Login *rfb.Result
 	// ViewOnly drops the client's input (RFB-aware consoles only).
 	ViewOnly bool
 	// Target is the VNC server, network:address, for logs and the admin

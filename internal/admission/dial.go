@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/vncgate/caddy-vnc-proxy/internal/rfb"
-	"github.com/vncgate/caddy-vnc-proxy/internal/rfbproxy"
 	"github.com/vncgate/caddy-vnc-proxy/tokenresolver"
 )
 
@@ -17,7 +16,7 @@ import (
 // in (login is its result). One deadline, the dial timeout from now,
 // bounds all of it, and the wait ends when ctx does. It returns the
 // greeting of a transparent console, for the client to get first.
-func (p *Pipeline) dial(ctx context.Context, t tokenresolver.Target, aware bool) (net.Conn, []byte, *rfbproxy.Result, error) {
+func (p *Pipeline) dial(ctx context.Context, t tokenresolver.Target, aware bool) (net.Conn, []byte, *rfb.Result, error) {
 	deadline := time.Now().Add(p.cfg.DialTimeout)
 	dialer := p.dialer
 	dialer.Deadline = deadline
@@ -49,7 +48,7 @@ func (p *Pipeline) dial(ctx context.Context, t tokenresolver.Target, aware bool)
 // greet reads and checks the VNC server's greeting and, for an RFB-aware
 // console, logs in; conn is what the console goes on with (TLS over raw
 // after VeNCrypt X.509).
-func (p *Pipeline) greet(raw net.Conn, t tokenresolver.Target, aware bool) (conn net.Conn, greeting []byte, login *rfbproxy.Result, err error) {
+func (p *Pipeline) greet(raw net.Conn, t tokenresolver.Target, aware bool) (conn net.Conn, greeting []byte, login *rfb.Result, err error) {
 	greeting = make([]byte, rfb.VersionLen)
 	if _, err := io.ReadFull(raw, greeting); err != nil {
 		return nil, nil, nil, fmt.Errorf("reading RFB greeting: %w", err)
@@ -60,7 +59,7 @@ func (p *Pipeline) greet(raw net.Conn, t tokenresolver.Target, aware bool) (conn
 	if !aware {
 		return raw, greeting, nil, nil
 	}
-	conn, res, err := rfbproxy.Login(raw, greeting, p.credentialsFor(t))
+	conn, res, err := rfb.Login(raw, greeting, p.credentialsFor(t))
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("logging in to the VNC server: %w", err)
 	}

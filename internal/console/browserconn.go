@@ -36,10 +36,13 @@ func newBrowserConn(c net.Conn) *browserConn {
 }
 
 // NewBrowserConn is a hijacked HTTP/1.1 connection as the connection
-// gorilla's upgrader takes, for New. The HTTP server has sent the 101
-// answer already (through its own writer, so that its access log records
-// it), and gorilla's, its first write, is dropped.
-func NewBrowserConn(c net.Conn) net.Conn {
+// gorilla's upgrader takes, for New.
+func NewBrowserConn(c net.Conn) net.Conn { return newBrowserConn(c) }
+
+// NewAnsweredBrowserConn is NewBrowserConn for a connection whose HTTP
+// server has sent the 101 answer already (through its own writer, so that
+// its access log records it): gorilla's 101, its first write, is dropped.
+func NewAnsweredBrowserConn(c net.Conn) net.Conn {
 	bc := newBrowserConn(c)
 	bc.answered = true
 	return bc

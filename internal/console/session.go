@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/vncgate/caddy-vnc-proxy/internal/rfb"
 	"github.com/vncgate/caddy-vnc-proxy/internal/rfbproxy"
 )
 
@@ -65,7 +66,7 @@ type Session struct {
 	// RFB-aware sessions: how the proxy logged in to the VNC server, how
 	// long the browser has for its handshake, and for a view-only console
 	// the filter of its messages (used by pumpToTarget only).
-	login            *rfbproxy.Result
+	login            *rfb.Result
 	handshakeTimeout time.Duration
 	filter           *rfbproxy.ViewOnlyFilter
 	filtered         []byte
@@ -150,7 +151,7 @@ type Config struct {
 	// Login is how the proxy logged in to the VNC server, for an
 	// RFB-aware console (nil: the browser speaks RFB with the server
 	// itself); ViewOnly drops the browser's input (RFB-aware only).
-	Login    *rfbproxy.Result
+	Login    *rfb.Result
 	ViewOnly bool
 	// EndAt ends the session by itself, with close 1008 and EndReason as
 	// the reason and the close frame's text; zero: never.

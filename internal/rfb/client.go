@@ -8,12 +8,11 @@ import (
 	"slices"
 )
 
-// Limits on lengths a server announces, so a broken server cannot make a test
-// allocate without bound.
+// Limits on lengths a server announces after the handshake, so that a
+// broken server cannot make a test allocate without bound.
 const (
-	maxReasonLen = 64 << 10
-	maxNameLen   = 64 << 10
-	maxCutText   = 16 << 20
+	maxNameLen = 64 << 10
+	maxCutText = 16 << 20
 )
 
 // ServerInit is what the server announces after the handshake.
@@ -33,7 +32,9 @@ type ServerInit struct {
 // Authentication, ClientInit with the shared flag set, and ServerInit.
 //
 // With a password, VNC Authentication is preferred when offered; without
-// one, None is. A rejected password yields an error wrapping ErrAuthFailed.
+// one, None is, and VNC Authentication is tried with an empty password
+// when None is not offered. A rejected password yields an error wrapping
+// ErrAuthFailed.
 func ClientHandshake(rw io.ReadWriter, password string) (ServerInit, error) {
 	return ClientHandshakeVersion(rw, password, 8)
 }
@@ -44,107 +45,46 @@ func ClientHandshakeVersion(rw io.ReadWriter, password string, maxMinor int) (Se
 	return ClientHandshakeWith(rw, HandshakeOptions{Password: password, MaxMinor: maxMinor})
 }
 
-// HandshakeOptions are the choices of ClientHandshakeWith.
+// HandshakeOptions are the choices of ClientHandshakeWith and ClientLogin.
 type HandshakeOptions struct {
 	Password string
-	// MaxMinor is the highest version offered, 3.MaxMinor; 0 means 8.
+	// MaxMinor is the highest version offered, 3.MaxMinor: 3, 7 or 8; 0
+	// means 8.
 	MaxMinor int
 	// Exclusive sends ClientInit with the shared flag off, which asks the
 	// server to disconnect its other clients.
 	Exclusive bool
 }
 
+// ClientLogin is the test client's Login: it reads the server's greeting
+// from rw and runs Login's handshake, bounds and errors included, up to
+// and including the SecurityResult, with o's version and password and
+// without TLS. With no password, VNC Authentication is tried with an empty
+// one when None is not offered. The server then waits for ClientInit.
+func ClientLogin(rw io.ReadWriter, o HandshakeOptions) (Result, error) {
+	maxMinor := o.MaxMinor
+	switch maxMinor {
+	case 0:
+		maxMinor = 8
+	case 3, 7, 8:
+	default:
+		return Result{}, fmt.Errorf("rfb: cannot offer version 3.%d", maxMinor)
+	}
+	greeting := make([]byte, VersionLen)
+	if _, err := io.ReadFull(rw, greeting); err != nil {
+		return Result{}, fmt.Errorf("reading server version: %w", err)
+	}
+	l := login{rw: rw, cred: Credentials{Password: o.Password}, maxMinor: maxMinor, tryEmptyPassword: true}
+	err := l.run(greeting)
+	return l.res, err
+}
+
 // ClientHandshakeWith is ClientHandshake with options.
 func ClientHandshakeWith(rw io.ReadWriter, o HandshakeOptions) (ServerInit, error) {
-	password, maxMinor := o.Password, o.MaxMinor
-	if maxMinor == 0 {
-		maxMinor = 8
-	}
-	var si ServerInit
-	var buf [VersionLen]byte
-	if _, err := io.ReadFull(rw, buf[:]); err != nil {
-		return si, fmt.Errorf("reading server version: %w", err)
-	}
-	major, minor, err := ParseVersion(buf[:])
+	res, err := ClientLogin(rw, o)
+	si := ServerInit{Major: 3, Minor: res.Minor, Security: uint8(res.Security)}
 	if err != nil {
 		return si, err
-	}
-	if major != 3 {
-		return si, fmt.Errorf("rfb: unsupported server version %d.%d", major, minor)
-	}
-	minor = min(UsedMinor(minor), maxMinor)
-	if minor != 3 && minor != 7 && minor != 8 {
-		return si, fmt.Errorf("rfb: cannot offer version 3.%d", minor)
-	}
-	si.Major, si.Minor = 3, minor
-	if _, err := rw.Write(AppendVersion(nil, 3, minor)); err != nil {
-		return si, fmt.Errorf("sending client version: %w", err)
-	}
-
-	var sec uint8
-	if minor == 3 {
-		var b [4]byte
-		if _, err := io.ReadFull(rw, b[:]); err != nil {
-			return si, fmt.Errorf("reading security type: %w", err)
-		}
-		t := binary.BigEndian.Uint32(b[:])
-		if t == SecurityInvalid {
-			return si, fmt.Errorf("rfb: server refused the connection: %q", readReason(rw))
-		}
-		if t != SecurityNone && t != SecurityVNCAuth {
-			return si, fmt.Errorf("rfb: unsupported security type %d", t)
-		}
-		sec = uint8(t)
-	} else {
-		var n [1]byte
-		if _, err := io.ReadFull(rw, n[:]); err != nil {
-			return si, fmt.Errorf("reading security types: %w", err)
-		}
-		if n[0] == 0 {
-			return si, fmt.Errorf("rfb: server refused the connection: %q", readReason(rw))
-		}
-		types := make([]byte, n[0])
-		if _, err := io.ReadFull(rw, types); err != nil {
-			return si, fmt.Errorf("reading security types: %w", err)
-		}
-		switch {
-		case password != "" && slices.Contains(types, SecurityVNCAuth):
-			sec = SecurityVNCAuth
-		case slices.Contains(types, SecurityNone):
-			sec = SecurityNone
-		case slices.Contains(types, SecurityVNCAuth):
-			sec = SecurityVNCAuth
-		default:
-			return si, fmt.Errorf("rfb: no supported security type among %v", types)
-		}
-		if _, err := rw.Write([]byte{sec}); err != nil {
-			return si, fmt.Errorf("choosing security type: %w", err)
-		}
-	}
-	si.Security = sec
-
-	if sec == SecurityVNCAuth {
-		var ch [16]byte
-		if _, err := io.ReadFull(rw, ch[:]); err != nil {
-			return si, fmt.Errorf("reading VNC authentication challenge: %w", err)
-		}
-		resp := VNCAuthResponse(password, ch)
-		if _, err := rw.Write(resp[:]); err != nil {
-			return si, fmt.Errorf("sending VNC authentication response: %w", err)
-		}
-	}
-	// SecurityResult: always in 3.8, only after authentication before.
-	if minor == 8 || sec == SecurityVNCAuth {
-		var b [4]byte
-		if _, err := io.ReadFull(rw, b[:]); err != nil {
-			return si, fmt.Errorf("reading security result: %w", err)
-		}
-		if binary.BigEndian.Uint32(b[:]) != 0 {
-			if minor == 8 {
-				return si, fmt.Errorf("%w: %q", ErrAuthFailed, readReason(rw))
-			}
-			return si, ErrAuthFailed
-		}
 	}
 
 	shared := byte(1)
@@ -171,22 +111,6 @@ func ClientHandshakeWith(rw io.ReadWriter, o HandshakeOptions) (ServerInit, erro
 	}
 	si.Name = string(name)
 	return si, nil
-}
-
-// readReason reads a length-prefixed failure reason; it returns what it
-// could read.
-func readReason(r io.Reader) string {
-	var b [4]byte
-	if _, err := io.ReadFull(r, b[:]); err != nil {
-		return ""
-	}
-	n := binary.BigEndian.Uint32(b[:])
-	if n > maxReasonLen {
-		return ""
-	}
-	s := make([]byte, n)
-	k, _ := io.ReadFull(r, s)
-	return string(s[:k])
 }
 
 // SetPixelFormat sends a SetPixelFormat message.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 )
@@ -141,6 +142,21 @@ func TestClientHandshakeRefusals(t *testing.T) {
 	}
 	if _, err := ClientHandshake(runScript(t, []step{{send: []byte("SSH-2.0-Open")}}), ""); !errors.Is(err, ErrNotRFB) {
 		t.Errorf("non-RFB greeting: %v", err)
+	}
+}
+
+// The test client reads with Login's bounds: a reason longer than
+// MaxReasonLen is not read.
+func TestClientHandshakeReasonBound(t *testing.T) {
+	for _, n := range []uint32{MaxReasonLen + 1, 64 << 10, 0xffffffff} {
+		c := runScript(t, []step{
+			{send: []byte("RFB 003.008\n"), expect: []byte("RFB 003.008\n")},
+			{send: binary.BigEndian.AppendUint32([]byte{0}, n)},
+		})
+		_, err := ClientHandshake(c, "")
+		if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "not read") {
+			t.Errorf("refusal with a reason of %d bytes: %v, want ErrRefused with the reason not read", n, err)
+		}
 	}
 }
 

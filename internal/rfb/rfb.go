@@ -1,23 +1,26 @@
-// Package rfb holds small pieces of the RFB (VNC) protocol, RFC 6143: the
-// version greeting check the proxy runs against a target, the pixel format
-// and VNC Authentication shared with the demo server, and a minimal client
-// (handshake, update requests, Raw updates, input events) for tests.
+// Package rfb is the RFB (VNC) protocol, RFC 6143, as the project speaks
+// it outside the relay: the protocol's numbers, the version greeting, the
+// pixel format and VNC Authentication shared with the demo server, and the
+// client side of the handshake, written once with one set of bounds.
 //
-// The client negotiates version 3.8 (or 3.3/3.7 with an older server),
-// security None or VNC Authentication, and understands the Raw encoding and
-// the DesktopSize pseudo-encoding only; it is a test tool, not a viewer.
+// Login is that handshake for the proxy, which logs in to a VNC server on
+// the client's behalf: RFB 3.3, 3.7 or 3.8, security None, VNC
+// Authentication, VeNCrypt with X.509 certificates or Plain. ClientLogin
+// runs the same handshake over any stream, and ClientHandshake adds
+// ClientInit and ServerInit to it, for a minimal client (update requests,
+// Raw updates, input events) that tests, the demo and the benchmarks use.
+// That client offers no TLS and understands the Raw encoding and the
+// DesktopSize pseudo-encoding only; it is a test tool, not a viewer.
+//
+// The proxy's server sides of the handshake (for browsers and native
+// viewers) are in internal/rfbproxy.
 package rfb
 
 import (
 	"crypto/des"
 	"encoding/binary"
-	"errors"
 	"math/bits"
 )
-
-// ErrAuthFailed is returned when the server rejects the password or the
-// security handshake.
-var ErrAuthFailed = errors.New("rfb: authentication failed")
 
 // PixelFormat is the 16-byte PIXEL_FORMAT structure.
 type PixelFormat struct {

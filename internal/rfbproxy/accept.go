@@ -1,3 +1,12 @@
+// Package rfbproxy is the RFB-aware part of a console on the proxy's
+// server sides: it offers the browser RFB 3.8 with security None in the
+// VNC server's place (Accept), runs a native viewer's handshake up to the
+// token it carries (AcceptNative), and frames the browser's messages for
+// view-only consoles, dropping input. Logging in to the VNC server, the
+// client side, is rfb.Login.
+//
+// It knows nothing of Caddy or WebSockets: it works on byte streams, and the
+// caller sets their deadlines.
 package rfbproxy
 
 import (
@@ -30,7 +39,7 @@ func Accept(rw io.ReadWriter) (shared bool, minor int, err error) {
 	}
 	major, minor, err := rfb.ParseVersion(v[:])
 	if err != nil || major != 3 {
-		return false, 0, fmt.Errorf("%w: version %q is not RFB 3.x", ErrBrowser, printable(v[:]))
+		return false, 0, fmt.Errorf("%w: version %q is not RFB 3.x", ErrBrowser, rfb.Printable(v[:]))
 	}
 	minor = rfb.UsedMinor(minor)
 

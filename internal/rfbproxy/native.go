@@ -43,11 +43,6 @@ import (
 // oversized credential, something that is not TLS).
 var ErrClient = errors.New("native VNC client broke the RFB handshake")
 
-// maxNativeCredentialLen bounds the username and the password (the token)
-// a native client may send; a longer length is refused before anything is
-// allocated or read.
-const maxNativeCredentialLen = 1 << 10
-
 // maxRefusalLen bounds the reason sent with a SecurityResult failure:
 // viewers show it to a person, and a reason is meant to be short.
 const maxRefusalLen = 1 << 10
@@ -122,7 +117,7 @@ func AcceptNative(conn net.Conn, tlsConfig *tls.Config, promptTimeout time.Durat
 	}
 	major, minor, err := rfb.ParseVersion(v[:])
 	if err != nil || major != 3 {
-		return nil, fmt.Errorf("%w: version %q is not RFB 3.x", ErrClient, printable(v[:]))
+		return nil, fmt.Errorf("%w: version %q is not RFB 3.x", ErrClient, rfb.Printable(v[:]))
 	}
 	minor = rfb.UsedMinor(minor)
 	if minor == 3 {
@@ -134,7 +129,7 @@ func AcceptNative(conn net.Conn, tlsConfig *tls.Config, promptTimeout time.Durat
 		b := binary.BigEndian.AppendUint32(nil, rfb.SecurityInvalid)
 		b = binary.BigEndian.AppendUint32(b, uint32(len(reason)))
 		_, _ = conn.Write(append(b, reason...))
-		return nil, fmt.Errorf("%w: version %q is RFB 3.3, which cannot choose VeNCrypt", ErrClient, printable(v[:]))
+		return nil, fmt.Errorf("%w: version %q is RFB 3.3, which cannot choose VeNCrypt", ErrClient, rfb.Printable(v[:]))
 	}
 
 	if _, err := conn.Write([]byte{1, rfb.SecurityVeNCrypt}); err != nil {
@@ -180,7 +175,7 @@ func AcceptNative(conn net.Conn, tlsConfig *tls.Config, promptTimeout time.Durat
 		// 0: the subtype is not accepted; viewers read this byte before
 		// they start TLS.
 		_, _ = conn.Write([]byte{0})
-		return nil, fmt.Errorf("%w: chose VeNCrypt subtype %s, which was not offered", ErrClient, securityName(s))
+		return nil, fmt.Errorf("%w: chose VeNCrypt subtype %s, which was not offered", ErrClient, rfb.SecurityName(s))
 	}
 	if _, err := conn.Write([]byte{1}); err != nil {
 		return nil, fmt.Errorf("accepting VeNCrypt subtype: %w", err)
@@ -206,8 +201,9 @@ func AcceptNative(conn net.Conn, tlsConfig *tls.Config, promptTimeout time.Durat
 }
 
 // readPlainCredentials reads VeNCrypt Plain's credentials and returns the
-// password; the username is read and dropped. Lengths are checked before
-// anything is allocated.
+// password; the username is read and dropped. Lengths past
+// rfb.MaxCredentialLen, the bound the proxy's own logins keep, are refused
+// before anything is allocated or read.
 func readPlainCredentials(r io.Reader) (password string, err error) {
 	var lens [8]byte
 	if _, err := io.ReadFull(r, lens[:]); err != nil {
@@ -215,9 +211,9 @@ func readPlainCredentials(r io.Reader) (password string, err error) {
 	}
 	ulen := binary.BigEndian.Uint32(lens[0:])
 	plen := binary.BigEndian.Uint32(lens[4:])
-	if ulen > maxNativeCredentialLen || plen > maxNativeCredentialLen {
+	if ulen > rfb.MaxCredentialLen || plen > rfb.MaxCredentialLen {
 		return "", fmt.Errorf("%w: VeNCrypt Plain username of %d bytes or password of %d bytes, more than %d",
-			ErrClient, ulen, plen, maxNativeCredentialLen)
+			ErrClient, ulen, plen, rfb.MaxCredentialLen)
 	}
 	buf := make([]byte, ulen+plen)
 	if _, err := io.ReadFull(r, buf); err != nil {

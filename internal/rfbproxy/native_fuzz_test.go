@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vncgate/caddy-vnc-proxy/internal/rfb"
 	"github.com/vncgate/caddy-vnc-proxy/internal/testenv"
 )
 
@@ -84,7 +85,7 @@ func FuzzNativeCredentials(f *testing.F) {
 	}
 	f.Add(plain("user", "token-secret"))
 	f.Add(plain("", ""))
-	f.Add(plain("u", strings.Repeat("p", maxNativeCredentialLen)))
+	f.Add(plain("u", strings.Repeat("p", rfb.MaxCredentialLen)))
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0})
 	f.Add([]byte{0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff})
 	f.Add([]byte{0, 0, 0, 4, 0, 0, 0, 4, 'u'})
@@ -99,7 +100,7 @@ func FuzzNativeCredentials(f *testing.F) {
 		}
 		ulen := binary.BigEndian.Uint32(in[0:])
 		plen := binary.BigEndian.Uint32(in[4:])
-		if ulen > maxNativeCredentialLen || plen > maxNativeCredentialLen {
+		if ulen > rfb.MaxCredentialLen || plen > rfb.MaxCredentialLen {
 			t.Fatalf("accepted lengths %d and %d", ulen, plen)
 		}
 		if want := string(in[8+ulen : 8+ulen+plen]); password != want {

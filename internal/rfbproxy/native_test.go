@@ -3,6 +3,7 @@ package rfbproxy_test
 import (
 	"bytes"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -33,6 +34,22 @@ func nativeServerTLS(t testing.TB, p *testenv.PKI) *tls.Config {
 		t.Fatal(err)
 	}
 	return &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
+}
+
+// viewerTLS is a native viewer's TLS: it trusts the PKI's CA and asks for
+// serverName, localhost when empty.
+func viewerTLS(t *testing.T, p *testenv.PKI, serverName string) *tls.Config {
+	t.Helper()
+	pem, err := os.ReadFile(p.CA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pem)
+	if serverName == "" {
+		serverName = "localhost"
+	}
+	return &tls.Config{RootCAs: roots, ServerName: serverName, MinVersion: tls.VersionTLS12}
 }
 
 type nativeAccepted struct {
@@ -174,7 +191,7 @@ func TestAcceptNative(t *testing.T) {
 			addr, accepted := serveNative(t, nativeServerTLS(t, pki), 10*time.Second, 0)
 			v := dialNativeViewer(t, addr)
 			v.preTLS(c.version)
-			v.startTLS(tlsConfig(t, pki, false, "localhost"))
+			v.startTLS(viewerTLS(t, pki, "localhost"))
 			v.send(nativePlainCredentials("any user", nativeToken))
 
 			a := waitAccepted(t, accepted)
@@ -236,7 +253,7 @@ func TestAcceptNativeRefuse(t *testing.T) {
 			addr, accepted := serveNative(t, nativeServerTLS(t, pki), 10*time.Second, 0)
 			v := dialNativeViewer(t, addr)
 			v.preTLS(c.minor)
-			v.startTLS(tlsConfig(t, pki, false, "localhost"))
+			v.startTLS(viewerTLS(t, pki, "localhost"))
 			v.send(nativePlainCredentials("", "wrong"))
 			a := waitAccepted(t, accepted)
 			if a.err != nil {
@@ -264,7 +281,7 @@ func TestAcceptNativeServerName(t *testing.T) {
 			addr, accepted := serveNative(t, nativeServerTLS(t, pki), 10*time.Second, 0)
 			v := dialNativeViewer(t, addr)
 			v.preTLS(8)
-			cfg := tlsConfig(t, pki, false, name)
+			cfg := viewerTLS(t, pki, name)
 			if name == "" {
 				// No SNI at all, as from a viewer that connects by address
 				// and sends none; Go's client then checks no name, and this
@@ -382,21 +399,21 @@ func TestAcceptNativeRefusesClient(t *testing.T) {
 			upToSubtype(v)
 			v.send(x509Plain)
 			v.expect([]byte{1})
-			v.startTLS(tlsConfig(t, pki, false, "localhost"))
+			v.startTLS(viewerTLS(t, pki, "localhost"))
 			v.send([]byte{0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff, 'u'})
 		}, nil},
 		{"a 4 GiB username", func(v *nativeViewer) {
 			upToSubtype(v)
 			v.send(x509Plain)
 			v.expect([]byte{1})
-			v.startTLS(tlsConfig(t, pki, false, "localhost"))
+			v.startTLS(viewerTLS(t, pki, "localhost"))
 			v.send([]byte{0xff, 0xff, 0xff, 0xff, 0, 0, 0, 1})
 		}, nil},
 		{"a password of 1 KiB + 1", func(v *nativeViewer) {
 			upToSubtype(v)
 			v.send(x509Plain)
 			v.expect([]byte{1})
-			v.startTLS(tlsConfig(t, pki, false, "localhost"))
+			v.startTLS(viewerTLS(t, pki, "localhost"))
 			v.send(nativePlainCredentials("u", strings.Repeat("x", 1025)))
 		}, nil},
 	}
@@ -458,15 +475,15 @@ func TestAcceptNativeDeadline(t *testing.T) {
 			// and never answers: the server waits for the client's
 			// Finished (in TLS 1.2 and 1.3 alike).
 			v.preTLS(8)
-			go tls.Client(&stallingConn{Conn: v.conn}, tlsConfig(t, pki, false, "localhost")).Handshake()
+			go tls.Client(&stallingConn{Conn: v.conn}, viewerTLS(t, pki, "localhost")).Handshake()
 		}, false},
 		{"no credentials", func(v *nativeViewer) {
 			v.preTLS(8)
-			v.startTLS(tlsConfig(t, pki, false, "localhost"))
+			v.startTLS(viewerTLS(t, pki, "localhost"))
 		}, true},
 		{"half the credentials", func(v *nativeViewer) {
 			v.preTLS(8)
-			v.startTLS(tlsConfig(t, pki, false, "localhost"))
+			v.startTLS(viewerTLS(t, pki, "localhost"))
 			v.send(nativePlainCredentials("u", nativeToken)[:12])
 		}, true},
 	}
@@ -633,7 +650,7 @@ func (d *nativeDoor) serve(c net.Conn) error {
 	if _, err := io.ReadFull(raw, greeting); err != nil {
 		return err
 	}
-	server, _, err := rfbproxy.Login(raw, greeting, rfbproxy.Credentials{})
+	server, _, err := rfb.Login(raw, greeting, rfb.Credentials{})
 	if err != nil {
 		return err
 	}

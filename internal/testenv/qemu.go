@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 )
 
 // QEMU says how StartQEMU sets up the VNC server of a diskless x86 machine
@@ -46,17 +45,7 @@ func StartQEMU(t testing.TB, q QEMU) string {
 	args = append(args, "-vnc", vnc)
 	p := Start(t, bin, args...)
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	deadline := time.Now().Add(30 * time.Second)
-	for WaitDial("tcp", addr, 100*time.Millisecond) != nil {
-		select {
-		case <-p.Done():
-			t.Fatalf("QEMU exited: %v\n%s", p.err, p.Output())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("QEMU does not accept on %s after 30s\n%s", addr, p.Output())
-		}
-	}
+	waitQEMU(t, p, addr)
 	return addr
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/vncgate/caddy-vnc-proxy/internal/loadtarget"
+	"github.com/vncgate/caddy-vnc-proxy/internal/rfb"
 	"github.com/vncgate/caddy-vnc-proxy/internal/wsconnect"
 	"github.com/vncgate/caddy-vnc-proxy/internal/wsstream"
 )
@@ -151,35 +152,29 @@ func dialWSRFB(url string, bufSize int, fenced bool) dialFunc {
 	}
 }
 
-// rfbNone runs the client side of RFB 3.8 with security None, and sends
+// rfbNone runs the client side of the handshake with the proxy, which
+// offers RFB 3.8 and security None in the target's place, and sends
 // ClientInit (shared).
 func rfbNone(s stream) error {
-	var b [12]byte
-	if _, err := io.ReadFull(s, b[:]); err != nil {
+	res, err := rfb.ClientLogin(messageWriter{s}, rfb.HandshakeOptions{})
+	if err != nil {
 		return err
 	}
-	if string(b[:]) != "RFB 003.008\n" {
-		return fmt.Errorf("greeting %q", b[:])
-	}
-	if err := s.send([]byte("RFB 003.008\n")); err != nil {
-		return err
-	}
-	if _, err := io.ReadFull(s, b[:2]); err != nil {
-		return err
-	}
-	if b[0] != 1 || b[1] != 1 {
-		return fmt.Errorf("security types % x, want None only", b[:2])
-	}
-	if err := s.send([]byte{1}); err != nil {
-		return err
-	}
-	if _, err := io.ReadFull(s, b[:4]); err != nil {
-		return err
-	}
-	if binary.BigEndian.Uint32(b[:4]) != 0 {
-		return errors.New("security result failed")
+	if res.Minor != 8 || res.Security != rfb.SecurityNone {
+		return fmt.Errorf("security %s over RFB 3.%d, want none over 3.8", res, res.Minor)
 	}
 	return s.send([]byte{1})
+}
+
+// messageWriter sends each Write as one message, as the handshake's steps
+// go out one by one.
+type messageWriter struct{ stream }
+
+func (w messageWriter) Write(p []byte) (int, error) {
+	if err := w.send(p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
 // rfbStream is a session through an RFB-aware route.

@@ -1,4 +1,4 @@
-package rfbproxy_test
+package rfb_test
 
 import (
 	"bytes"
@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/vncgate/caddy-vnc-proxy/internal/rfb"
-	"github.com/vncgate/caddy-vnc-proxy/internal/rfbproxy"
 	"github.com/vncgate/caddy-vnc-proxy/internal/testenv"
 )
 
@@ -45,14 +44,14 @@ func tlsConfig(t *testing.T, p *testenv.PKI, withClientCert bool, serverName str
 }
 
 // login dials addr, reads the greeting and logs in.
-func login(t *testing.T, addr string, cred rfbproxy.Credentials) (net.Conn, rfbproxy.Result, error) {
+func login(t *testing.T, addr string, cred rfb.Credentials) (net.Conn, rfb.Result, error) {
 	t.Helper()
 	c := testenv.Dial(t, addr, 20*time.Second)
 	greeting := make([]byte, rfb.VersionLen)
 	if _, err := io.ReadFull(c, greeting); err != nil {
 		t.Fatalf("reading greeting: %v", err)
 	}
-	return rfbproxy.Login(c, greeting, cred)
+	return rfb.Login(c, greeting, cred)
 }
 
 // serverInit sends ClientInit (shared) on a logged-in connection and reads
@@ -74,18 +73,18 @@ func TestLoginQEMU(t *testing.T) {
 	cases := []struct {
 		name         string
 		qemu         testenv.QEMU
-		cred         func() rfbproxy.Credentials
+		cred         func() rfb.Credentials
 		wantSecurity string
 	}{
 		{"VNC password", testenv.QEMU{Password: password},
-			func() rfbproxy.Credentials { return rfbproxy.Credentials{Password: password} }, "vnc"},
+			func() rfb.Credentials { return rfb.Credentials{Password: password} }, "vnc"},
 		{"VeNCrypt X509None with a client certificate", testenv.QEMU{TLS: pki},
-			func() rfbproxy.Credentials {
-				return rfbproxy.Credentials{TLS: tlsConfig(t, pki, true, ""), RequireTLS: true}
+			func() rfb.Credentials {
+				return rfb.Credentials{TLS: tlsConfig(t, pki, true, ""), RequireTLS: true}
 			}, "vencrypt x509none"},
 		{"VeNCrypt X509Vnc with a client certificate", testenv.QEMU{TLS: pki, Password: password},
-			func() rfbproxy.Credentials {
-				return rfbproxy.Credentials{TLS: tlsConfig(t, pki, true, "localhost"), Password: password, RequireTLS: true}
+			func() rfb.Credentials {
+				return rfb.Credentials{TLS: tlsConfig(t, pki, true, "localhost"), Password: password, RequireTLS: true}
 			}, "vencrypt x509vnc"},
 	}
 	for _, c := range cases {
@@ -113,25 +112,25 @@ func TestLoginQEMURefused(t *testing.T) {
 	cases := []struct {
 		name string
 		addr string
-		cred rfbproxy.Credentials
+		cred rfb.Credentials
 		want error
 		text string
 	}{
-		{"wrong password", plainAddr, rfbproxy.Credentials{Password: "wrong-pw"}, rfbproxy.ErrRefused, "refused"},
-		{"no password", plainAddr, rfbproxy.Credentials{}, rfbproxy.ErrNoSecurityType, "asks for a VNC password"},
+		{"wrong password", plainAddr, rfb.Credentials{Password: "wrong-pw"}, rfb.ErrRefused, "refused"},
+		{"no password", plainAddr, rfb.Credentials{}, rfb.ErrNoSecurityType, "asks for a VNC password"},
 		{"require_tls without TLS at the server", plainAddr,
-			rfbproxy.Credentials{Password: password, TLS: tlsConfig(t, pki, true, ""), RequireTLS: true},
-			rfbproxy.ErrNoSecurityType, "require_tls"},
-		{"wrong CA", tlsAddr, rfbproxy.Credentials{Password: password, TLS: tlsConfig(t, other, true, "")},
-			rfbproxy.ErrRefused, "certificate signed by unknown authority"},
-		{"server name mismatch", tlsAddr, rfbproxy.Credentials{Password: password, TLS: tlsConfig(t, pki, true, "compute-9.example")},
-			rfbproxy.ErrRefused, "compute-9.example"},
-		{"no client certificate", tlsAddr, rfbproxy.Credentials{Password: password, TLS: tlsConfig(t, pki, false, "")},
+			rfb.Credentials{Password: password, TLS: tlsConfig(t, pki, true, ""), RequireTLS: true},
+			rfb.ErrNoSecurityType, "require_tls"},
+		{"wrong CA", tlsAddr, rfb.Credentials{Password: password, TLS: tlsConfig(t, other, true, "")},
+			rfb.ErrRefused, "certificate signed by unknown authority"},
+		{"server name mismatch", tlsAddr, rfb.Credentials{Password: password, TLS: tlsConfig(t, pki, true, "compute-9.example")},
+			rfb.ErrRefused, "compute-9.example"},
+		{"no client certificate", tlsAddr, rfb.Credentials{Password: password, TLS: tlsConfig(t, pki, false, "")},
 			nil, ""},
-		{"wrong password inside TLS", tlsAddr, rfbproxy.Credentials{Password: "wrong-pw", TLS: tlsConfig(t, pki, true, "")},
-			rfbproxy.ErrRefused, "x509vnc"},
-		{"TLS at the server, none configured", tlsAddr, rfbproxy.Credentials{Password: password},
-			rfbproxy.ErrNoSecurityType, "VeNCrypt"},
+		{"wrong password inside TLS", tlsAddr, rfb.Credentials{Password: "wrong-pw", TLS: tlsConfig(t, pki, true, "")},
+			rfb.ErrRefused, "x509vnc"},
+		{"TLS at the server, none configured", tlsAddr, rfb.Credentials{Password: password},
+			rfb.ErrNoSecurityType, "VeNCrypt"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -165,12 +164,12 @@ func TestLoginXvnc(t *testing.T) {
 		"-X509Cert", pki.ServerCert, "-X509Key", pki.ServerKey, "-PasswordFile", pwfile)
 	cases := []struct {
 		name string
-		cred rfbproxy.Credentials
+		cred rfb.Credentials
 		want string
 	}{
-		{"TLS and a password: X509Vnc", rfbproxy.Credentials{TLS: tlsConfig(t, pki, false, ""), Password: password}, "vencrypt x509vnc"},
-		{"TLS alone: X509None", rfbproxy.Credentials{TLS: tlsConfig(t, pki, false, "")}, "vencrypt x509none"},
-		{"a password alone: VNC authentication", rfbproxy.Credentials{Password: password}, "vnc"},
+		{"TLS and a password: X509Vnc", rfb.Credentials{TLS: tlsConfig(t, pki, false, ""), Password: password}, "vencrypt x509vnc"},
+		{"TLS alone: X509None", rfb.Credentials{TLS: tlsConfig(t, pki, false, "")}, "vencrypt x509none"},
+		{"a password alone: VNC authentication", rfb.Credentials{Password: password}, "vnc"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -187,8 +186,8 @@ func TestLoginXvnc(t *testing.T) {
 		})
 	}
 	t.Run("wrong password", func(t *testing.T) {
-		_, _, err := login(t, addr, rfbproxy.Credentials{Password: "wrong-pw"})
-		if !errors.Is(err, rfbproxy.ErrRefused) {
+		_, _, err := login(t, addr, rfb.Credentials{Password: "wrong-pw"})
+		if !errors.Is(err, rfb.ErrRefused) {
 			t.Fatalf("error %v, want ErrRefused", err)
 		}
 		if strings.Contains(err.Error(), "wrong-pw") {
@@ -239,30 +238,30 @@ func TestLoginHostileServers(t *testing.T) {
 	cases := []struct {
 		name  string
 		steps []func(net.Conn)
-		cred  rfbproxy.Credentials
+		cred  rfb.Credentials
 		want  error
 		text  string
 	}{
-		{"garbage greeting", []func(net.Conn){send([]byte("HTTP/1.1 200\n"))}, rfbproxy.Credentials{}, rfbproxy.ErrProtocol, "not RFB 3.x"},
-		{"RFB 4.0", []func(net.Conn){send([]byte("RFB 004.000\n"))}, rfbproxy.Credentials{}, rfbproxy.ErrProtocol, "not RFB 3.x"},
+		{"garbage greeting", []func(net.Conn){send([]byte("HTTP/1.1 200\n"))}, rfb.Credentials{}, rfb.ErrProtocol, "not RFB 3.x"},
+		{"RFB 4.0", []func(net.Conn){send([]byte("RFB 004.000\n"))}, rfb.Credentials{}, rfb.ErrProtocol, "not RFB 3.x"},
 		{"zero security types with a reason", []func(net.Conn){send(v38), read(12), send([]byte{0}, u32(9), []byte("too many\n"))},
-			rfbproxy.Credentials{}, rfbproxy.ErrRefused, `"too many."`},
+			rfb.Credentials{}, rfb.ErrRefused, `"too many."`},
 		{"a reason of 4 GiB", []func(net.Conn){send(v38), read(12), send([]byte{0}, u32(0xffffffff))},
-			rfbproxy.Credentials{}, rfbproxy.ErrRefused, "4294967295 bytes, not read"},
+			rfb.Credentials{}, rfb.ErrRefused, "4294967295 bytes, not read"},
 		{"login refused with a 4 GiB reason", []func(net.Conn){send(v38), read(12), send([]byte{1, 2}), read(1), send(make([]byte, 16)), read(16), send(u32(1), u32(0xfffffff0))},
-			rfbproxy.Credentials{Password: password}, rfbproxy.ErrRefused, "not read"},
+			rfb.Credentials{Password: password}, rfb.ErrRefused, "not read"},
 		{"only anonymous TLS", []func(net.Conn){send(v38), read(12), send([]byte{1, 19}), read(1), send([]byte{0, 2}), read(2), send([]byte{0, 2}, u32(257), u32(258))},
-			rfbproxy.Credentials{TLS: anyTLS, Password: password}, rfbproxy.ErrNoSecurityType, "anonymous TLS"},
+			rfb.Credentials{TLS: anyTLS, Password: password}, rfb.ErrNoSecurityType, "anonymous TLS"},
 		{"VeNCrypt with zero subtypes", []func(net.Conn){send(v38), read(12), send([]byte{1, 19}), read(1), send([]byte{0, 2}), read(2), send([]byte{0, 0})},
-			rfbproxy.Credentials{TLS: anyTLS}, rfbproxy.ErrProtocol, "subtype count of zero"},
+			rfb.Credentials{TLS: anyTLS}, rfb.ErrProtocol, "subtype count of zero"},
 		{"VeNCrypt version refused", []func(net.Conn){send(v38), read(12), send([]byte{1, 19}), read(1), send([]byte{0, 2}), read(2), send([]byte{1})},
-			rfbproxy.Credentials{TLS: anyTLS}, rfbproxy.ErrRefused, "VeNCrypt 0.2"},
+			rfb.Credentials{TLS: anyTLS}, rfb.ErrRefused, "VeNCrypt 0.2"},
 		{"unknown security types only", []func(net.Conn){send(v38), read(12), send([]byte{2, 16, 30})},
-			rfbproxy.Credentials{Password: password}, rfbproxy.ErrNoSecurityType, "type 16"},
+			rfb.Credentials{Password: password}, rfb.ErrNoSecurityType, "type 16"},
 		{"RFB 3.3 server wanting an unknown type", []func(net.Conn){send([]byte("RFB 003.003\n")), read(12), send(u32(5))},
-			rfbproxy.Credentials{}, rfbproxy.ErrNoSecurityType, "type 5"},
+			rfb.Credentials{}, rfb.ErrNoSecurityType, "type 5"},
 		{"closes mid-handshake", []func(net.Conn){send(v38), read(12), send([]byte{3, 1})},
-			rfbproxy.Credentials{}, io.ErrUnexpectedEOF, "security types"},
+			rfb.Credentials{}, io.ErrUnexpectedEOF, "security types"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -290,15 +289,15 @@ func TestLoginOlderServers(t *testing.T) {
 	cases := []struct {
 		name  string
 		steps []func(net.Conn)
-		cred  rfbproxy.Credentials
+		cred  rfb.Credentials
 		want  string
 	}{
-		{"3.3 with None", []func(net.Conn){send([]byte("RFB 003.003\n")), read(12), send(u32(1))}, rfbproxy.Credentials{}, "none"},
+		{"3.3 with None", []func(net.Conn){send([]byte("RFB 003.003\n")), read(12), send(u32(1))}, rfb.Credentials{}, "none"},
 		{"3.3 with VNC authentication", []func(net.Conn){send([]byte("RFB 003.003\n")), read(12), send(u32(2), challenge), read(16), send(u32(0))},
-			rfbproxy.Credentials{Password: password}, "vnc"},
-		{"3.7 with None: no SecurityResult", []func(net.Conn){send([]byte("RFB 003.007\n")), read(12), send([]byte{1, 1}), read(1)}, rfbproxy.Credentials{}, "none"},
-		{"3.8 with None", []func(net.Conn){send([]byte("RFB 003.008\n")), read(12), send([]byte{1, 1}), read(1), send(u32(0))}, rfbproxy.Credentials{}, "none"},
-		{"3.889 is answered as 3.8", []func(net.Conn){send([]byte("RFB 003.889\n")), read(12), send([]byte{2, 2, 1}), read(1), send(u32(0))}, rfbproxy.Credentials{}, "none"},
+			rfb.Credentials{Password: password}, "vnc"},
+		{"3.7 with None: no SecurityResult", []func(net.Conn){send([]byte("RFB 003.007\n")), read(12), send([]byte{1, 1}), read(1)}, rfb.Credentials{}, "none"},
+		{"3.8 with None", []func(net.Conn){send([]byte("RFB 003.008\n")), read(12), send([]byte{1, 1}), read(1), send(u32(0))}, rfb.Credentials{}, "none"},
+		{"3.889 is answered as 3.8", []func(net.Conn){send([]byte("RFB 003.889\n")), read(12), send([]byte{2, 2, 1}), read(1), send(u32(0))}, rfb.Credentials{}, "none"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -1,12 +1,4 @@
-// Package rfbproxy is the RFB-aware part of a console: it logs in to the
-// VNC server on the browser's behalf (security None, VNC authentication,
-// VeNCrypt with X.509 certificates or Plain), offers the browser RFB 3.8
-// with security None in its place, and frames the browser's messages for
-// view-only consoles, dropping input.
-//
-// It knows nothing of Caddy or WebSockets: it works on byte streams, and the
-// caller sets their deadlines.
-package rfbproxy
+package rfb
 
 import (
 	"crypto/tls"
@@ -17,32 +9,43 @@ import (
 	"net"
 	"slices"
 	"strings"
-
-	"github.com/vncgate/caddy-vnc-proxy/internal/rfb"
 )
 
-// maxReasonLen bounds the failure reason a VNC server may send; a longer
-// one is not read, so a hostile server cannot make the proxy read or
-// allocate much.
-const maxReasonLen = 4 << 10
+// The client side of the handshake, up to and including the
+// SecurityResult, in one place for the proxy (Login) and the test client
+// (ClientHandshake), with one set of bounds.
 
-// maxCredentialLen bounds a VeNCrypt Plain username or password.
-const maxCredentialLen = 1 << 10
+// The handshake's bounds, for the proxy's logins and the test client alike.
+const (
+	// MaxReasonLen bounds the failure reason a VNC server may send; a
+	// longer one is not read, so that a hostile server cannot make a
+	// client read or allocate much.
+	MaxReasonLen = 4 << 10
+	// MaxCredentialLen bounds a VeNCrypt Plain username or password, the
+	// ones the proxy sends and the ones a native viewer sends it.
+	MaxCredentialLen = 1 << 10
+)
 
-// Errors of Login; test them with errors.Is.
+// Errors of the handshake; test them with errors.Is.
 var (
 	// ErrRefused: the VNC server refused the connection or the login (a
 	// wrong password, a client certificate it does not accept).
 	ErrRefused = errors.New("vnc server refused the login")
+	// ErrAuthFailed: the server's SecurityResult said the authentication
+	// failed (a wrong password, username or client certificate). It is an
+	// ErrRefused; a refusal before authentication (no security types, a
+	// TLS handshake that failed) is not an ErrAuthFailed.
+	ErrAuthFailed = fmt.Errorf("%w: authentication failed", ErrRefused)
 	// ErrNoSecurityType: nothing the server offers can be served with the
 	// credentials at hand, or with RequireTLS, nothing over X.509 TLS.
 	ErrNoSecurityType = errors.New("no usable security type")
-	// ErrProtocol: the server broke the protocol (a bad greeting, a zero
-	// type count, an oversized reason).
+	// ErrProtocol: the server broke the protocol (a greeting that is not
+	// RFB 3.x, a VeNCrypt subtype count of zero).
 	ErrProtocol = errors.New("vnc server broke the RFB protocol")
 )
 
-// Credentials are what the proxy holds to log in to a VNC server.
+// Credentials are what a client logs in to a VNC server with: the proxy's
+// from its configuration and the token, the test client's password.
 type Credentials struct {
 	// Password for VNC authentication, alone or inside VeNCrypt (X509Vnc),
 	// and for VeNCrypt's Plain subtypes.
@@ -67,34 +70,36 @@ type Result struct {
 
 // String names the security, for logs: "vnc", "vencrypt x509vnc", ...
 func (r Result) String() string {
-	name := securityName(r.Security)
+	name := SecurityName(r.Security)
 	if r.Subtype != 0 {
-		name += " " + securityName(r.Subtype)
+		name += " " + SecurityName(r.Subtype)
 	}
 	return name
 }
 
-func securityName(t uint32) string {
+// SecurityName names a security type or VeNCrypt subtype for logs and
+// errors: "vnc", "x509plain", "type 16".
+func SecurityName(t uint32) string {
 	switch t {
-	case rfb.SecurityNone:
+	case SecurityNone:
 		return "none"
-	case rfb.SecurityVNCAuth:
+	case SecurityVNCAuth:
 		return "vnc"
-	case rfb.SecurityVeNCrypt:
+	case SecurityVeNCrypt:
 		return "vencrypt"
-	case rfb.VeNCryptPlain:
+	case VeNCryptPlain:
 		return "plain"
-	case rfb.VeNCryptTLSNone:
+	case VeNCryptTLSNone:
 		return "tlsnone"
-	case rfb.VeNCryptTLSVnc:
+	case VeNCryptTLSVnc:
 		return "tlsvnc"
-	case rfb.VeNCryptTLSPlain:
+	case VeNCryptTLSPlain:
 		return "tlsplain"
-	case rfb.VeNCryptX509None:
+	case VeNCryptX509None:
 		return "x509none"
-	case rfb.VeNCryptX509Vnc:
+	case VeNCryptX509Vnc:
 		return "x509vnc"
-	case rfb.VeNCryptX509Plain:
+	case VeNCryptX509Plain:
 		return "x509plain"
 	}
 	return fmt.Sprintf("type %d", t)
@@ -106,30 +111,48 @@ func securityName(t uint32) string {
 // returns the connection to go on with, which is a TLS connection over conn
 // when a VeNCrypt X.509 subtype was used.
 //
-// Errors wrap ErrRefused, ErrNoSecurityType or ErrProtocol, or an I/O error,
-// with the step that failed and the server's own reason; they never contain
-// a credential. The caller bounds the whole exchange with conn's deadline;
-// a TLS connection inherits it.
+// Errors wrap ErrRefused (ErrAuthFailed when the SecurityResult says so),
+// ErrNoSecurityType or ErrProtocol, or an I/O error, with the step that
+// failed and the server's own reason; they never contain a credential. The
+// caller bounds the whole exchange with conn's deadline; a TLS connection
+// inherits it.
 func Login(conn net.Conn, greeting []byte, cred Credentials) (net.Conn, Result, error) {
-	l := login{conn: conn, cred: cred}
+	l := login{rw: conn, cred: cred, maxMinor: 8}
 	err := l.run(greeting)
-	return l.conn, l.res, err
+	conn, _ = l.rw.(net.Conn) // conn, or TLS over it: always a net.Conn
+	return conn, l.res, err
 }
 
+// login is one client side of the handshake, the proxy's or the test
+// client's.
 type login struct {
-	conn net.Conn
+	// rw is the connection to the server. VeNCrypt's X.509 subtypes need
+	// it to be a net.Conn, and replace it with the TLS connection over it.
+	rw   io.ReadWriter
 	cred Credentials
-	res  Result
+	// maxMinor is the highest version offered: 3.maxMinor, with maxMinor
+	// 3, 7 or 8.
+	maxMinor int
+	// tryEmptyPassword goes ahead with VNC authentication without a
+	// password, where otherwise no security type would do: the test
+	// client's way, to see a server refuse it. Never the proxy's: a login
+	// bound to fail would count against the proxy at servers that block
+	// an address after failures (TigerVNC's blacklist).
+	tryEmptyPassword bool
+	res              Result
 }
 
 func (l *login) run(greeting []byte) error {
-	major, minor, err := rfb.ParseVersion(greeting)
-	if err != nil || major != 3 {
-		return fmt.Errorf("%w: greeting %q is not RFB 3.x", ErrProtocol, printable(greeting))
+	major, minor, err := ParseVersion(greeting)
+	if err != nil {
+		return fmt.Errorf("%w: greeting %q is not RFB 3.x (%w)", ErrProtocol, Printable(greeting), err)
 	}
-	minor = rfb.UsedMinor(minor)
+	if major != 3 {
+		return fmt.Errorf("%w: greeting %q is not RFB 3.x", ErrProtocol, Printable(greeting))
+	}
+	minor = min(UsedMinor(minor), l.maxMinor)
 	l.res.Minor = minor
-	if err := l.write(rfb.AppendVersion(nil, 3, minor)); err != nil {
+	if err := l.write(AppendVersion(nil, 3, minor)); err != nil {
 		return fmt.Errorf("sending version: %w", err)
 	}
 
@@ -143,7 +166,7 @@ func (l *login) run(greeting []byte) error {
 			return fmt.Errorf("%w: connection refused: %s", ErrRefused, l.reason())
 		}
 		if !l.usable(sec) {
-			return fmt.Errorf("%w: the server wants security %s", ErrNoSecurityType, securityName(sec))
+			return fmt.Errorf("%w: the server wants security %s", ErrNoSecurityType, SecurityName(sec))
 		}
 	} else {
 		n, err := l.readU8()
@@ -154,7 +177,7 @@ func (l *login) run(greeting []byte) error {
 			return fmt.Errorf("%w: connection refused: %s", ErrRefused, l.reason())
 		}
 		offered := make([]byte, n)
-		if _, err := io.ReadFull(l.conn, offered); err != nil {
+		if _, err := io.ReadFull(l.rw, offered); err != nil {
 			return fmt.Errorf("reading security types: %w", err)
 		}
 		if sec, err = l.choose(offered); err != nil {
@@ -167,18 +190,18 @@ func (l *login) run(greeting []byte) error {
 	l.res.Security = sec
 
 	switch sec {
-	case rfb.SecurityVNCAuth:
+	case SecurityVNCAuth:
 		if err := l.vncAuth(); err != nil {
 			return err
 		}
-	case rfb.SecurityVeNCrypt:
+	case SecurityVeNCrypt:
 		if err := l.veNCrypt(); err != nil {
 			return err
 		}
 	}
 
 	// RFB 3.3 and 3.7 skip the SecurityResult after security None.
-	if sec == rfb.SecurityNone && minor < 8 {
+	if sec == SecurityNone && minor < 8 {
 		return nil
 	}
 	result, err := l.readU32()
@@ -187,9 +210,9 @@ func (l *login) run(greeting []byte) error {
 	}
 	if result != 0 {
 		if minor == 8 {
-			return fmt.Errorf("%w: %s: %s", ErrRefused, l.res, l.reason())
+			return fmt.Errorf("%w: %s: %s", ErrAuthFailed, l.res, l.reason())
 		}
-		return fmt.Errorf("%w: %s", ErrRefused, l.res)
+		return fmt.Errorf("%w: %s", ErrAuthFailed, l.res)
 	}
 	return nil
 }
@@ -198,11 +221,11 @@ func (l *login) run(greeting []byte) error {
 // 3.3 server, which names one type only.
 func (l *login) usable(sec uint32) bool {
 	switch sec {
-	case rfb.SecurityVeNCrypt:
+	case SecurityVeNCrypt:
 		return true // the subtypes decide
-	case rfb.SecurityVNCAuth:
-		return l.cred.Password != "" && !l.cred.RequireTLS
-	case rfb.SecurityNone:
+	case SecurityVNCAuth:
+		return (l.cred.Password != "" || l.tryEmptyPassword) && !l.cred.RequireTLS
+	case SecurityNone:
 		return !l.cred.RequireTLS
 	}
 	return false
@@ -215,19 +238,21 @@ func (l *login) choose(offered []byte) (uint32, error) {
 	has := func(t byte) bool { return slices.Contains(offered, t) }
 	c := l.cred
 	switch {
-	case has(rfb.SecurityVeNCrypt) && c.TLS != nil:
-		return rfb.SecurityVeNCrypt, nil
+	case has(SecurityVeNCrypt) && c.TLS != nil:
+		return SecurityVeNCrypt, nil
 	case c.RequireTLS:
 		return 0, fmt.Errorf("%w: require_tls is set and the server offers no VeNCrypt (offers %s)", ErrNoSecurityType, typeList(offered))
-	case has(rfb.SecurityVNCAuth) && c.Password != "":
-		return rfb.SecurityVNCAuth, nil
-	case has(rfb.SecurityVeNCrypt) && c.Password != "" && c.Username != "":
-		return rfb.SecurityVeNCrypt, nil
-	case has(rfb.SecurityNone):
-		return rfb.SecurityNone, nil
-	case has(rfb.SecurityVNCAuth):
+	case has(SecurityVNCAuth) && c.Password != "":
+		return SecurityVNCAuth, nil
+	case has(SecurityVeNCrypt) && c.Password != "" && c.Username != "":
+		return SecurityVeNCrypt, nil
+	case has(SecurityNone):
+		return SecurityNone, nil
+	case has(SecurityVNCAuth) && l.tryEmptyPassword:
+		return SecurityVNCAuth, nil
+	case has(SecurityVNCAuth):
 		return 0, fmt.Errorf("%w: the server asks for a VNC password and none is configured", ErrNoSecurityType)
-	case has(rfb.SecurityVeNCrypt):
+	case has(SecurityVeNCrypt):
 		return 0, fmt.Errorf("%w: the server offers only VeNCrypt and no tls (or username and password) is configured", ErrNoSecurityType)
 	}
 	return 0, fmt.Errorf("%w: the server offers %s", ErrNoSecurityType, typeList(offered))
@@ -236,20 +261,20 @@ func (l *login) choose(offered []byte) (uint32, error) {
 func typeList(types []byte) string {
 	names := make([]string, len(types))
 	for i, t := range types {
-		names[i] = securityName(uint32(t))
+		names[i] = SecurityName(uint32(t))
 	}
 	return "[" + strings.Join(names, " ") + "]"
 }
 
 func (l *login) vncAuth() error {
-	if l.cred.Password == "" {
+	if l.cred.Password == "" && !l.tryEmptyPassword {
 		return fmt.Errorf("%w: the server asks for a VNC password and none is configured", ErrNoSecurityType)
 	}
 	var challenge [16]byte
-	if _, err := io.ReadFull(l.conn, challenge[:]); err != nil {
+	if _, err := io.ReadFull(l.rw, challenge[:]); err != nil {
 		return fmt.Errorf("reading VNC authentication challenge: %w", err)
 	}
-	resp := rfb.VNCAuthResponse(l.cred.Password, challenge)
+	resp := VNCAuthResponse(l.cred.Password, challenge)
 	if err := l.write(resp[:]); err != nil {
 		return fmt.Errorf("sending VNC authentication response: %w", err)
 	}
@@ -260,7 +285,7 @@ func (l *login) vncAuth() error {
 // TLS handshake, then the subtype's own authentication.
 func (l *login) veNCrypt() error {
 	var v [2]byte
-	if _, err := io.ReadFull(l.conn, v[:]); err != nil {
+	if _, err := io.ReadFull(l.rw, v[:]); err != nil {
 		return fmt.Errorf("reading VeNCrypt version: %w", err)
 	}
 	if v[0] != 0 || v[1] < 2 {
@@ -284,7 +309,7 @@ func (l *login) veNCrypt() error {
 		return fmt.Errorf("%w: VeNCrypt subtype count of zero", ErrProtocol)
 	}
 	buf := make([]byte, 4*int(n))
-	if _, err := io.ReadFull(l.conn, buf); err != nil {
+	if _, err := io.ReadFull(l.rw, buf); err != nil {
 		return fmt.Errorf("reading VeNCrypt subtypes: %w", err)
 	}
 	offered := make([]uint32, n)
@@ -304,21 +329,26 @@ func (l *login) veNCrypt() error {
 		return fmt.Errorf("reading VeNCrypt subtype acknowledgement: %w", err)
 	}
 	if ack != 1 {
-		return fmt.Errorf("%w: the server refused VeNCrypt %s", ErrRefused, securityName(sub))
+		return fmt.Errorf("%w: the server refused VeNCrypt %s", ErrRefused, SecurityName(sub))
 	}
 
 	switch sub {
-	case rfb.VeNCryptX509None, rfb.VeNCryptX509Vnc, rfb.VeNCryptX509Plain:
-		tc := tls.Client(l.conn, l.cred.TLS)
+	case VeNCryptX509None, VeNCryptX509Vnc, VeNCryptX509Plain:
+		conn, ok := l.rw.(net.Conn)
+		if !ok {
+			// Only Login gives credentials with TLS, and always a net.Conn.
+			return fmt.Errorf("%w: VeNCrypt %s needs a network connection for TLS", ErrNoSecurityType, SecurityName(sub))
+		}
+		tc := tls.Client(conn, l.cred.TLS)
 		if err := tc.Handshake(); err != nil {
 			return fmt.Errorf("%w: TLS handshake: %v", ErrRefused, err)
 		}
-		l.conn = tc
+		l.rw = tc
 	}
 	switch sub {
-	case rfb.SecurityVNCAuth, rfb.VeNCryptX509Vnc:
+	case SecurityVNCAuth, VeNCryptX509Vnc:
 		return l.vncAuth()
-	case rfb.VeNCryptPlain, rfb.VeNCryptX509Plain:
+	case VeNCryptPlain, VeNCryptX509Plain:
 		return l.plain()
 	}
 	return nil
@@ -332,21 +362,21 @@ func (l *login) chooseSubtype(offered []uint32) (uint32, error) {
 	var prefs []uint32
 	if c.TLS != nil {
 		if c.Username != "" && c.Password != "" {
-			prefs = append(prefs, rfb.VeNCryptX509Plain)
+			prefs = append(prefs, VeNCryptX509Plain)
 		}
 		if c.Password != "" {
-			prefs = append(prefs, rfb.VeNCryptX509Vnc)
+			prefs = append(prefs, VeNCryptX509Vnc)
 		}
-		prefs = append(prefs, rfb.VeNCryptX509None)
+		prefs = append(prefs, VeNCryptX509None)
 	}
 	if !c.RequireTLS {
 		if c.Password != "" {
-			prefs = append(prefs, rfb.SecurityVNCAuth)
+			prefs = append(prefs, SecurityVNCAuth)
 		}
 		if c.Username != "" && c.Password != "" {
-			prefs = append(prefs, rfb.VeNCryptPlain)
+			prefs = append(prefs, VeNCryptPlain)
 		}
-		prefs = append(prefs, rfb.SecurityNone)
+		prefs = append(prefs, SecurityNone)
 	}
 	for _, p := range prefs {
 		if slices.Contains(offered, p) {
@@ -356,8 +386,8 @@ func (l *login) chooseSubtype(offered []uint32) (uint32, error) {
 	names := make([]string, len(offered))
 	anonymous := false
 	for i, t := range offered {
-		names[i] = securityName(t)
-		anonymous = anonymous || t == rfb.VeNCryptTLSNone || t == rfb.VeNCryptTLSVnc || t == rfb.VeNCryptTLSPlain
+		names[i] = SecurityName(t)
+		anonymous = anonymous || t == VeNCryptTLSNone || t == VeNCryptTLSVnc || t == VeNCryptTLSPlain
 	}
 	detail := "VeNCrypt offers [" + strings.Join(names, " ") + "]"
 	if anonymous {
@@ -375,8 +405,8 @@ func (l *login) plain() error {
 	if c.Username == "" || c.Password == "" {
 		return fmt.Errorf("%w: VeNCrypt Plain needs a username and a password", ErrNoSecurityType)
 	}
-	if len(c.Username) > maxCredentialLen || len(c.Password) > maxCredentialLen {
-		return fmt.Errorf("%w: username or password longer than %d bytes", ErrNoSecurityType, maxCredentialLen)
+	if len(c.Username) > MaxCredentialLen || len(c.Password) > MaxCredentialLen {
+		return fmt.Errorf("%w: username or password longer than %d bytes", ErrNoSecurityType, MaxCredentialLen)
 	}
 	b := binary.BigEndian.AppendUint32(nil, uint32(len(c.Username)))
 	b = binary.BigEndian.AppendUint32(b, uint32(len(c.Password)))
@@ -389,42 +419,42 @@ func (l *login) plain() error {
 }
 
 // reason reads a failure reason: a U32 length and that many bytes. One
-// longer than maxReasonLen is not read.
+// longer than MaxReasonLen is not read.
 func (l *login) reason() string {
 	n, err := l.readU32()
 	if err != nil {
 		return "(no reason given)"
 	}
-	if n > maxReasonLen {
+	if n > MaxReasonLen {
 		return fmt.Sprintf("(a reason of %d bytes, not read)", n)
 	}
 	b := make([]byte, n)
-	k, _ := io.ReadFull(l.conn, b)
-	return fmt.Sprintf("%q", printable(b[:k]))
+	k, _ := io.ReadFull(l.rw, b)
+	return fmt.Sprintf("%q", Printable(b[:k]))
 }
 
 func (l *login) readU8() (byte, error) {
 	var b [1]byte
-	_, err := io.ReadFull(l.conn, b[:])
+	_, err := io.ReadFull(l.rw, b[:])
 	return b[0], err
 }
 
 func (l *login) readU32() (uint32, error) {
 	var b [4]byte
-	if _, err := io.ReadFull(l.conn, b[:]); err != nil {
+	if _, err := io.ReadFull(l.rw, b[:]); err != nil {
 		return 0, err
 	}
 	return binary.BigEndian.Uint32(b[:]), nil
 }
 
 func (l *login) write(b []byte) error {
-	_, err := l.conn.Write(b)
+	_, err := l.rw.Write(b)
 	return err
 }
 
-// printable keeps a server's text safe to log: at most 200 bytes, control
+// Printable keeps a peer's text safe to log: at most 200 bytes, control
 // characters replaced.
-func printable(b []byte) string {
+func Printable(b []byte) string {
 	if len(b) > 200 {
 		b = b[:200]
 	}
