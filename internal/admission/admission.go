@@ -291,6 +291,12 @@ func (p *Pipeline) admit(ctx context.Context, req Request) (*Console, *Refusal) 
 	default:
 		return nil, &Refusal{Status: http.StatusServiceUnavailable, Reason: "token service unavailable", Result: "resolver_unavailable", Err: err}
 	}
+	if target.ViewOnly && !p.cfg.Protocol.speaksRFB() {
+		// Only an RFB console can be made view-only; relaying this one
+		// would give the token more than its record grants.
+		return nil, &Refusal{Status: http.StatusForbidden, Reason: "view-only console not supported", Result: "view_only_unsupported",
+			Err: fmt.Errorf("the token's record is view_only, which protocol %s cannot enforce", p.cfg.Protocol), Target: target.String()}
+	}
 	if p.cfg.Protocol == ProtocolSerial {
 		inUse, err := serialConsoles.reserve(target)
 		if err != nil {

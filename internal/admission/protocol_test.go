@@ -213,3 +213,24 @@ func TestProtocolOptions(t *testing.T) {
 		}
 	}
 }
+
+// TestViewOnlyTokenRefusedWithoutRFB: a token whose record makes its
+// console view-only is refused by a pipeline that cannot enforce it,
+// before the target is dialed.
+func TestViewOnlyTokenRefusedWithoutRFB(t *testing.T) {
+	addr, accepted := silentTarget(t)
+	target := tokenresolver.Target{Network: "tcp", Address: addr, ViewOnly: true}
+	for _, proto := range []Protocol{ProtocolSerial, ProtocolRaw} {
+		p, err := New(Config{Resolver: mapResolver{"a": target}, Protocol: proto}, NewState())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, ref := p.Admit(context.Background(), Request{Token: "a"})
+		if ref == nil || ref.Status != http.StatusForbidden || ref.Result != "view_only_unsupported" {
+			t.Fatalf("%s: refusal %+v, want 403 view_only_unsupported", proto, ref)
+		}
+	}
+	if n := accepted(); n != 0 {
+		t.Errorf("the target was dialed %d times", n)
+	}
+}
