@@ -437,42 +437,49 @@ func TestBrowserStopsReading(t *testing.T) {
 }
 
 // TestVNCServerStopsReading: a VNC server that stops reading what the
-// browser sends, while it still sends updates, is dropped by the stall
+// browser sends, quiet or still sending updates, is dropped by the stall
 // check: the browser gets close 1000.
 func TestVNCServerStopsReading(t *testing.T) {
-	addr := startTarget(t, func(c net.Conn, done <-chan struct{}) {
-		_ = c.(*net.TCPConn).SetReadBuffer(4096)
-		if _, err := io.WriteString(c, greeting); err != nil {
-			return
-		}
-		for {
-			select {
-			case <-done:
-				return
-			case <-time.After(20 * time.Millisecond):
+	for _, updates := range []bool{false, true} {
+		t.Run(map[bool]string{false: "quiet", true: "sending updates"}[updates], func(t *testing.T) {
+			addr := startTarget(t, func(c net.Conn, done <-chan struct{}) {
+				_ = c.(*net.TCPConn).SetReadBuffer(4096)
+				if _, err := io.WriteString(c, greeting); err != nil {
+					return
+				}
+				for {
+					select {
+					case <-done:
+						return
+					case <-time.After(20 * time.Millisecond):
+					}
+					if !updates {
+						continue
+					}
+					if _, err := c.Write([]byte("update")); err != nil {
+						return
+					}
+				}
+			})
+			r := newRig(t, rigOptions{transport: overWS, target: addr, prepare: readGreeting, config: func(c *console.Config) {
+				c.PingInterval = 200 * time.Millisecond
+			}})
+			ws, s := r.open()
+			go func() {
+				chunk := make([]byte, 64<<10)
+				_ = ws.SetWriteDeadline(time.Now().Add(wait))
+				for range 1000 {
+					if ws.WriteMessage(websocket.BinaryMessage, chunk) != nil {
+						return
+					}
+				}
+			}()
+			expectClose(t, ws, websocket.CloseNormalClosure, "VNC server not responding")
+			r.waitReleased(s.ID())
+			if reason := r.endReason(s.ID()); reason != "vnc server stopped reading" {
+				t.Errorf("ended for %q", reason)
 			}
-			if _, err := c.Write([]byte("update")); err != nil {
-				return
-			}
-		}
-	})
-	r := newRig(t, rigOptions{transport: overWS, target: addr, prepare: readGreeting, config: func(c *console.Config) {
-		c.PingInterval = 200 * time.Millisecond
-	}})
-	ws, s := r.open()
-	go func() {
-		chunk := make([]byte, 64<<10)
-		_ = ws.SetWriteDeadline(time.Now().Add(wait))
-		for range 1000 {
-			if ws.WriteMessage(websocket.BinaryMessage, chunk) != nil {
-				return
-			}
-		}
-	}()
-	expectClose(t, ws, websocket.CloseNormalClosure, "VNC server not responding")
-	r.waitReleased(s.ID())
-	if reason := r.endReason(s.ID()); reason != "vnc server stopped reading" {
-		t.Errorf("ended for %q", reason)
+		})
 	}
 }
 
