@@ -37,6 +37,15 @@ func TestRegistry(t *testing.T) {
 		}
 	}
 
+	// The count follows the write, which the browser may see first.
+	waitFor(t, "the greetings' counts", func() bool {
+		for _, x := range s {
+			if x.Info().BytesToBrowser != int64(len(greeting)) {
+				return false
+			}
+		}
+		return true
+	})
 	list := console.Sessions.List()
 	if len(list) != 3 {
 		t.Fatalf("listed %d consoles, want 3", len(list))
