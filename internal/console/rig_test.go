@@ -514,8 +514,8 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 	}
 }
 
-// closeOf reads from ws until it fails and returns the close frame it
-// got (nil when the connection ended without one) and the error. The
+// closeOf reads from ws until it fails, closes it, and returns the close
+// frame it got (nil when the connection ended without one) and the error. The
 // read is bounded by wait: a stream connection has no read deadline, so
 // the connection is closed on timeout.
 func closeOf(t testing.TB, ws *websocket.Conn) (*websocket.CloseError, error) {
@@ -536,6 +536,9 @@ func closeOf(t testing.TB, ws *websocket.Conn) (*websocket.CloseError, error) {
 	}()
 	select {
 	case err := <-ended:
+		// As a browser does once the close handshake is done: the
+		// proxy's lingering close need not wait for it.
+		ws.Close()
 		var ce *websocket.CloseError
 		if errors.As(err, &ce) {
 			return ce, err
