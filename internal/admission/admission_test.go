@@ -20,7 +20,6 @@ import (
 
 	"github.com/vncgate/caddy-vnc-proxy/internal/admission"
 	"github.com/vncgate/caddy-vnc-proxy/internal/rfb"
-	"github.com/vncgate/caddy-vnc-proxy/internal/rfbproxy"
 	"github.com/vncgate/caddy-vnc-proxy/internal/vncdemo"
 	"github.com/vncgate/caddy-vnc-proxy/tokenresolver"
 )
@@ -265,7 +264,7 @@ func TestRefusals(t *testing.T) {
 		{name: "not RFB", req: func(r *admission.Request) { r.Token = "notrfb" },
 			status: http.StatusBadGateway, reason: "VNC server unavailable", result: "target_unavailable"},
 		{name: "login refused", cfg: func(c *admission.Config) {
-			c.VNCAuth, c.Credentials = true, rfbproxy.Credentials{Password: "wrong"}
+			c.VNCAuth, c.Credentials = true, rfb.Credentials{Password: "wrong"}
 		}, req: func(r *admission.Request) { r.Token = "locked" },
 			status: http.StatusBadGateway, reason: "VNC server unavailable", result: "target_unavailable"},
 		{name: "no password for a locked server", cfg: func(c *admission.Config) { c.ViewOnly = true },
@@ -436,10 +435,10 @@ func TestRFBAware(t *testing.T) {
 		{name: "token's password", target: tokenresolver.Target{Network: "tcp", Address: locked, Password: "sesame"},
 			security: rfb.SecurityVNCAuth},
 		{name: "vnc_auth", cfg: func(c *admission.Config) {
-			c.VNCAuth, c.Credentials = true, rfbproxy.Credentials{Password: "sesame"}
+			c.VNCAuth, c.Credentials = true, rfb.Credentials{Password: "sesame"}
 		}, target: tcp(locked), security: rfb.SecurityVNCAuth},
 		{name: "token's password wins", cfg: func(c *admission.Config) {
-			c.VNCAuth, c.Credentials = true, rfbproxy.Credentials{Password: "wrong", Username: "u"}
+			c.VNCAuth, c.Credentials = true, rfb.Credentials{Password: "wrong", Username: "u"}
 		}, target: tokenresolver.Target{Network: "tcp", Address: locked, Password: "sesame", Username: "v"},
 			security: rfb.SecurityVNCAuth},
 		{name: "view_only", cfg: func(c *admission.Config) { c.ViewOnly = true }, target: tcp(open),

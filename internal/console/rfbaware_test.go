@@ -13,7 +13,6 @@ import (
 
 	"github.com/vncgate/caddy-vnc-proxy/internal/console"
 	"github.com/vncgate/caddy-vnc-proxy/internal/rfb"
-	"github.com/vncgate/caddy-vnc-proxy/internal/rfbproxy"
 	"github.com/vncgate/caddy-vnc-proxy/internal/vncdemo"
 	"github.com/vncgate/caddy-vnc-proxy/internal/wsstream"
 )
@@ -88,13 +87,13 @@ func (rt *rfbTarget) received() []byte {
 
 // loginWith logs in to the VNC server as the admission pipeline does for
 // an RFB-aware console.
-func loginWith(password string) func(net.Conn) ([]byte, *rfbproxy.Result, error) {
-	return func(c net.Conn) ([]byte, *rfbproxy.Result, error) {
+func loginWith(password string) func(net.Conn) ([]byte, *rfb.Result, error) {
+	return func(c net.Conn) ([]byte, *rfb.Result, error) {
 		g, _, err := readGreeting(c)
 		if err != nil {
 			return nil, nil, err
 		}
-		_, res, err := rfbproxy.Login(c, g, rfbproxy.Credentials{Password: password})
+		_, res, err := rfb.Login(c, g, rfb.Credentials{Password: password})
 		if err != nil {
 			return nil, nil, err
 		}

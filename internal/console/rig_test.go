@@ -26,14 +26,14 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/vncgate/caddy-vnc-proxy/internal/console"
-	"github.com/vncgate/caddy-vnc-proxy/internal/rfbproxy"
+	"github.com/vncgate/caddy-vnc-proxy/internal/rfb"
 	"github.com/vncgate/caddy-vnc-proxy/internal/wsconnect"
 )
 
 // How a test's browser reaches the console.
 const (
-	overWS  = "ws"  // HTTP/1.1 upgrade on plain TCP: the splice relay
-	overWSS = "wss" // HTTP/1.1 upgrade over TLS: the copying relay
+	overWS  = "ws"  // HTTP/1.1 upgrade on plain TCP, answered by the server: the splice relay
+	overWSS = "wss" // HTTP/1.1 upgrade over TLS, answered by gorilla: the copying relay
 	overH2  = "h2"  // extended CONNECT over HTTP/2: a console.Stream
 )
 
@@ -52,7 +52,7 @@ type rigOptions struct {
 	// prepare runs on the VNC server's connection before the upgrade, as
 	// the admission pipeline does: it returns the greeting it read (for
 	// the browser to get first) and the login, for an RFB-aware console.
-	prepare func(net.Conn) ([]byte, *rfbproxy.Result, error)
+	prepare func(net.Conn) ([]byte, *rfb.Result, error)
 	// hideSocket hands the session the VNC server's connection without
 	// its socket, as a TLS connection to it would be.
 	hideSocket bool
@@ -153,7 +153,7 @@ func (r *rig) serve(w http.ResponseWriter, req *http.Request, logger *zap.Logger
 		return
 	}
 	var greeting []byte
-	var login *rfbproxy.Result
+	var login *rfb.Result
 	if r.opts.prepare != nil {
 		_ = target.SetDeadline(time.Now().Add(wait))
 		greeting, login, err = r.opts.prepare(target)
@@ -191,14 +191,19 @@ func (r *rig) serve(w http.ResponseWriter, req *http.Request, logger *zap.Logger
 		r.serveStream(w, req, conn, greeting, cfg, &id)
 		return
 	}
-	hdr := w.Header()
-	hdr.Set("Upgrade", "websocket")
-	hdr.Set("Connection", "Upgrade")
-	hdr.Set("Sec-WebSocket-Accept", acceptKey(req.Header.Get("Sec-WebSocket-Key")))
-	// The 101 goes out through the server's writer, as a door does for
-	// its access log; the browser connection drops gorilla's.
-	w.WriteHeader(http.StatusSwitchingProtocols)
-	ws, err := upgrader.Upgrade(hijacker{w}, req, nil)
+	h := hijacker{ResponseWriter: w}
+	if r.opts.transport == overWS {
+		hdr := w.Header()
+		hdr.Set("Upgrade", "websocket")
+		hdr.Set("Connection", "Upgrade")
+		hdr.Set("Sec-WebSocket-Accept", acceptKey(req.Header.Get("Sec-WebSocket-Key")))
+		// The 101 goes out through the server's writer, as a door does
+		// for its access log; the browser connection drops gorilla's.
+		// Over wss gorilla answers itself.
+		w.WriteHeader(http.StatusSwitchingProtocols)
+		h.answered = true
+	}
+	ws, err := upgrader.Upgrade(h, req, nil)
 	if err != nil {
 		conn.Close()
 		r.t.Errorf("upgrade: %v", err)
@@ -362,13 +367,20 @@ func acceptKey(key string) string {
 	return base64.StdEncoding.EncodeToString(sum[:])
 }
 
-// hijacker hands gorilla the hijacked connection as a browser connection.
-type hijacker struct{ http.ResponseWriter }
+// hijacker hands gorilla the hijacked connection as a browser connection;
+// answered: the server has sent the 101 already.
+type hijacker struct {
+	http.ResponseWriter
+	answered bool
+}
 
 func (h hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	c, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
 	if err != nil {
 		return nil, nil, err
+	}
+	if h.answered {
+		return console.NewAnsweredBrowserConn(c), brw, nil
 	}
 	return console.NewBrowserConn(c), brw, nil
 }
@@ -494,7 +506,7 @@ func echoTarget(t *testing.T) string {
 
 // readGreeting reads the VNC server's greeting, as the admission pipeline
 // does for a transparent console.
-func readGreeting(c net.Conn) ([]byte, *rfbproxy.Result, error) {
+func readGreeting(c net.Conn) ([]byte, *rfb.Result, error) {
 	g := make([]byte, len(greeting))
 	if _, err := io.ReadFull(c, g); err != nil {
 		return nil, nil, err
