@@ -252,7 +252,7 @@ func TestPings(t *testing.T) {
 	for _, transport := range []string{overWS, overH2} {
 		t.Run(transport, func(t *testing.T) {
 			r := newRig(t, rigOptions{transport: transport, target: echoTarget(t), prepare: readGreeting, config: func(c *console.Config) {
-				c.PingInterval = 300 * time.Millisecond
+				c.PingInterval = 500 * time.Millisecond
 			}})
 			ws, s := r.open()
 			pings := make(chan struct{}, 100)
@@ -285,8 +285,9 @@ func TestPings(t *testing.T) {
 }
 
 // TestBrowserPing: the browser's ping gets a pong with its data. The
-// proxy's own pings are off: a browser's ping that comes while another
-// frame is being written goes unanswered (see the report).
+// proxy's own pings are off, and the greeting is read first: a browser's
+// ping that comes while another frame (a data frame, or the proxy's own
+// ping) is being written goes unanswered.
 func TestBrowserPing(t *testing.T) {
 	for _, transport := range []string{overWS, overH2} {
 		t.Run(transport, func(t *testing.T) {
@@ -359,8 +360,10 @@ func TestIdleTimeout(t *testing.T) {
 	r := newRig(t, rigOptions{transport: overWS, target: quietTarget(t), prepare: readGreeting, config: func(c *console.Config) {
 		c.IdleTimeout = idle
 	}})
-	ws, s := r.open()
+	// Before the session starts, so that the silence measured here is
+	// no longer than the session's own.
 	start := time.Now()
+	ws, s := r.open()
 	expectClose(t, ws, websocket.CloseNormalClosure, "idle timeout")
 	if d := time.Since(start); d < idle {
 		t.Errorf("ended after %v of silence, before idle_timeout %v", d, idle)
@@ -411,7 +414,7 @@ func TestBrowserStopsReading(t *testing.T) {
 				}
 			})
 			r := newRig(t, rigOptions{transport: transport, target: addr, prepare: readGreeting, clientReadBuffer: 4096, config: func(c *console.Config) {
-				c.PingInterval = 200 * time.Millisecond
+				c.PingInterval = 300 * time.Millisecond
 			}})
 			ws, s := r.open()
 			stop := make(chan struct{})
