@@ -50,20 +50,32 @@ func TestRegistry(t *testing.T) {
 	if len(list) != 3 {
 		t.Fatalf("listed %d consoles, want 3", len(list))
 	}
-	for i, info := range list {
-		if info.ID != s[i].ID() {
-			t.Fatalf("list %d is %s, want %s: oldest first", i, info.ID, s[i].ID())
+	// Oldest first, by the millisecond, then by id.
+	for i := 1; i < len(list); i++ {
+		a, b := list[i-1], list[i]
+		if c := a.Started.Compare(b.Started); c > 0 || c == 0 && a.ID > b.ID {
+			t.Errorf("list %d (%v %s) before list %d (%v %s)", i-1, a.Started, a.ID, i, b.Started, b.ID)
+		}
+	}
+	byID := map[string]console.Info{}
+	for _, info := range list {
+		byID[info.ID] = info
+	}
+	for i := range s {
+		info, ok := byID[s[i].ID()]
+		if !ok {
+			t.Fatalf("console %d is not listed", i+1)
 		}
 		if info.Server != fmt.Sprintf("srv%d", i+1) || info.Target != s[i].Target() || info.TokenHash != s[i].TokenHash() ||
 			info.Client == "" || info.Started.IsZero() || info.ViewOnly || info.BytesToBrowser != int64(len(greeting)) {
-			t.Errorf("list %d: %+v", i, info)
+			t.Errorf("console %d listed as %+v", i+1, info)
 		}
 	}
-	if at := list[0].ExpiresAt; at == nil || !at.Equal(expires) || at.Location() != time.UTC {
+	if at := byID[s[0].ID()].ExpiresAt; at == nil || !at.Equal(expires) || at.Location() != time.UTC {
 		t.Errorf("expires_at %v, want %v in UTC", at, expires)
 	}
-	if list[1].ExpiresAt != nil {
-		t.Errorf("expires_at %v for a token without expiry", list[1].ExpiresAt)
+	if at := byID[s[1].ID()].ExpiresAt; at != nil {
+		t.Errorf("expires_at %v for a token without expiry", at)
 	}
 	if console.Sessions.Find(s[1].ID()) != s[1] || console.Sessions.Find("no-such-id") != nil {
 		t.Fatal("Find does not find by id")
