@@ -300,6 +300,9 @@ func TestBrowserPing(t *testing.T) {
 			if _, msg, err := ws.ReadMessage(); err != nil || string(msg) != greeting {
 				t.Fatalf("greeting %q, %v", msg, err)
 			}
+			// The count follows the write's end: the relay no longer
+			// holds the browser's connection.
+			waitFor(t, "the greeting's count", func() bool { return s.Info().BytesToBrowser == int64(len(greeting)) })
 			pongs := make(chan string, 10)
 			ws.SetPongHandler(func(data string) error {
 				pongs <- data
