@@ -483,7 +483,7 @@ func TestVNCServerStopsReading(t *testing.T) {
 			ce, err := closeOf(t, ws)
 			r.waitReleased(s.ID())
 			reason := r.endReason(s.ID())
-			if !updates && reason == "browser did not answer pings" && ce == nil {
+			if !updates && reason == "browser did not answer pings" {
 				// While its write waits, the relay reads nothing from the
 				// browser, pongs included; with nothing moving to the
 				// browser either, a ping timeout may come first when the
@@ -492,7 +492,7 @@ func TestVNCServerStopsReading(t *testing.T) {
 				return
 			}
 			if ce == nil || ce.Code != websocket.CloseNormalClosure || ce.Text != "VNC server not responding" {
-				t.Fatalf("ended with %v, want close 1000 \"VNC server not responding\"", err)
+				t.Fatalf("ended for %q with %v, want close 1000 \"VNC server not responding\"", reason, err)
 			}
 			if reason != "vnc server stopped reading" {
 				t.Errorf("ended for %q", reason)
