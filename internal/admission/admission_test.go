@@ -275,7 +275,7 @@ func TestRefusals(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			core, logs := observer.New(zapcore.DebugLevel)
 			res := &results{byResult: map[string]int{}}
-			cfg := admission.Config{Resolver: resolver, CheckRFB: true, Logger: zap.New(core), Metrics: res.metrics(), DialTimeout: wait}
+			cfg := admission.Config{Resolver: resolver, Logger: zap.New(core), Metrics: res.metrics(), DialTimeout: wait}
 			if c.cfg != nil {
 				c.cfg(&cfg)
 			}
@@ -360,10 +360,10 @@ func TestAdmit(t *testing.T) {
 					t.Errorf("target %q", c.Target)
 				}
 			}},
-		{name: "check_rfb off", cfg: func(c *admission.Config) { c.CheckRFB = false },
+		{name: "raw protocol", cfg: func(c *admission.Config) { c.Protocol = admission.ProtocolRaw },
 			check: func(t *testing.T, c *admission.Console) {
 				if c.Greeting != nil {
-					t.Fatalf("greeting %q read without check_rfb", c.Greeting)
+					t.Fatalf("greeting %q read for protocol raw", c.Greeting)
 				}
 				g := make([]byte, 12)
 				_ = c.Conn.SetReadDeadline(time.Now().Add(wait))
@@ -384,7 +384,7 @@ func TestAdmit(t *testing.T) {
 				}
 				return file.Resolve(ctx, q)
 			})
-			cfg := admission.Config{Resolver: resolver, CheckRFB: true}
+			cfg := admission.Config{Resolver: resolver}
 			if c.cfg != nil {
 				c.cfg(&cfg)
 			}
@@ -448,7 +448,7 @@ func TestRFBAware(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			cfg := admission.Config{CheckRFB: true, Resolver: resolverFunc(func(context.Context, tokenresolver.Query) (tokenresolver.Target, error) {
+			cfg := admission.Config{Resolver: resolverFunc(func(context.Context, tokenresolver.Query) (tokenresolver.Target, error) {
 				return c.target, nil
 			})}
 			if c.cfg != nil {
@@ -470,10 +470,9 @@ func TestRFBAware(t *testing.T) {
 			}
 		})
 	}
-	// A transparent console to a view-only token is not possible without
-	// check_rfb: New refuses the combination.
-	if _, err := admission.New(admission.Config{Resolver: resolverFunc(nil), ViewOnly: true}, admission.NewState()); err == nil {
-		t.Error("view_only without check_rfb accepted")
+	// View-only needs the proxy to speak RFB: New refuses it for raw.
+	if _, err := admission.New(admission.Config{Resolver: resolverFunc(nil), ViewOnly: true, Protocol: admission.ProtocolRaw}, admission.NewState()); err == nil {
+		t.Error("view_only with protocol raw accepted")
 	}
 }
 
@@ -489,7 +488,7 @@ func TestFailedTokenRate(t *testing.T) {
 		*n.(*int)++
 		return file.Resolve(ctx, q)
 	})
-	p := newPipeline(t, admission.Config{Resolver: resolver, CheckRFB: true, FailedTokenRate: admission.Rate{N: 2, Per: time.Hour}}, nil)
+	p := newPipeline(t, admission.Config{Resolver: resolver, FailedTokenRate: admission.Rate{N: 2, Per: time.Hour}}, nil)
 	for _, client := range []struct{ ip, other string }{{"192.0.2.10", "192.0.2.11"}, {"2001:db8:1:2::10", "2001:db8:1:3::10"}} {
 		req := request("bad")
 		req.ClientIP, req.Client = client.ip, net.JoinHostPort(client.ip, "1")
@@ -525,7 +524,7 @@ func TestConsoleLimits(t *testing.T) {
 	vnc := startVNC(t, "")
 	file := tokenFile(t, "a: "+vnc, "b: "+vnc, "c: "+vnc)
 	state := admission.NewState()
-	p := newPipeline(t, admission.Config{Resolver: file, CheckRFB: true, MaxSessions: 2, MaxSessionsPerToken: 1}, state)
+	p := newPipeline(t, admission.Config{Resolver: file, MaxSessions: 2, MaxSessionsPerToken: 1}, state)
 
 	a := admitted(t, p, request("a"))
 	ref := refused(t, p, request("a"), http.StatusTooManyRequests, "too many consoles for this token")
@@ -565,7 +564,7 @@ func TestStateAcrossReload(t *testing.T) {
 	vnc := startVNC(t, "")
 	file := tokenFile(t, "a: "+vnc, "b: "+vnc)
 	state := admission.NewState()
-	old := newPipeline(t, admission.Config{Resolver: file, CheckRFB: true, MaxSessions: 1, FailedTokenRate: admission.Rate{N: 1, Per: time.Hour}}, state)
+	old := newPipeline(t, admission.Config{Resolver: file, MaxSessions: 1, FailedTokenRate: admission.Rate{N: 1, Per: time.Hour}}, state)
 	refused(t, old, request("nope"), http.StatusForbidden, "invalid or expired token")
 	refused(t, old, request("b"), http.StatusTooManyRequests, "too many failed tokens")
 	other := request("a")
@@ -573,7 +572,7 @@ func TestStateAcrossReload(t *testing.T) {
 	live := admitted(t, old, other)
 
 	// The reload: the same limits, the same state.
-	reloaded := newPipeline(t, admission.Config{Resolver: file, CheckRFB: true, MaxSessions: 1, FailedTokenRate: admission.Rate{N: 1, Per: time.Hour}}, state)
+	reloaded := newPipeline(t, admission.Config{Resolver: file, MaxSessions: 1, FailedTokenRate: admission.Rate{N: 1, Per: time.Hour}}, state)
 	refused(t, reloaded, request("b"), http.StatusTooManyRequests, "too many failed tokens")
 	other.Token = "b"
 	refused(t, reloaded, other, http.StatusServiceUnavailable, "too many consoles")
@@ -583,7 +582,7 @@ func TestStateAcrossReload(t *testing.T) {
 
 	// A faster rate applies to the client already in the table: it may
 	// try again as soon as the new rate refills its allowance.
-	faster := newPipeline(t, admission.Config{Resolver: file, CheckRFB: true, FailedTokenRate: admission.Rate{N: 1000, Per: time.Second}}, state)
+	faster := newPipeline(t, admission.Config{Resolver: file, FailedTokenRate: admission.Rate{N: 1000, Per: time.Second}}, state)
 	deadline := time.Now().Add(wait)
 	for {
 		c, ref := faster.Admit(context.Background(), request("b"))
@@ -597,7 +596,7 @@ func TestStateAcrossReload(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	// No rate at all: nobody is held back.
-	off := newPipeline(t, admission.Config{Resolver: file, CheckRFB: true}, state)
+	off := newPipeline(t, admission.Config{Resolver: file}, state)
 	for range 3 {
 		refused(t, off, request("nope"), http.StatusForbidden, "invalid or expired token")
 	}
@@ -625,7 +624,7 @@ func TestClientGone(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			res := &results{byResult: map[string]int{}}
 			state := admission.NewState()
-			p := newPipeline(t, admission.Config{Resolver: c.resolver, CheckRFB: true, DialTimeout: time.Minute, Metrics: res.metrics()}, state)
+			p := newPipeline(t, admission.Config{Resolver: c.resolver, DialTimeout: time.Minute, Metrics: res.metrics()}, state)
 			ctx, cancel := context.WithCancel(context.Background())
 			refusedCh := make(chan *admission.Refusal, 1)
 			go func() {
@@ -659,7 +658,7 @@ func TestClientGone(t *testing.T) {
 	}
 	// Without a client that leaves, the silent VNC server costs the dial
 	// timeout and is a 502.
-	p := newPipeline(t, admission.Config{Resolver: cases[1].resolver, CheckRFB: true, DialTimeout: 200 * time.Millisecond}, nil)
+	p := newPipeline(t, admission.Config{Resolver: cases[1].resolver, DialTimeout: 200 * time.Millisecond}, nil)
 	start := time.Now()
 	refused(t, p, request("tok"), http.StatusBadGateway, "VNC server unavailable")
 	if d := time.Since(start); d < 200*time.Millisecond {
@@ -692,7 +691,7 @@ func TestSessionEnd(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			target := tcp(vnc)
 			target.ExpiresAt = c.expiresAt
-			p := newPipeline(t, admission.Config{CheckRFB: true, EndAtExpiry: c.endAtExpiry, MaxSessionDuration: c.maxDuration,
+			p := newPipeline(t, admission.Config{EndAtExpiry: c.endAtExpiry, MaxSessionDuration: c.maxDuration,
 				Resolver: resolverFunc(func(context.Context, tokenresolver.Query) (tokenresolver.Target, error) { return target, nil })}, nil)
 			before := time.Now()
 			con := admitted(t, p, request("tok"))
@@ -722,8 +721,9 @@ func TestNewRefusesBadConfigs(t *testing.T) {
 		"negative duration":         {Resolver: r, MaxSessionDuration: -time.Second},
 		"negative max_sessions":     {Resolver: r, MaxSessions: -1},
 		"negative per token":        {Resolver: r, MaxSessionsPerToken: -1},
-		"vnc_auth without check":    {Resolver: r, VNCAuth: true},
-		"view_only without check":   {Resolver: r, ViewOnly: true},
+		"vnc_auth for raw":          {Resolver: r, VNCAuth: true, Protocol: admission.ProtocolRaw},
+		"view_only for serial":      {Resolver: r, ViewOnly: true, Protocol: admission.ProtocolSerial},
+		"unknown protocol":          {Resolver: r, Protocol: "telnet"},
 		"bad origin":                {Resolver: r, AllowedOrigins: []string{"console.example.com"}},
 		"origin with a path":        {Resolver: r, AllowedOrigins: []string{"https://console.example.com/vnc"}},
 		"bad allow_targets":         {Resolver: r, AllowTargets: []string{"10.0.0.0/8:0"}},

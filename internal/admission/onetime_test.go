@@ -52,7 +52,7 @@ func TestOneTimeToken(t *testing.T) {
 	}
 
 	state := admission.NewState()
-	p := newPipeline(t, admission.Config{Resolver: resolver, CheckRFB: true, MaxSessions: 1, DialTimeout: wait}, state)
+	p := newPipeline(t, admission.Config{Resolver: resolver, MaxSessions: 1, DialTimeout: wait}, state)
 	set("one", vnc)
 	set("two", vnc)
 	first := admitted(t, p, request("one"))
@@ -123,7 +123,7 @@ func TestOneTimeTokenRefusedAfterLookup(t *testing.T) {
 	if err := client.Set(ctx, "tok", closed, time.Hour).Err(); err != nil {
 		t.Fatal(err)
 	}
-	p := newPipeline(t, admission.Config{Resolver: resolver, CheckRFB: true, DialTimeout: wait}, nil)
+	p := newPipeline(t, admission.Config{Resolver: resolver, DialTimeout: wait}, nil)
 	refused(t, p, request("tok"), http.StatusBadGateway, "VNC server unavailable")
 	deadline := time.Now().Add(2 * time.Second)
 	for {
