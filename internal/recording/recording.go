@@ -439,7 +439,7 @@ func (r *Recording) write(f *os.File, batch []byte, ok *int64) error {
 	}
 	if _, err := f.Write(batch); err != nil {
 		_ = f.Truncate(*ok)
-		r.fail(fmt.Errorf("writing recording %s: %w", filepath.Base(f.Name()), err))
+		r.fail(fmt.Errorf("writing recording: %w", err))
 		return err
 	}
 	*ok += int64(len(batch))
@@ -464,7 +464,7 @@ func (r *Recording) finish(broken bool) {
 				continue
 			}
 			if err := f.Sync(); err != nil {
-				r.fail(fmt.Errorf("syncing recording %s: %w", filepath.Base(f.Name()), err))
+				r.fail(fmt.Errorf("syncing recording: %w", err))
 			}
 		}
 	}
