@@ -47,13 +47,25 @@ func padding(n int) int { return (4 - n%4) % 4 }
 func BlockSize(n int) int { return 4 + n + padding(n) + 4 }
 
 // AppendBlock appends the file form of one block to dst: the length, the
-// data, its padding and the timestamp. It is the one encoder of the
-// package; a recorder queues its output so that the queue holds file bytes
-// ready to write.
+// data, its padding and the timestamp.
 func AppendBlock(dst, data []byte, ms uint32) []byte {
-	dst = binary.BigEndian.AppendUint32(dst, uint32(len(data)))
+	dst = AppendBlockHead(dst, len(data))
 	dst = append(dst, data...)
-	dst = append(dst, make([]byte, padding(len(data)))...)
+	return AppendBlockTail(dst, len(data), ms)
+}
+
+// AppendBlockHead appends what comes before n bytes of block data: their
+// length. With AppendBlockTail it lets a caller put the data itself
+// wherever it likes (a recorder's queue of fixed-size chunks) without
+// encoding blocks a second way.
+func AppendBlockHead(dst []byte, n int) []byte {
+	return binary.BigEndian.AppendUint32(dst, uint32(n))
+}
+
+// AppendBlockTail appends what comes after n bytes of block data: the
+// padding to a multiple of 4 and the timestamp.
+func AppendBlockTail(dst []byte, n int, ms uint32) []byte {
+	dst = append(dst, make([]byte, padding(n))...)
 	return binary.BigEndian.AppendUint32(dst, ms)
 }
 

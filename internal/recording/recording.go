@@ -50,9 +50,10 @@ const (
 	// maxPixelFormats bounds the sidecar's list; a browser that changes
 	// its pixel format more often is not a viewer.
 	maxPixelFormats = 256
-	// keepBuffer is the largest queue buffer kept between writes, so an
-	// idle console does not hold the memory of its last burst.
-	keepBuffer = 256 << 10
+	// writeInterval spaces the writer's batches: Server then rarely has a
+	// goroutine to wake (the costly part of a channel send), and a busy
+	// console costs at most a hundred writes a second.
+	writeInterval = 10 * time.Millisecond
 )
 
 var (
@@ -108,17 +109,17 @@ type Recording struct {
 	liveKey     string
 
 	mu      sync.Mutex
-	server  []byte // FBS blocks queued for <id>.fbs
-	inputQ  []byte // blocks queued for <id>.input
-	queued  int    // bytes queued or being written
-	blocks  int    // blocks queued or being written
-	err     error  // the first failure; the recording is incomplete
+	server  queue // FBS blocks queued for <id>.fbs
+	inputQ  queue // blocks queued for <id>.input
+	queued  int   // bytes queued or being written
+	blocks  int   // blocks queued or being written
+	err     error // the first failure; the recording is incomplete
 	ending  bool
 	side    Sidecar
 	lastPF  [16]byte
 	pfLost  bool
 	lastMs  uint32
-	spare   [2][]byte // emptied buffers handed back by the writer
+	spare   [2]queue // emptied chunk lists handed back by the writer
 	wake    chan struct{}
 	done    chan struct{}
 	waitErr error
@@ -257,7 +258,7 @@ func (r *Recording) Server(p []byte) error {
 	if err := r.admit(len(p)); err != nil {
 		return err
 	}
-	r.server = fbs.AppendBlock(r.take(0, r.server), p, ms)
+	r.take(0, &r.server).appendBlock(p, ms)
 	r.side.Bytes += int64(len(p))
 	r.lastMs = ms
 	r.signal()
@@ -289,7 +290,7 @@ func (r *Recording) Input(msg []byte) error {
 	if err := r.admit(len(msg)); err != nil {
 		return err
 	}
-	r.inputQ = fbs.AppendBlock(r.take(1, r.inputQ), msg, ms)
+	r.take(1, &r.inputQ).appendBlock(msg, ms)
 	r.side.InputBytes += int64(len(msg))
 	r.signal()
 	return nil
@@ -337,11 +338,12 @@ func (r *Recording) admit(n int) error {
 	return nil
 }
 
-// take returns the queue buffer to append to: q, or a spare one handed
-// back by the writer when q is empty. The caller holds mu.
-func (r *Recording) take(i int, q []byte) []byte {
-	if q == nil && r.spare[i] != nil {
-		q, r.spare[i] = r.spare[i][:0], nil
+// take returns q, given the spare chunk list handed back by the writer
+// when q has none, so that the list itself is not reallocated. The caller
+// holds mu.
+func (r *Recording) take(i int, q *queue) *queue {
+	if q.chunks == nil && r.spare[i].chunks != nil {
+		q.chunks, r.spare[i].chunks = r.spare[i].chunks[:0], nil
 	}
 	return q
 }
@@ -382,8 +384,8 @@ func (r *Recording) Close(reason string) error {
 	return r.Wait()
 }
 
-// run is the writer goroutine: it swaps the queue for an empty buffer,
-// writes what it took, and hands the buffer back.
+// run is the writer goroutine: it takes the queued chunks, writes them,
+// returns them to the pool and hands the emptied list back.
 func (r *Recording) run() {
 	defer close(r.done)
 	var (
@@ -395,28 +397,22 @@ func (r *Recording) run() {
 		<-r.wake
 		r.mu.Lock()
 		server, input := r.server, r.inputQ
-		r.server, r.inputQ = nil, nil
+		r.server, r.inputQ = queue{}, queue{}
 		queued, blocks := r.queued, r.blocks
-		ending, failure := r.ending, r.err
+		ending := r.ending
 		r.mu.Unlock()
 
 		if !broken {
-			if err := r.write(r.fbs, server, &fbsOK); err != nil {
-				broken = true
-			} else if err := r.write(r.input, input, &inputOK); err != nil {
-				broken = true
-			}
+			broken = r.write(r.fbs, server, &fbsOK) != nil || r.write(r.input, input, &inputOK) != nil
 		}
+		wrote := server.len() + input.len()
+		server.release()
+		input.release()
 		r.mu.Lock()
 		r.queued -= queued
 		r.blocks -= blocks
-		if cap(server) <= keepBuffer {
-			r.spare[0] = server[:0]
-		}
-		if cap(input) <= keepBuffer {
-			r.spare[1] = input[:0]
-		}
-		failure = r.err
+		r.spare[0], r.spare[1] = server, input
+		failure := r.err
 		r.mu.Unlock()
 		if failure != nil && !reported {
 			reported = true
@@ -428,21 +424,27 @@ func (r *Recording) run() {
 			r.finish(broken)
 			return
 		}
+		if wrote > 0 {
+			time.Sleep(writeInterval)
+		}
 	}
 }
 
-// write appends a batch of blocks to f; after a failure it cuts f back to
-// its last whole block, so the file stays a valid (shorter) recording.
-func (r *Recording) write(f *os.File, batch []byte, ok *int64) error {
-	if f == nil || len(batch) == 0 {
+// write appends a batch of whole blocks to f; after a failure it cuts f
+// back to where the batch began, so the file stays a valid (shorter)
+// recording.
+func (r *Recording) write(f *os.File, batch queue, ok *int64) error {
+	if f == nil {
 		return nil
 	}
-	if _, err := f.Write(batch); err != nil {
-		_ = f.Truncate(*ok)
-		r.fail(fmt.Errorf("writing recording: %w", err))
-		return err
+	for _, c := range batch.chunks {
+		if _, err := f.Write(*c); err != nil {
+			_ = f.Truncate(*ok)
+			r.fail(fmt.Errorf("writing recording: %w", err))
+			return err
+		}
 	}
-	*ok += int64(len(batch))
+	*ok += int64(batch.len())
 	return nil
 }
 
