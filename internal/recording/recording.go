@@ -62,6 +62,10 @@ var (
 	ErrQueueFull = errors.New("recording queue full")
 	// ErrEnded: Server or Input after End.
 	ErrEnded = errors.New("recording ended")
+	// ErrTooManyPixelFormats: the browser changed its pixel format more
+	// often than the sidecar lists; the stream is whole, but a player
+	// cannot know its later formats.
+	ErrTooManyPixelFormats = fmt.Errorf("more than %d pixel format changes", maxPixelFormats)
 )
 
 // Config is where and how a console is recorded.
@@ -479,18 +483,15 @@ func (r *Recording) finish(broken bool) {
 	side.DurationMs = r.lastMs
 	err := r.err
 	if err == nil && r.pfLost {
-		side.Error = fmt.Sprintf("more than %d pixel format changes: the later ones are not listed", maxPixelFormats)
+		err = ErrTooManyPixelFormats
 	}
 	r.mu.Unlock()
 	if err != nil {
 		side.Error = err.Error()
 	}
-	side.Complete = err == nil && !r.pfLost
+	side.Complete = err == nil
 	if werr := writeSidecar(r.sidecarPath, side); werr != nil && err == nil {
 		err = werr
-	}
-	if err == nil && r.pfLost {
-		err = errors.New(side.Error)
 	}
 	r.waitErr = err
 	unmarkLive(r.liveKey)

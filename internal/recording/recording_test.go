@@ -295,3 +295,27 @@ func TestHandshakePlaysWithoutCredentials(t *testing.T) {
 		t.Fatal("the handshake without ServerInit is 18 bytes ending in a SecurityResult OK")
 	}
 }
+
+// A browser that keeps changing its pixel format: the sidecar lists the
+// first ones and does not claim to be complete.
+func TestTooManyPixelFormats(t *testing.T) {
+	dir := t.TempDir()
+	rec, err := Start(Config{Dir: dir}, Meta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range maxPixelFormats + 10 {
+		pf := noVNCFormat
+		pf.RedMax = uint16(i + 1)
+		if err := rec.Input(setPixelFormat(pf)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := rec.Close("done"); !errors.Is(err, ErrTooManyPixelFormats) {
+		t.Fatalf("Close: %v", err)
+	}
+	s, _ := ReadSidecar(dir, rec.ID())
+	if s.Complete || len(s.PixelFormats) != maxPixelFormats || s.Error == "" {
+		t.Fatalf("sidecar: complete %v, %d formats, error %q", s.Complete, len(s.PixelFormats), s.Error)
+	}
+}
