@@ -14,8 +14,8 @@ import {
   noBrowser, launchBrowser, openPage, screenshot, waitForPixels, withSteps,
 } from './lib/browser.js';
 import { startCaddy } from './lib/caddy.js';
-import { Process, repoRoot, tempDir } from './lib/processes.js';
-import { startVncdemo } from './lib/targets.js';
+import { Process, repoRoot, requireProgram, skipUnlessInstalled, tempDir } from './lib/processes.js';
+import { startVncdemo, startXvnc } from './lib/targets.js';
 
 const W = 800;
 const H = 600;
@@ -26,15 +26,19 @@ const black = [0, 0, 0];
 const yellow = [255, 255, 0];
 const magenta = [255, 0, 255];
 const background = [32, 32, 32];
+// noXvnc is the skip option of the tests of Tight and ZRLE recordings,
+// made of TigerVNC's Xvnc with xsetroot changing its picture.
+const noXvnc = noBrowser || skipUnlessInstalled('Xvnc', 'tigervnc-standalone-server') ||
+  skipUnlessInstalled('xsetroot', 'x11-xserver-utils');
 
 // record runs internal/recording/cmd/recordvnc against the VNC server at
 // addr and returns what it printed: the recording's id and vncdemo's clock
 // as it changed.
-async function record(addr, dir, bin) {
-  const proc = new Process('recordvnc', bin, [
-    '-target', addr, '-dir', dir, '-duration', '6s',
-    '-click', `${click.x},${click.y}`, '-click-at', '1.5s', '-keys', 'abc', '-keys-at', '2.5s',
-  ]);
+async function record(addr, dir, bin, args = [
+  '-duration', '6s', '-click', `${click.x},${click.y}`, '-click-at', '1.5s', '-keys', 'abc', '-keys-at', '2.5s',
+], whileRecording = async () => {}) {
+  const proc = new Process('recordvnc', bin, ['-target', addr, '-dir', dir, ...args]);
+  await whileRecording();
   const code = await proc.exited;
   if (code !== 0) {
     throw new Error(`recordvnc exited ${code}:\n${proc.output()}`);
@@ -86,6 +90,67 @@ async function clockBits(page, grid) {
   }, grid);
 }
 
+// captureRecording turns a real VNC server's stream, captured by
+// internal/rfbframe's tests (a line "rfbframe stream WxH <pixel format>",
+// then the bytes after ServerInit), into a recording as the recorder
+// writes one: the security-None handshake with a ServerInit, then the
+// stream in blocks of varied sizes 20 ms apart. It returns the id.
+function captureRecording(dir, capture) {
+  const raw = fs.readFileSync(path.join(repoRoot, 'internal', 'rfbframe', 'testdata', `${capture}.rfb`));
+  const nl = raw.indexOf(10);
+  const [, , size, pfHex] = raw.subarray(0, nl).toString('latin1').split(' ');
+  const [width, height] = size.split('x').map(Number);
+  const name = Buffer.from(capture);
+  const serverInit = Buffer.alloc(24);
+  serverInit.writeUInt16BE(width, 0);
+  serverInit.writeUInt16BE(height, 2);
+  Buffer.from(pfHex, 'hex').copy(serverInit, 4);
+  serverInit.writeUInt32BE(name.length, 20);
+  const handshake = Buffer.concat([Buffer.from('RFB 003.008\n'), Buffer.from([1, 1, 0, 0, 0, 0]), serverInit, name]);
+  const stream = raw.subarray(nl + 1);
+  const blocks = [handshake];
+  for (let off = 0, i = 0; off < stream.length; i++) {
+    const n = Math.min(stream.length - off, 100 + ((i * 1237) % 3000));
+    blocks.push(stream.subarray(off, off + n));
+    off += n;
+  }
+  const parts = [Buffer.from('FBS 001.000\n')];
+  blocks.forEach((data, i) => {
+    const head = Buffer.alloc(4);
+    head.writeUInt32BE(data.length);
+    const tail = Buffer.alloc(((4 - (data.length % 4)) % 4) + 4);
+    tail.writeUInt32BE(i * 20, tail.length - 4);
+    parts.push(head, data, tail);
+  });
+  const id = `capture-${capture}`;
+  fs.writeFileSync(path.join(dir, `${id}.fbs`), Buffer.concat(parts), { mode: 0o600 });
+  const pf = Buffer.from(pfHex, 'hex');
+  fs.writeFileSync(path.join(dir, `${id}.json`), JSON.stringify({
+    id, session: 'capture', token_hash: 'ffffffff', target: capture, started: new Date().toISOString(),
+    ended: new Date().toISOString(), reason: 'captured', bytes: stream.length + handshake.length,
+    duration_ms: (blocks.length - 1) * 20, complete: true, input_included: false,
+    pixel_formats: [{
+      ms: 0, offset: handshake.length, bits_per_pixel: pf[0], depth: pf[1], big_endian: pf[2] !== 0, true_colour: pf[3] !== 0,
+      red_max: pf.readUInt16BE(4), green_max: pf.readUInt16BE(6), blue_max: pf.readUInt16BE(8),
+      red_shift: pf[10], green_shift: pf[11], blue_shift: pf[12],
+    }],
+  }), { mode: 0o600 });
+  return id;
+}
+
+// canvasHash is a hash of every canvas pixel.
+async function canvasHash(page) {
+  return page.evaluate(() => {
+    const c = document.querySelector('#screen canvas');
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    let h = 0x811c9dc5;
+    for (let i = 0; i < d.length; i++) {
+      h = Math.imul(h ^ d[i], 0x01000193);
+    }
+    return `${c.width}x${c.height}:${(h >>> 0).toString(16)}`;
+  });
+}
+
 // seek moves the timeline as a person does (the value, then "change") and
 // waits for the player to be paused there.
 async function seek(page, ms) {
@@ -105,6 +170,9 @@ describe('recording player', { timeout: 240_000, skip: noBrowser }, () => {
   let caddy;
   let browser;
   let rec;
+  // Recordings of compressed streams: {name, id, warnings expected, and
+  // whether the picture changes after the middle}.
+  const streams = [];
 
   before(async () => {
     // The suite builds only this helper, which no release ships.
@@ -112,6 +180,29 @@ describe('recording player', { timeout: 240_000, skip: noBrowser }, () => {
     execFileSync('go', ['build', '-o', bin, './internal/recording/cmd/recordvnc'], { cwd: repoRoot, stdio: ['ignore', 'ignore', 'pipe'] });
     demo = await startVncdemo();
     rec = await record(demo.addr, recordings, bin);
+    streams.push({ name: 'qemu-tightpng capture', id: captureRecording(recordings, 'qemu-tightpng'), warnings: 1 });
+    if (!noXvnc) {
+      // Xvnc's root window, redrawn by xsetroot in changing patterns
+      // while recordvnc records it in Tight and then in ZRLE.
+      const xvnc = await startXvnc();
+      try {
+        const display = xvnc.proc.child.spawnargs[1];
+        const xsetroot = requireProgram('xsetroot', 'x11-xserver-utils');
+        const patterns = async () => {
+          for (let i = 1; i <= 6; i++) {
+            await new Promise((r) => setTimeout(r, 350));
+            execFileSync(xsetroot, ['-display', display, '-mod', String(2 + i), String(3 + i * 2), '-fg', `#${(i * 40).toString(16).padStart(2, '0')}c080`, '-bg', '#203040']);
+          }
+        };
+        for (const encoding of ['tight', 'zrle']) {
+          const r = await record(xvnc.addr, recordings, bin, ['-duration', '3s', '-encoding', encoding], patterns);
+          assert.ok(r.updates >= 4, `${encoding}: ${r.updates} updates`);
+          streams.push({ name: `Xvnc ${encoding}`, id: r.id, warnings: 0, changes: true });
+        }
+      } finally {
+        await xvnc.stop();
+      }
+    }
     caddy = await startCaddy({}, { caddyfile: 'Caddyfile.player', readyPath: '/player.html', env: { E2E_RECORDINGS_DIR: recordings } });
     browser = await launchBrowser();
   }, { timeout: 180_000 });
@@ -125,7 +216,7 @@ describe('recording player', { timeout: 240_000, skip: noBrowser }, () => {
   }, { timeout: 60_000 });
 
   it('the recording and its sidecar are on disk, 0600, without a token', () => {
-    const names = fs.readdirSync(recordings).sort();
+    const names = fs.readdirSync(recordings).filter((n) => n.startsWith(rec.id)).sort();
     assert.deepEqual(names, [`${rec.id}.fbs`, `${rec.id}.json`]);
     for (const n of names) {
       assert.equal(fs.statSync(path.join(recordings, n)).mode & 0o777, 0o600, n);
@@ -154,11 +245,11 @@ describe('recording player', { timeout: 240_000, skip: noBrowser }, () => {
         });
         await step('play at 8x to the end', async () => {
           await page.locator('#speed').selectOption('8');
-          await page.locator('#play').click();
-          await waitForPlayer(page, `s.state === 'playing' && s.speed === 8`);
           const wall = Date.now();
+          await page.locator('#play').click();
           const end = await waitForPlayer(page, `s.state === 'ended'`, 20_000);
           assert.equal(end.position, end.duration);
+          assert.equal(end.speed, 8);
           assert.ok(Date.now() - wall < end.duration / 2, `6 s at 8x took ${Date.now() - wall} ms`);
         });
         await step('the last frame shows the picture, the dot and the yellow square', () => waitForPixels(page, [
@@ -208,6 +299,64 @@ describe('recording player', { timeout: 240_000, skip: noBrowser }, () => {
       await page.close().catch(() => {});
     }
   });
+
+  // The streams are known in before(); a test per kind is declared here.
+  for (const kind of ['qemu-tightpng capture', 'Xvnc tight', 'Xvnc zrle']) {
+    const skip = kind.startsWith('Xvnc') ? noXvnc : false;
+    it(`${kind}: plays through, and a seek back restarts the decoder`, { timeout: 60_000, skip }, async (t) => {
+      const stream = streams.find((s) => s.name === kind);
+      assert.ok(stream, `no ${kind} recording was made`);
+      const tab = await openPage(browser);
+      const { page } = tab;
+      try {
+        await withSteps(t, tab, async (step) => {
+          await step('open the player', () => page.goto(`${caddy.origin}/player.html?src=/recordings/${stream.id}.fbs`, { waitUntil: 'commit' }));
+          const ready = await step('the player is ready', () => waitForPlayer(page, `s.state === 'paused' && s.duration > 0`));
+          await step('warnings: only about a pixel format noVNC cannot decode', () => {
+            assert.equal(ready.warnings.length, stream.warnings, `warnings: ${ready.warnings}`);
+            for (const w of ready.warnings) {
+              assert.match(w, /pixel format noVNC cannot decode \(32 bpp, depth 24, little-endian, max 255\/255\/255, shifts 16\/8\/0\)/);
+            }
+          });
+          await step('play at 8x to the end', async () => {
+            await page.locator('#speed').selectOption('8');
+            await page.locator('#play').click();
+            await waitForPlayer(page, `s.state === 'ended'`, 30_000);
+          });
+          const straight = await step('the picture is drawn', async () => {
+            await page.waitForFunction(() => {
+              const c = document.querySelector('#screen canvas');
+              const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+              const seen = new Set();
+              for (let i = 0; i < d.length && seen.size < 2; i += 4 * 97) {
+                seen.add((d[i] << 16) | (d[i + 1] << 8) | d[i + 2]);
+              }
+              return seen.size >= 2;
+            });
+            await page.waitForTimeout(300); // images decode asynchronously
+            return canvasHash(page);
+          });
+          await step('seek back to the middle, then to the end: the same picture', async () => {
+            await seek(page, Math.round(ready.duration / 2));
+            if (stream.changes) {
+              await page.waitForTimeout(300);
+              assert.notEqual(await canvasHash(page), straight, 'the picture at the middle is the one at the end');
+            }
+            await page.evaluate((ms) => {
+              const tl = document.getElementById('timeline');
+              tl.value = String(ms);
+              tl.dispatchEvent(new Event('change'));
+            }, ready.duration);
+            await waitForPlayer(page, `s.state === 'ended'`);
+            await page.waitForTimeout(300);
+            assert.equal(await canvasHash(page), straight);
+          });
+        });
+      } finally {
+        await page.close().catch(() => {});
+      }
+    });
+  }
 
   it('a recording that is not there is an error on the page', { timeout: 60_000 }, async (t) => {
     const tab = await openPage(browser);

@@ -5,15 +5,17 @@
 //
 // Usage:
 //
-//	recordvnc -target 127.0.0.1:5900 -dir DIR [-duration 6s]
+//	recordvnc -target 127.0.0.1:5900 -dir DIR [-duration 6s] [-encoding raw|tight|zrle]
 //	          [-click 200,450 -click-at 1.5s] [-keys abc -keys-at 2.5s] [-include-input]
 //
-// It asks for noVNC's pixel format and the Raw encoding, requests an
-// incremental update after each one, and ends after -duration. Then it
-// prints one JSON object: the recording's id, the framebuffer size, and the
-// clock of vncdemo's picture as it changed (the teal pixels on a grid of 8x8
-// cells over the clock, one string of 0 and 1 per change, with its time),
-// which lets a test check what a player shows at a given time.
+// It asks for noVNC's pixel format and an encoding (Raw by default; Tight
+// or ZRLE with the pseudo-encodings noVNC offers that need no answer),
+// requests an incremental update after each one, and ends after -duration.
+// Then it prints one JSON object: the recording's id, the framebuffer size,
+// the number of updates, and, with Raw, the clock of vncdemo's picture as
+// it changed (the teal pixels on a grid of 8x8 cells over the clock, one
+// string of 0 and 1 per change, with its time), which lets a test check
+// what a player shows at a given time.
 package main
 
 import (
@@ -32,6 +34,7 @@ import (
 
 	"github.com/vncgate/caddy-vnc-proxy/internal/recording"
 	"github.com/vncgate/caddy-vnc-proxy/internal/rfb"
+	"github.com/vncgate/caddy-vnc-proxy/internal/rfbframe"
 )
 
 // noVNCFormat is the pixel format noVNC 1.7 asks for on a 24-bit screen.
@@ -68,8 +71,8 @@ type result struct {
 	Width     int           `json:"width"`
 	Height    int           `json:"height"`
 	Updates   int           `json:"updates"`
-	ClockGrid grid          `json:"clock_grid"`
-	Clock     []clockChange `json:"clock"`
+	ClockGrid *grid         `json:"clock_grid,omitempty"`
+	Clock     []clockChange `json:"clock,omitempty"`
 }
 
 func main() {
@@ -88,6 +91,7 @@ func run() error {
 	keys := flag.String("keys", "", "type these `characters`")
 	keysAt := flag.Duration("keys-at", 2500*time.Millisecond, "when to type")
 	includeInput := flag.Bool("include-input", false, "record the key and pointer events too")
+	encoding := flag.String("encoding", "raw", "`raw`, tight or zrle")
 	flag.Parse()
 	if *dir == "" {
 		return errors.New("-dir is required")
@@ -136,9 +140,13 @@ func run() error {
 		return rec.Input(msg)
 	}
 	w, h := uint16(si.Width), uint16(si.Height)
+	encodings, ok := offers[*encoding]
+	if !ok {
+		return fmt.Errorf("-encoding %q is not raw, tight or zrle", *encoding)
+	}
 	for _, m := range []func(io.Writer) error{
 		func(w io.Writer) error { return rfb.SetPixelFormat(w, noVNCFormat) },
-		func(w io.Writer) error { return rfb.SetEncodings(w, rfb.EncodingRaw, rfb.EncodingDesktopSize) },
+		func(w io.Writer) error { return rfb.SetEncodings(w, encodings...) },
 		func(wr io.Writer) error { return rfb.RequestUpdate(wr, false, 0, 0, w, h) },
 	} {
 		if err := send(m); err != nil {
@@ -146,33 +154,40 @@ func run() error {
 		}
 	}
 
-	res := result{ID: rec.ID(), Width: si.Width, Height: si.Height,
-		ClockGrid: grid{X: (si.Width - clockWidth) / 2, Y: (si.Height - clockRows*clockCell) / 2, Cols: clockCols, Rows: clockRows, Cell: clockCell}}
+	res := result{ID: rec.ID(), Width: si.Width, Height: si.Height}
+	if *encoding == "raw" {
+		res.ClockGrid = &grid{X: (si.Width - clockWidth) / 2, Y: (si.Height - clockRows*clockCell) / 2, Cols: clockCols, Rows: clockRows, Cell: clockCell}
+	}
 	fb := rfb.NewFramebuffer(si.Width, si.Height)
 	var resMu sync.Mutex
 	readErr := make(chan error, 1)
-	go func() {
-		br := bufio.NewReaderSize(io.TeeReader(conn, sink{rec}), 64<<10)
-		for {
-			rects, err := rfb.ReadFramebufferUpdate(br, noVNCFormat)
-			if err != nil {
-				readErr <- err
-				return
-			}
-			fb.Apply(rects)
-			bits := clockBits(fb, res.ClockGrid)
-			resMu.Lock()
-			res.Updates++
-			if n := len(res.Clock); n == 0 || res.Clock[n-1].Bits != bits {
-				res.Clock = append(res.Clock, clockChange{Ms: time.Since(rec.Started()).Milliseconds(), Bits: bits})
-			}
-			resMu.Unlock()
-			if err := send(func(wr io.Writer) error { return rfb.RequestUpdate(wr, true, 0, 0, w, h) }); err != nil {
-				readErr <- err
-				return
-			}
+	updated := func(bits string) error {
+		resMu.Lock()
+		res.Updates++
+		if n := len(res.Clock); bits != "" && (n == 0 || res.Clock[n-1].Bits != bits) {
+			res.Clock = append(res.Clock, clockChange{Ms: time.Since(rec.Started()).Milliseconds(), Bits: bits})
 		}
-	}()
+		resMu.Unlock()
+		return send(func(wr io.Writer) error { return rfb.RequestUpdate(wr, true, 0, 0, w, h) })
+	}
+	if *encoding == "raw" {
+		go func() {
+			br := bufio.NewReaderSize(io.TeeReader(conn, sink{rec}), 64<<10)
+			for {
+				rects, err := rfb.ReadFramebufferUpdate(br, noVNCFormat)
+				if err == nil {
+					fb.Apply(rects)
+					err = updated(clockBits(fb, res.ClockGrid))
+				}
+				if err != nil {
+					readErr <- err
+					return
+				}
+			}
+		}()
+	} else {
+		go func() { readErr <- frameUpdates(conn, rec, updated) }()
+	}
 
 	start := rec.Started()
 	at := func(d time.Duration) <-chan time.Time { return time.After(time.Until(start.Add(d))) }
@@ -218,9 +233,58 @@ func run() error {
 	return json.NewEncoder(os.Stdout).Encode(res)
 }
 
+// offers are the SetEncodings of each -encoding: noVNC's own list for a
+// 24-bit screen, cut to one picture encoding and to the pseudo-encodings
+// that need no answer from the client (no fences, no continuous updates).
+var offers = map[string][]int32{
+	"raw": {rfb.EncodingRaw, rfb.EncodingDesktopSize},
+	"tight": {rfb.EncodingCopyRect, rfb.EncodingTight, rfb.EncodingRaw, rfb.EncodingJPEGQuality0 + 6,
+		rfb.EncodingCompressLevel0 + 2, rfb.EncodingDesktopSize, rfb.EncodingLastRect, rfb.EncodingDesktopName},
+	"zrle": {rfb.EncodingCopyRect, rfb.EncodingZRLE, rfb.EncodingRaw, rfb.EncodingDesktopSize,
+		rfb.EncodingLastRect, rfb.EncodingDesktopName},
+}
+
+// frameUpdates records every read from the server and frames the stream,
+// calling updated at the end of each FramebufferUpdate; without a decoder
+// for Tight and ZRLE, the framer is what tells where an update ends.
+func frameUpdates(conn net.Conn, rec *recording.Recording, updated func(string) error) error {
+	f, err := rfbframe.NewFramer(noVNCFormat)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 0, 64<<10)
+	for {
+		n, err := conn.Read(buf[len(buf):cap(buf)])
+		if err != nil {
+			return err
+		}
+		if err := rec.Server(buf[len(buf) : len(buf)+n]); err != nil {
+			return err
+		}
+		buf = buf[:len(buf)+n]
+		p := buf
+		for len(p) > 0 {
+			s, err := f.Next(p)
+			if err != nil {
+				return err
+			}
+			if s.Len == 0 {
+				break
+			}
+			if s.Kind == rfbframe.FramebufferUpdate && s.End {
+				if err := updated(""); err != nil {
+					return err
+				}
+			}
+			p = p[s.Len:]
+		}
+		buf = buf[:copy(buf, p)]
+	}
+}
+
 // clockBits samples the centre of every cell of the clock's grid: 1 where
 // it is teal.
-func clockBits(fb *rfb.Framebuffer, g grid) string {
+func clockBits(fb *rfb.Framebuffer, g *grid) string {
 	var b strings.Builder
 	for row := range g.Rows {
 		for col := range g.Cols {
