@@ -250,7 +250,8 @@ describe('recording player', { timeout: 240_000, skip: noBrowser }, () => {
           const end = await waitForPlayer(page, `s.state === 'ended'`, 20_000);
           assert.equal(end.position, end.duration);
           assert.equal(end.speed, 8);
-          assert.ok(Date.now() - wall < end.duration / 2, `6 s at 8x took ${Date.now() - wall} ms`);
+          // Faster than real time even on a loaded machine.
+          assert.ok(Date.now() - wall < end.duration, `${end.duration} ms at 8x took ${Date.now() - wall} ms`);
         });
         await step('the last frame shows the picture, the dot and the yellow square', () => waitForPixels(page, [
           { x: 5, y: 5, rgb: red },
