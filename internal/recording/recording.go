@@ -256,12 +256,14 @@ func (r *Recording) Server(p []byte) error {
 	if len(p) == 0 {
 		return r.Err()
 	}
-	ms := r.ms()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if err := r.admit(len(p)); err != nil {
 		return err
 	}
+	// Taken under the lock, so a file's timestamps never go backwards
+	// whichever goroutines call.
+	ms := r.ms()
 	r.take(0, &r.server).appendBlock(p, ms)
 	r.side.Bytes += int64(len(p))
 	r.lastMs = ms
@@ -288,20 +290,18 @@ func (r *Recording) Input(msg []byte) error {
 	default:
 		return r.Err()
 	}
-	ms := r.ms()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if err := r.admit(len(msg)); err != nil {
 		return err
 	}
-	r.take(1, &r.inputQ).appendBlock(msg, ms)
+	r.take(1, &r.inputQ).appendBlock(msg, r.ms())
 	r.side.InputBytes += int64(len(msg))
 	r.signal()
 	return nil
 }
 
 func (r *Recording) pixelFormat(wire []byte) error {
-	ms := r.ms()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.err != nil {
@@ -311,7 +311,7 @@ func (r *Recording) pixelFormat(wire []byte) error {
 		return ErrEnded
 	}
 	// noVNC sends its format once; a repeat changes nothing for a player.
-	if n := len(r.side.PixelFormats); n > 0 && bytes.Equal(r.lastPF[:], wire) {
+	if len(r.side.PixelFormats) > 0 && bytes.Equal(r.lastPF[:], wire) {
 		return nil
 	}
 	if len(r.side.PixelFormats) >= maxPixelFormats {
@@ -319,7 +319,7 @@ func (r *Recording) pixelFormat(wire []byte) error {
 		return nil
 	}
 	copy(r.lastPF[:], wire)
-	r.side.PixelFormats = append(r.side.PixelFormats, newPixelFormatChange(ms, r.side.Bytes, wire))
+	r.side.PixelFormats = append(r.side.PixelFormats, newPixelFormatChange(r.ms(), r.side.Bytes, wire))
 	return nil
 }
 
