@@ -122,21 +122,28 @@ function parseFBS(buffer) {
   return { blocks, truncated };
 }
 
-// noVNCDepth is the depth noVNC decodes a pixel format at (its own two
-// formats, 24 and 8), or 0 for a format its decoders do not know.
-function noVNCDepth(pf) {
+// decodingOf says how noVNC decodes a pixel format: at which of its two
+// depths (24 and 8), and whether red and blue must be swapped, for the
+// little-endian BGRX format of X servers and TigerVNC's viewer that noVNC
+// itself never asks for. null: a format noVNC cannot decode.
+function decodingOf(pf) {
   const shifts = (r, g, b) => pf.red_shift === r && pf.green_shift === g && pf.blue_shift === b;
   const maxes = (m) => pf.red_max === m && pf.green_max === m && pf.blue_max === m;
   if (!pf.true_colour) {
-    return 0;
+    return null;
   }
-  if (pf.bits_per_pixel === 32 && pf.depth === 24 && !pf.big_endian && maxes(255) && shifts(0, 8, 16)) {
-    return 24;
+  if (pf.bits_per_pixel === 32 && pf.depth === 24 && !pf.big_endian && maxes(255)) {
+    if (shifts(0, 8, 16)) {
+      return { depth: 24, swap: false };
+    }
+    if (shifts(16, 8, 0)) {
+      return { depth: 24, swap: true };
+    }
   }
   if (pf.bits_per_pixel === 8 && pf.depth === 8 && maxes(3) && shifts(0, 2, 4)) {
-    return 8;
+    return { depth: 8, swap: false };
   }
-  return 0;
+  return null;
 }
 
 function describeFormat(pf) {
@@ -145,14 +152,14 @@ function describeFormat(pf) {
 }
 
 // buildSteps turns the blocks and the sidecar's pixel formats into one
-// list of steps: {time, data} to hand to noVNC, {time, depth} to switch
+// list of steps: {time, data} to hand to noVNC, {time, decoding} to switch
 // noVNC's decoders. A format applies from its byte offset in the stream
 // (from its time for a sidecar without offsets), so a block that holds
 // that offset is split there.
 function buildSteps(blocks, formats) {
-  const changes = formats.map((pf) => ({ pf, depth: noVNCDepth(pf) }));
+  const changes = formats.map((pf) => ({ pf, decoding: decodingOf(pf) }));
   for (const c of changes) {
-    if (c.depth === 0) {
+    if (!c.decoding) {
       warn(`The browser asked for a pixel format noVNC cannot decode (${describeFormat(c.pf)}) at ${formatTime(c.pf.ms)}: colours may be wrong from there.`);
     }
   }
@@ -176,8 +183,8 @@ function buildSteps(blocks, formats) {
       }
       streamOffset += cut;
       data = data.subarray(cut);
-      if (c.depth !== 0) {
-        steps.push({ time: block.time, depth: c.depth });
+      if (c.decoding) {
+        steps.push({ time: block.time, decoding: c.decoding });
       }
       next++;
     }
@@ -262,8 +269,42 @@ class Player {
       }
     });
     this.rfb = rfb;
+    this.swap = false;
+    this.swapping = this.installSwap(rfb);
     this.index = 0;
     this.position = 0;
+  }
+
+  // installSwap puts a red-blue swap in front of noVNC's drawing of
+  // decoded pixels, for a stream in BGRX. Tight and TightPNG are left
+  // alone: their pixels are red, green, blue in every format, and their
+  // JPEG and PNG images are pictures. Queued draws were swapped when they
+  // were queued. It returns false when this noVNC has no such methods.
+  installSwap(rfb) {
+    const display = rfb._display;
+    if (!display || typeof display.blitImage !== 'function' || typeof display.fillRect !== 'function') {
+      return false;
+    }
+    const rgbEncodings = new Set([7, -260]); // Tight, TightPNG
+    const active = (fromQueue) => this.swap && !fromQueue && !rgbEncodings.has(rfb._FBU?.encoding);
+    const blitImage = display.blitImage.bind(display);
+    const fillRect = display.fillRect.bind(display);
+    display.blitImage = (x, y, width, height, arr, offset, fromQueue) => {
+      if (!active(fromQueue)) {
+        return blitImage(x, y, width, height, arr, offset, fromQueue);
+      }
+      const out = new Uint8Array(width * height * 4);
+      for (let i = 0; i < out.length; i += 4) {
+        out[i] = arr[offset + i + 2];
+        out[i + 1] = arr[offset + i + 1];
+        out[i + 2] = arr[offset + i];
+        out[i + 3] = arr[offset + i + 3];
+      }
+      return blitImage(x, y, width, height, out, 0, fromQueue);
+    };
+    display.fillRect = (x, y, width, height, color, fromQueue) =>
+      fillRect(x, y, width, height, active(fromQueue) ? [color[2], color[1], color[0]] : color, fromQueue);
+    return true;
   }
 
   // busy: noVNC has stopped reading its receive queue until the images
@@ -285,11 +326,16 @@ class Player {
   // any picture, so the change comes between messages.)
   step() {
     const s = this.steps[this.index];
-    if (s.depth !== undefined) {
+    if (s.decoding) {
       if (this.busy()) {
         return false;
       }
-      this.rfb._fbDepth = s.depth;
+      this.rfb._fbDepth = s.decoding.depth;
+      this.swap = s.decoding.swap;
+      if (this.swap && !this.swapping && !this.swapWarned) {
+        this.swapWarned = true;
+        warn('This noVNC cannot swap red and blue: colours are wrong from here.');
+      }
     } else {
       this.channel.push(s.data);
     }

@@ -8,7 +8,7 @@
 //	recordvnc -target 127.0.0.1:5900 -dir DIR [-duration 6s] [-encoding raw|tight|zrle]
 //	          [-click 200,450 -click-at 1.5s] [-keys abc -keys-at 2.5s] [-include-input]
 //
-// It asks for noVNC's pixel format and an encoding (Raw by default; Tight
+// It asks for noVNC's pixel format (or -pixel-format bgrx) and an encoding (Raw by default; Tight
 // or ZRLE with the pseudo-encodings noVNC offers that need no answer),
 // requests an incremental update after each one, and ends after -duration.
 // Then it prints one JSON object: the recording's id, the framebuffer size,
@@ -37,9 +37,13 @@ import (
 	"github.com/vncgate/caddy-vnc-proxy/internal/rfbframe"
 )
 
-// noVNCFormat is the pixel format noVNC 1.7 asks for on a 24-bit screen.
-var noVNCFormat = rfb.PixelFormat{BitsPerPixel: 32, Depth: 24, TrueColour: true,
-	RedMax: 255, GreenMax: 255, BlueMax: 255, RedShift: 0, GreenShift: 8, BlueShift: 16}
+// formats are the pixel formats of -pixel-format: the one noVNC 1.7 asks
+// for on a 24-bit screen, and the one of X servers and native viewers.
+var formats = map[string]rfb.PixelFormat{
+	"novnc": {BitsPerPixel: 32, Depth: 24, TrueColour: true,
+		RedMax: 255, GreenMax: 255, BlueMax: 255, RedShift: 0, GreenShift: 8, BlueShift: 16},
+	"bgrx": rfb.PixelFormat32,
+}
 
 // The clock of vncdemo's picture (internal/vncdemo/doc.go): eight
 // characters of 5x7 glyphs drawn 8x scaled with a one-glyph-pixel gap,
@@ -92,6 +96,7 @@ func run() error {
 	keysAt := flag.Duration("keys-at", 2500*time.Millisecond, "when to type")
 	includeInput := flag.Bool("include-input", false, "record the key and pointer events too")
 	encoding := flag.String("encoding", "raw", "`raw`, tight or zrle")
+	format := flag.String("pixel-format", "novnc", "`novnc` (red in the low byte) or bgrx (red in bits 16-23, as X servers and TigerVNC's viewer)")
 	flag.Parse()
 	if *dir == "" {
 		return errors.New("-dir is required")
@@ -144,8 +149,12 @@ func run() error {
 	if !ok {
 		return fmt.Errorf("-encoding %q is not raw, tight or zrle", *encoding)
 	}
+	pf, ok := formats[*format]
+	if !ok {
+		return fmt.Errorf("-pixel-format %q is not novnc or bgrx", *format)
+	}
 	for _, m := range []func(io.Writer) error{
-		func(w io.Writer) error { return rfb.SetPixelFormat(w, noVNCFormat) },
+		func(w io.Writer) error { return rfb.SetPixelFormat(w, pf) },
 		func(w io.Writer) error { return rfb.SetEncodings(w, encodings...) },
 		func(wr io.Writer) error { return rfb.RequestUpdate(wr, false, 0, 0, w, h) },
 	} {
@@ -174,7 +183,7 @@ func run() error {
 		go func() {
 			br := bufio.NewReaderSize(io.TeeReader(conn, sink{rec}), 64<<10)
 			for {
-				rects, err := rfb.ReadFramebufferUpdate(br, noVNCFormat)
+				rects, err := rfb.ReadFramebufferUpdate(br, pf)
 				if err == nil {
 					fb.Apply(rects)
 					err = updated(clockBits(fb, res.ClockGrid))
@@ -186,7 +195,7 @@ func run() error {
 			}
 		}()
 	} else {
-		go func() { readErr <- frameUpdates(conn, rec, updated) }()
+		go func() { readErr <- frameUpdates(conn, rec, pf, updated) }()
 	}
 
 	start := rec.Started()
@@ -247,8 +256,8 @@ var offers = map[string][]int32{
 // frameUpdates records every read from the server and frames the stream,
 // calling updated at the end of each FramebufferUpdate; without a decoder
 // for Tight and ZRLE, the framer is what tells where an update ends.
-func frameUpdates(conn net.Conn, rec *recording.Recording, updated func(string) error) error {
-	f, err := rfbframe.NewFramer(noVNCFormat)
+func frameUpdates(conn net.Conn, rec *recording.Recording, pf rfb.PixelFormat, updated func(string) error) error {
+	f, err := rfbframe.NewFramer(pf)
 	if err != nil {
 		return err
 	}
