@@ -406,7 +406,9 @@ class Player {
   // for a point behind, in slices that leave the page responsive.
   async seek(ms) {
     const generation = ++this.generation;
-    const wasPlaying = state.state === 'playing';
+    // A seek that replaces another one resumes as that one would have.
+    const wasPlaying = state.state === 'playing' || (state.state === 'seeking' && this.resume);
+    this.resume = wasPlaying;
     clearTimeout(this.timer);
     this.timer = 0;
     const target = Math.max(0, Math.min(ms, this.duration));
