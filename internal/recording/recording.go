@@ -54,6 +54,9 @@ const (
 	// goroutine to wake (the costly part of a channel send), and a busy
 	// console costs at most a hundred writes a second.
 	writeInterval = 10 * time.Millisecond
+	// sleepBelow is the batch size under which the writer waits
+	// writeInterval before the next.
+	sleepBelow = 256 << 10
 )
 
 var (
@@ -428,7 +431,9 @@ func (r *Recording) run() {
 			r.finish(broken)
 			return
 		}
-		if wrote > 0 {
+		// A small batch means a quiet console: wait for more. A large one
+		// means a busy console or a slow disk: go straight on.
+		if wrote > 0 && wrote < sleepBelow {
 			time.Sleep(writeInterval)
 		}
 	}

@@ -319,3 +319,54 @@ func TestTooManyPixelFormats(t *testing.T) {
 		t.Fatalf("sidecar: complete %v, %d formats, error %q", s.Complete, len(s.PixelFormats), s.Error)
 	}
 }
+
+// pending is how many bytes are queued or being written.
+func (r *Recording) pending() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.queued
+}
+
+// A disk that stops taking data (here a pipe nobody reads) never holds up
+// the relay: every Server call returns at once, and the queue's limit
+// turns into ErrQueueFull.
+func TestServerNeverBlocksOnAStalledDisk(t *testing.T) {
+	rec, err := Start(Config{Dir: t.TempDir(), QueueBytes: 1 << 20}, Meta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.fbs.Close()
+	rec.fbs = pw // before the first Server call, so before the writer looks
+	chunk := make([]byte, 16<<10)
+	var slowest time.Duration
+	calls := 0
+	for ; ; calls++ {
+		if calls > 1000 {
+			t.Fatal("the queue never filled")
+		}
+		start := time.Now()
+		err := rec.Server(chunk)
+		slowest = max(slowest, time.Since(start))
+		if errors.Is(err, ErrQueueFull) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Generous for a loaded machine; a blocked call would take forever.
+	if slowest > 100*time.Millisecond {
+		t.Fatalf("a Server call took %v", slowest)
+	}
+	if calls < 60 {
+		t.Fatalf("the queue was full after %d calls of 16 KiB, its limit is 1 MiB", calls)
+	}
+	pr.Close() // the writer's blocked write now fails
+	if err := rec.Close("client closed"); !errors.Is(err, ErrQueueFull) {
+		t.Fatalf("Close: %v", err)
+	}
+}
