@@ -21,6 +21,11 @@ const RetentionInterval = time.Minute
 // still writing is never deleted; neither is any file that is not a
 // recording's.
 //
+// Live recordings count towards MaxTotal but are left alone, so a
+// directory whose live recordings alone exceed it stays over until they
+// end. Liveness is known per process: two processes must not share a
+// directory.
+//
 // A run reads the directory once and looks at each file once (no file is
 // opened), so its cost is one directory listing however many recordings
 // end.
@@ -28,8 +33,8 @@ type Retention struct {
 	dir      string
 	maxAge   time.Duration
 	maxTotal int64
-	// Report, if set, is told the result of every background run that
-	// deleted something or failed.
+	// Report, if set (before Start), is told the result of every
+	// background run that deleted something or failed.
 	Report func(deleted []string, err error)
 
 	now      func() time.Time
