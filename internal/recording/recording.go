@@ -40,7 +40,7 @@ import (
 	"github.com/vncgate/caddy-vnc-proxy/internal/rfb"
 )
 
-// Defaults of Config.
+// Defaults of Config, and the writer's pace.
 const (
 	// DefaultQueueBytes bounds the bytes a recording holds that are not
 	// on disk yet: a few seconds of a busy console behind a stalled disk.
@@ -50,12 +50,14 @@ const (
 	// maxPixelFormats bounds the sidecar's list; a browser that changes
 	// its pixel format more often is not a viewer.
 	maxPixelFormats = 256
-	// writeInterval spaces the writer's batches: Server then rarely has a
-	// goroutine to wake (the costly part of a channel send), and a busy
-	// console costs at most a hundred writes a second.
+	// writeInterval spaces the writer's small batches: Server then rarely
+	// has a goroutine to wake (the costly part of a channel send), and a
+	// console that sends a little all the time costs at most a hundred
+	// writes a second.
 	writeInterval = 10 * time.Millisecond
 	// sleepBelow is the batch size under which the writer waits
-	// writeInterval before the next.
+	// writeInterval before the next; after a larger one (a burst, a slow
+	// disk) it goes straight on.
 	sleepBelow = 256 << 10
 )
 
