@@ -5,8 +5,10 @@
 // recordings' directory within its age and size limits, lists recordings
 // and opens one for serving.
 //
-// The relay calls Server and Input on its own goroutines; they copy the
-// bytes into a bounded queue and return at once, so a slow or full disk
+// The relay calls Server with what it sends the browser, and Input with
+// each message the browser sends (or Client with the browser's bytes as
+// they come, when the relay does not frame them), on its own goroutines;
+// they copy the bytes into a bounded queue and return at once, so a slow or full disk
 // never slows a console. One writer goroutine per recording empties the
 // queue. A full queue or a failed write is an error the caller acts on
 // (end the console, or carry on unrecorded); either way the sidecar says
@@ -117,21 +119,24 @@ type Recording struct {
 	sidecarPath string
 	liveKey     string
 
-	mu      sync.Mutex
-	server  queue // FBS blocks queued for <id>.fbs
-	inputQ  queue // blocks queued for <id>.input
-	queued  int   // bytes queued or being written
-	blocks  int   // blocks queued or being written
-	err     error // the first failure; the recording is incomplete
-	ending  bool
-	side    Sidecar
-	lastPF  [16]byte
-	pfLost  bool
-	lastMs  uint32
-	spare   [2]queue // emptied chunk lists handed back by the writer
-	wake    chan struct{}
-	done    chan struct{}
-	waitErr error
+	mu     sync.Mutex
+	server queue // FBS blocks queued for <id>.fbs
+	inputQ queue // blocks queued for <id>.input
+	queued int   // bytes queued or being written
+	blocks int   // blocks queued or being written
+	err    error // the first failure; the recording is incomplete
+	ending bool
+	side   Sidecar
+	lastPF [16]byte
+	pfLost bool
+	// clientLost: Client could not frame the browser's stream.
+	clientLost error
+	client     clientFramer // Client's state; its goroutine only
+	lastMs     uint32
+	spare      [2]queue // emptied chunk lists handed back by the writer
+	wake       chan struct{}
+	done       chan struct{}
+	waitErr    error
 }
 
 // Start creates the recording's files and its sidecar (complete: false)
@@ -491,6 +496,9 @@ func (r *Recording) finish(broken bool) {
 	err := r.err
 	if err == nil && r.pfLost {
 		err = ErrTooManyPixelFormats
+	}
+	if err == nil && r.clientLost != nil {
+		err = r.clientLost
 	}
 	r.mu.Unlock()
 	if err != nil {
