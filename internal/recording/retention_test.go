@@ -44,7 +44,10 @@ func dirSize(t *testing.T, dir string) (total int64, names []string) {
 		t.Fatal(err)
 	}
 	for _, e := range entries {
-		info, _ := e.Info()
+		info, err := e.Info()
+		if err != nil {
+			continue // deleted or renamed (a sidecar's temporary file) meanwhile
+		}
 		total += info.Size()
 		names = append(names, e.Name())
 	}
