@@ -358,8 +358,9 @@ func TestServerNeverBlocksOnAStalledDisk(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// Generous for a loaded machine; a blocked call would take forever.
-	if slowest > 100*time.Millisecond {
+	// Generous for a loaded machine: a call that waited for the writer
+	// would never return at all.
+	if slowest > time.Second {
 		t.Fatalf("a Server call took %v", slowest)
 	}
 	if calls < 60 {
