@@ -3,7 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 BIN := $(CURDIR)/bin
 
-.PHONY: demo test test-deps test-go test-e2e caddy vncdemo build check-build-stress bench soak fuzz
+.PHONY: demo test test-deps test-go test-e2e caddy vncdemo serialguest build check-build-stress bench soak fuzz
 
 ## demo: build Caddy with the plugin, start vncdemo and open a console page
 demo:
@@ -20,8 +20,8 @@ test-deps:
 test-go:
 	CI=$${CI:-} $(GO) test -race -count=1 -timeout 20m ./...
 
-## test-e2e: noVNC in Chromium through Caddy over TLS to real VNC servers
-test-e2e: caddy vncdemo
+## test-e2e: noVNC and xterm.js in Chromium through Caddy over TLS to real VNC servers and a serial console
+test-e2e: caddy vncdemo serialguest
 	cd demo && npm ci --no-audit --no-fund --loglevel=error
 	cd e2e && npm ci --no-audit --no-fund --loglevel=error && node --test --test-concurrency=1
 
@@ -32,6 +32,10 @@ caddy:
 ## vncdemo: the demo VNC server, into bin/
 vncdemo:
 	$(GO) build -o $(BIN)/vncdemo ./cmd/vncdemo
+
+## serialguest: boots a Linux guest with a shell on a serial port (QEMU), into bin/
+serialguest:
+	$(GO) build -o $(BIN)/serialguest ./cmd/serialguest
 
 ## build: a production binary with xcaddy from xcaddy.json, checked for the plugin's modules
 build:

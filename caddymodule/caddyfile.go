@@ -36,6 +36,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		ping_interval    <duration>
 //		idle_timeout     <duration>
 //		max_message_size <size>
+//		protocol         vnc|spice|serial|raw
 //		check_rfb        on|off
 //		vnc_auth {
 //			password <secret>
@@ -94,6 +95,14 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			h.MaxMessageSize = int64(size)
 
+		case "protocol":
+			if !d.AllArgs(&h.Protocol) {
+				return true, d.ArgErr()
+			}
+			if _, err := admission.ParseProtocol(h.Protocol); err != nil || h.Protocol == "" {
+				return true, d.Errf("protocol %q: want vnc, spice, serial or raw", h.Protocol)
+			}
+
 		case "check_rfb":
 			on, err := parseOnOff(d)
 			if err != nil {
@@ -111,6 +120,9 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 	if h.ResolverRaw == nil {
 		return d.Err("vnc_proxy needs a resolver (resolver file|http|redis|jwt|nova ...)")
+	}
+	if _, err := h.targetProtocol(); err != nil {
+		return d.Err(err.Error())
 	}
 	return nil
 }

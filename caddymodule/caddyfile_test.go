@@ -75,6 +75,14 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"require_tls without tls", "vnc_proxy {\nresolver file /x\nvnc_auth {\nrequire_tls\n}\n}", "require_tls needs a tls block"},
 		{"tls without ca", "vnc_proxy {\nresolver file /x\nvnc_auth {\ntls {\nserver_name h\n}\n}\n}", "ca is required"},
 		{"tls cert without key", "vnc_proxy {\nresolver file /x\nvnc_auth {\ntls {\nca /c\ncert /x\n}\n}\n}", "cert and key go together"},
+		{"unknown protocol", "vnc_proxy {\nresolver file /x\nprotocol rdp\n}", `protocol "rdp": want vnc, spice, serial or raw`},
+		{"protocol without value", "vnc_proxy {\nresolver file /x\nprotocol\n}", "wrong argument count"},
+		{"check_rfb off with protocol vnc", "vnc_proxy {\nresolver file /x\nprotocol vnc\ncheck_rfb off\n}", "check_rfb off contradicts protocol vnc"},
+		{"check_rfb on with protocol serial", "vnc_proxy {\nresolver file /x\nprotocol serial\ncheck_rfb on\n}", "check_rfb on contradicts protocol serial"},
+		{"vnc_auth with protocol serial", "vnc_proxy {\nresolver file /x\nprotocol serial\nvnc_auth {\npassword p\n}\n}", "vnc_auth needs protocol vnc, not serial"},
+		{"view_only with protocol raw", "vnc_proxy {\nresolver file /x\nprotocol raw\nview_only on\n}", "view_only needs protocol vnc, not raw"},
+		{"view_only with check_rfb off", "vnc_proxy {\nresolver file /x\ncheck_rfb off\nview_only on\n}", "view_only needs protocol vnc, not raw"},
+		{"vnc_auth with protocol spice", "vnc_proxy {\nresolver file /x\nprotocol spice\nvnc_auth {\npassword p\n}\n}", "vnc_auth needs protocol vnc, not spice"},
 		{"tls unknown", "vnc_proxy {\nresolver file /x\nvnc_auth {\ntls {\nca /c\npin x\n}\n}\n}", `unrecognized vnc_auth tls option "pin"`},
 	}
 	for _, c := range cases {

@@ -39,15 +39,16 @@ func endAllConsoles() {
 
 // Handler is the vnc_proxy HTTP handler. It takes a token from a WebSocket
 // upgrade request, asks a resolver which VNC server the token stands for,
-// dials that server and checks that it speaks RFB, and only then upgrades the
-// request and relays the RFB byte stream both ways.
+// dials that server and, for VNC, checks that it speaks RFB, and only then
+// upgrades the request and relays the byte stream both ways.
 //
 // Before the upgrade every failure is a plain HTTP response: 400 for a request
 // that is not a WebSocket upgrade (HTTP/1.1) or extended CONNECT (HTTP/2,
 // HTTP/3), 401 without a token, 403 for an unknown, expired or used token,
 // a refused Origin or target, 429 and 503 beyond the rate and console
-// limits, 503 when the resolver cannot answer, 502 when the VNC server
-// cannot be reached or does not speak RFB.
+// limits, 503 when the resolver cannot answer, 409 when a serial
+// console's target already has a console, 502 when the target cannot be
+// reached or a VNC server does not speak RFB.
 type Handler struct {
 	// The console options, the same as the native listener's.
 	ConsoleOptions
@@ -73,8 +74,18 @@ type Handler struct {
 	// larger one ends the session with close code 1009. Default: 1048576 (1 MiB).
 	MaxMessageSize int64 `json:"max_message_size,omitempty"`
 
-	// Whether the VNC server must greet with "RFB xxx.yyy\n" before the
-	// browser's request is upgraded. Default: true.
+	// What the targets speak: "vnc" (the VNC server must greet with "RFB
+	// xxx.yyy\n" before the browser's request is upgraded; RFB-aware mode
+	// and view-only work), "serial" (a serial console's TCP port: raw
+	// bytes both ways, text messages from the browser relayed as their
+	// UTF-8 bytes, and one console per target in the whole process: a
+	// second is refused 409 "console in use"), "raw" (any byte stream,
+	// nothing checked) or "spice" (not yet supported). Default: "vnc".
+	Protocol string `json:"protocol,omitempty"`
+
+	// The old spelling of protocol: false is protocol "raw", true is
+	// protocol "vnc"; it must agree with protocol when both are given.
+	// Default: true.
 	CheckRFB *bool `json:"check_rfb,omitempty"`
 
 	pipeline     *admission.Pipeline
@@ -82,6 +93,7 @@ type Handler struct {
 	logger       *zap.Logger
 	upgrader     websocket.Upgrader
 	pingInterval time.Duration
+	protocol     admission.Protocol
 }
 
 // CaddyModule returns the Caddy module information.
@@ -116,7 +128,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.MaxMessageSize == 0 {
 		h.MaxMessageSize = defaultMaxMessageSize
 	}
-	cfg.CheckRFB = h.CheckRFB == nil || *h.CheckRFB
+	h.protocol, err = h.targetProtocol()
+	if err != nil {
+		return err
+	}
+	if h.protocol == admission.ProtocolSPICE {
+		return errors.New("protocol spice is not yet supported")
+	}
+	cfg.Protocol = h.protocol
 	cfg.AllowedOrigins = h.AllowedOrigins
 
 	h.stateKey = stateKey(ctx)
@@ -145,6 +164,35 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		},
 	}
 	return nil
+}
+
+// targetProtocol is the protocol of the handler's targets, from protocol
+// and its old spelling check_rfb, and checks that the options that need
+// RFB have it.
+func (h *Handler) targetProtocol() (admission.Protocol, error) {
+	p, err := admission.ParseProtocol(h.Protocol)
+	if err != nil {
+		return "", err
+	}
+	if h.CheckRFB != nil {
+		switch {
+		case h.Protocol == "" && !*h.CheckRFB:
+			p = admission.ProtocolRaw
+		case *h.CheckRFB && p != admission.ProtocolVNC:
+			return "", fmt.Errorf("check_rfb on contradicts protocol %s: check_rfb on means protocol vnc", p)
+		case !*h.CheckRFB && p == admission.ProtocolVNC:
+			return "", errors.New("check_rfb off contradicts protocol vnc: check_rfb off is the old spelling of protocol raw")
+		}
+	}
+	if p != admission.ProtocolVNC {
+		if h.VNCAuth != nil {
+			return "", fmt.Errorf("vnc_auth needs protocol vnc, not %s", p)
+		}
+		if h.ViewOnly {
+			return "", fmt.Errorf("view_only needs protocol vnc, not %s", p)
+		}
+	}
+	return p, nil
 }
 
 // Cleanup lets go of the handler's place in the config; live consoles run
@@ -202,6 +250,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		PingInterval:     h.pingInterval,
 		IdleTimeout:      time.Duration(h.IdleTimeout),
 		MaxMessageSize:   h.MaxMessageSize,
+		AcceptText:       h.protocol == admission.ProtocolSerial,
 		HandshakeTimeout: time.Duration(h.DialTimeout),
 		Metrics:          sessionMetrics(req.Server),
 		Target:           c.Target,

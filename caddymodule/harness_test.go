@@ -379,7 +379,7 @@ func waitSessionGoroutines(t testing.TB) {
 		stacks := string(buf[:runtime.Stack(buf, true)])
 		var left []string
 		for _, g := range strings.Split(stacks, "\n\n") {
-			if strings.Contains(g, "caddymodule.(*session)") || strings.Contains(g, "caddymodule.(*Handler).ServeHTTP") {
+			if strings.Contains(g, "console.(*Session)") || strings.Contains(g, "caddymodule.(*Handler).ServeHTTP") {
 				left = append(left, g)
 			}
 		}

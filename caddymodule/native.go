@@ -142,7 +142,7 @@ func (l *NativeListener) provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	cfg.CheckRFB = true
+	cfg.Protocol = admission.ProtocolVNC
 	cfg.AlwaysLogin = true
 	l.pipeline, err = admission.New(cfg, loadState(l.server))
 	if err != nil {

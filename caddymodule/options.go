@@ -91,7 +91,7 @@ type ConsoleOptions struct {
 }
 
 // admissionConfig loads the resolver and checks the options; the door
-// adds what is its own (origins, the RFB check, its logger).
+// adds what is its own (origins, the protocol, its logger).
 func (o *ConsoleOptions) admissionConfig(ctx caddy.Context) (admission.Config, error) {
 	if o.ResolverRaw == nil {
 		return admission.Config{}, errors.New("a resolver is required (resolver file|http|redis|jwt|nova ...)")

@@ -4,6 +4,10 @@
 # Ctrl-C stops everything. Nothing is written outside the repository's bin/
 # and demo/node_modules/ except one temporary directory, removed at the end.
 #
+#   CONSOLE=serial   a serial console instead (xterm.js): a real Linux guest
+#                    booted by QEMU with its shell on a serial port (needs the
+#                    Debian packages qemu-system-x86, busybox-static and
+#                    linux-image-amd64)
 #   PORT=8080        the port Caddy serves the console page on (localhost only)
 #   HTTPS=1          serve https:// with a certificate from Caddy's internal CA
 #                    (the browser warns about it: the CA is not installed)
@@ -25,6 +29,11 @@ done
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 port="${PORT:-8080}"
+console="${CONSOLE:-vnc}"
+case "$console" in
+vnc | serial) ;;
+*) echo "demo: CONSOLE=$console: want vnc or serial" >&2; exit 2 ;;
+esac
 scheme=http
 [ -n "$https" ] && [ "$https" != 0 ] && scheme=https
 
@@ -35,15 +44,39 @@ for tool in go npm; do
 	fi
 done
 
-cd "$root"
-echo "demo: building bin/caddy and bin/vncdemo"
-go build -o bin/caddy ./cmd/caddy
-go build -o bin/vncdemo ./cmd/vncdemo
+# The serial guest's programs, checked before anything is built: the
+# packages to install are the first thing to know.
+if [ "$console" = serial ]; then
+	missing=()
+	command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
+	# The guest has no C library: busybox must be Debian's statically linked
+	# one (ldd succeeds on a dynamically linked program only).
+	busybox="$(command -v busybox || true)"
+	if [ -z "$busybox" ] || ldd "$busybox" >/dev/null 2>&1; then
+		missing+=(busybox-static)
+	fi
+	compgen -G '/boot/vmlinuz-*' >/dev/null || missing+=(linux-image-amd64)
+	if [ ${#missing[@]} -gt 0 ]; then
+		echo "demo: CONSOLE=serial boots a Linux guest with QEMU; install the Debian package(s) ${missing[*]}" >&2
+		echo "      (sudo apt-get install ${missing[*]})" >&2
+		exit 1
+	fi
+	target=serialguest
+else
+	target=vncdemo
+fi
 
-# noVNC, pinned by demo/package-lock.json; reinstalled only when the lock changed.
+cd "$root"
+echo "demo: building bin/caddy and bin/$target"
+go build -o bin/caddy ./cmd/caddy
+go build -o "bin/$target" "./cmd/$target"
+
+# noVNC and xterm.js, pinned by demo/package-lock.json; reinstalled only when
+# the lock changed.
 if [ ! -f demo/node_modules/@novnc/novnc/core/rfb.js ] ||
+	[ ! -f demo/node_modules/@xterm/xterm/lib/xterm.mjs ] ||
 	[ demo/package-lock.json -nt demo/node_modules/.package-lock.json ]; then
-	echo "demo: installing noVNC (npm ci)"
+	echo "demo: installing noVNC and xterm.js (npm ci)"
 	(cd demo && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
@@ -63,24 +96,30 @@ cleanup() {
 trap cleanup EXIT
 trap 'echo; echo "demo: stopping"; exit 0' INT TERM
 
-# The demo VNC server on a port the kernel picks; it prints the address once
-# it accepts connections.
-# The password travels in the environment, not on the command line.
-VNCDEMO_PASSWORD="${VNC_PASSWORD:-}" bin/vncdemo -listen 127.0.0.1:0 -geometry 800x600 >"$tmp/vncdemo.log" 2>&1 &
+if [ "$target" = serialguest ]; then
+	# The guest: QEMU with the machine's first serial port on a TCP chardev
+	# at a free port (serialguest prints it, then becomes QEMU).
+	bin/serialguest -listen 127.0.0.1:0 -dir "$tmp" >"$tmp/$target.log" 2>&1 &
+else
+	# The demo VNC server on a port the kernel picks; it prints the address
+	# once it accepts connections.
+	# The password travels in the environment, not on the command line.
+	VNCDEMO_PASSWORD="${VNC_PASSWORD:-}" bin/vncdemo -listen 127.0.0.1:0 -geometry 800x600 >"$tmp/$target.log" 2>&1 &
+fi
 pids+=($!)
 vnc_addr=""
 for _ in $(seq 100); do
-	vnc_addr="$(sed -n 's/^vncdemo listening on \([^ ]*\).*/\1/p' "$tmp/vncdemo.log" | head -n1)"
+	vnc_addr="$(sed -n "s/^$target listening on \([^ ]*\).*/\1/p" "$tmp/$target.log" | head -n1)"
 	[ -n "$vnc_addr" ] && break
 	if ! kill -0 "${pids[0]}" 2>/dev/null; then
-		echo "demo: vncdemo exited:" >&2
-		cat "$tmp/vncdemo.log" >&2
+		echo "demo: $target exited:" >&2
+		cat "$tmp/$target.log" >&2
 		exit 1
 	fi
 	sleep 0.1
 done
 if [ -z "$vnc_addr" ]; then
-	echo "demo: vncdemo did not start within 10s" >&2
+	echo "demo: $target did not start within 10s" >&2
 	exit 1
 fi
 
@@ -95,6 +134,7 @@ DEMO_SCHEME="$scheme" \
 	DEMO_TOKEN_FILE="$tmp/tokens" \
 	DEMO_SITE_DIR="$root/demo/site" \
 	DEMO_NOVNC_DIR="$root/demo/node_modules/@novnc/novnc" \
+	DEMO_XTERM_DIR="$root/demo/node_modules/@xterm/xterm" \
 	XDG_DATA_HOME="$tmp/xdg-data" \
 	XDG_CONFIG_HOME="$tmp/xdg-config" \
 	bin/caddy run --adapter caddyfile --config demo/Caddyfile >"$tmp/caddy.log" 2>&1 &
@@ -125,8 +165,24 @@ if [ -z "$ready" ]; then
 	exit 1
 fi
 
-url="$scheme://localhost:$port/?token=$token"
-cat <<EOF
+if [ "$target" = serialguest ]; then
+	url="$scheme://localhost:$port/serial.html?token=$token"
+	cat <<EOF
+
+  caddy-vnc-proxy demo: serial console
+
+  Open the console:  $url
+
+  Caddy ($root/bin/caddy, config demo/Caddyfile) serves the console page and
+  xterm.js, and proxies /serial (protocol serial) to the serial port of a
+  Linux guest that QEMU serves at $vnc_addr for that token. The guest takes
+  10 to 40 seconds to boot; then press Enter in the page for its shell.
+  A second tab with the same link is refused (409 console in use): a serial
+  port serves one console at a time.
+EOF
+else
+	url="$scheme://localhost:$port/?token=$token"
+	cat <<EOF
 
   caddy-vnc-proxy demo
 
@@ -138,6 +194,7 @@ cat <<EOF
   A wrong token shows what a user gets for an invalid link:
                      $scheme://localhost:$port/?token=wrong
 EOF
+fi
 [ "$scheme" = https ] && echo "  (The certificate comes from Caddy's internal CA, which is not installed: expect a browser warning.)"
 cat <<EOF
 
@@ -147,7 +204,7 @@ EOF
 
 tail -n 0 -f "$tmp/caddy.log" &
 pids+=($!)
-# Run until Caddy or vncdemo ends, or until Ctrl-C.
+# Run until Caddy or the console's target ends, or until Ctrl-C.
 while kill -0 "$caddy_pid" 2>/dev/null && kill -0 "${pids[0]}" 2>/dev/null; do
 	sleep 1
 done

@@ -22,6 +22,7 @@ packages=(
 	xvfb                       # a headless X server for vncviewer
 	imagemagick                # screenshots of the Xvfb screen (import)
 	xclip                      # the clipboard of Xvnc's display, for the RFB framer's real streams
+	x11-xserver-utils          # xsetroot: changing Xvnc's picture while the player's test records it
 )
 
 missing=()

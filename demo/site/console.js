@@ -9,6 +9,7 @@
 // window.consoleState, the body's data-state attribute, and a
 // "consolestatechange" event on document whose detail is a copy of the state.
 import RFB from '@novnc/novnc';
+import { closedReason } from './close-reasons.js';
 
 const statusLine = document.getElementById('status');
 const screen = document.getElementById('screen');
@@ -19,24 +20,6 @@ const credentialsForm = document.getElementById('credentials');
 const passwordInput = document.getElementById('password');
 const usernameField = document.getElementById('username-field');
 const usernameInput = document.getElementById('username');
-
-// Messages for a WebSocket that closed after the console was connected, by
-// close code. The proxy sends 1000 when the VNC server ended the session.
-const closeReasons = {
-  1000: 'the remote machine ended the session',
-  1001: 'the console proxy is shutting down or restarting',
-  1006: 'the connection was lost',
-  1009: 'the browser sent a message that was too large',
-  1011: 'the console proxy had an internal error',
-};
-
-// Close code 1008 (policy): the proxy ended the console, and its close
-// frame's text says why.
-const policyReasons = {
-  'token expired': 'the console link has expired',
-  'session time limit': 'the console reached its time limit',
-  'closed by administrator': 'an administrator closed the console',
-};
 
 const state = {
   state: 'loading', // loading, connecting, password, connected, disconnected
@@ -179,12 +162,8 @@ function connect() {
       reason = 'Could not connect: the console link is invalid or has expired, or the console is unavailable.';
     } else if (!wasConnected) {
       reason = 'Could not connect: the remote machine did not complete the VNC handshake.';
-    } else if (state.closeCode === 1008) {
-      reason = `Disconnected: ${policyReasons[state.closeText] || 'the console proxy ended the session'}.`;
-    } else if (e.detail.clean || closeReasons[state.closeCode]) {
-      reason = `Disconnected: ${closeReasons[state.closeCode] || 'the remote machine ended the session'}.`;
     } else {
-      reason = 'Disconnected: the connection failed.';
+      reason = closedReason(state.closeCode, state.closeText, e.detail.clean);
     }
     rfb = null;
     publish({ state: 'disconnected', reason });

@@ -54,6 +54,7 @@ export async function startCaddy(tokens, { caddyfile = 'Caddyfile', readyPath = 
       E2E_TOKEN_FILE: tokenFile,
       E2E_SITE_DIR: path.join(repoRoot, 'demo', 'site'),
       E2E_NOVNC_DIR: novncDir,
+      E2E_XTERM_DIR: path.join(repoRoot, 'demo', 'node_modules', '@xterm', 'xterm'),
       E2E_PKI_DIR: pkiDir,
       E2E_VNC_PASSWORD: vncPassword,
       XDG_DATA_HOME: path.join(dir, 'xdg-data'),

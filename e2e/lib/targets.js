@@ -1,9 +1,10 @@
 // The VNC servers the browser reaches through the proxy: the project's
 // vncdemo, TigerVNC's Xvnc and QEMU's built-in VNC server, each on a free
-// loopback port; and a minimal RFB client that asks a server its size.
+// loopback port; a Linux guest's serial console; and a minimal RFB client
+// that asks a server its size.
 import fs from 'node:fs';
 import net from 'node:net';
-import { Process, built, freePort, requireProgram, waitForPort } from './processes.js';
+import { Process, built, freePort, requireProgram, tempDir, waitForPort } from './processes.js';
 
 // startVncdemo starts bin/vncdemo, 800x600, on a port the kernel picks or
 // on a Unix socket; with a password, clients must log in with VNC
@@ -63,6 +64,29 @@ export async function startQemu({ password, tlsDir } = {}) {
   const proc = new Process('qemu', file, [...args, '-vnc', vnc]);
   await waitForPort('127.0.0.1', port, 30_000, proc);
   return { proc, addr: `127.0.0.1:${port}`, stop: () => proc.stop() };
+}
+
+// startSerialGuest boots bin/serialguest: a Linux guest (Debian's kernel,
+// an initramfs of busybox-static) whose shell is on its first serial port,
+// served by QEMU on a TCP chardev at addr. The guest takes 10 to 40 s to
+// boot after the port opens; its prompt is "guest# ".
+export async function startSerialGuest() {
+  requireProgram('qemu-system-x86_64', 'qemu-system-x86');
+  const dir = tempDir('serialguest');
+  const proc = new Process('serialguest', built('serialguest'), ['-listen', '127.0.0.1:0', '-dir', dir]);
+  const stop = async () => {
+    await proc.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    const [, addr] = await proc.waitForLine(/^serialguest listening on (\S+)/, 10_000);
+    const i = addr.lastIndexOf(':');
+    await waitForPort(addr.slice(0, i), Number(addr.slice(i + 1)), 30_000, proc);
+    return { proc, addr, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
 }
 
 // serverInit connects to an RFB server without security (type None) as a

@@ -7,9 +7,11 @@
 // request's Origin) and calls Admit, which checks, in this order: the
 // Origin, the token's presence, the client's failed-token rate, the
 // console limits, the token lookup, the target's place in allow_targets,
-// the dial, and the VNC server's greeting or the proxy's login to it. It
-// returns either a Console, the VNC server's connection ready for the
-// relay, or a Refusal with the status and short reason a browser gets.
+// for a serial console that no other console has its target, the dial,
+// and the VNC server's greeting or the proxy's login to it (for protocol
+// vnc only). It returns either a Console, the target's connection ready
+// for the relay, or a Refusal with the status and short reason a browser
+// gets.
 //
 // It knows nothing of Caddy or WebSockets: caddymodule builds a Pipeline
 // from a handler's config, and internal/console relays an admitted
@@ -61,8 +63,10 @@ type Config struct {
 	FailedTokenRate Rate
 	// DialTimeout bounds the dial, the greeting and the login together.
 	DialTimeout time.Duration
-	// CheckRFB: the VNC server must greet with an RFB version.
-	CheckRFB bool
+	// Protocol is what the targets speak: vnc (the default, for "")
+	// reads and checks the RFB greeting; the others read nothing before
+	// the upgrade; serial also allows one console per target.
+	Protocol Protocol
 	// VNCAuth: the proxy logs in to every VNC server itself, with
 	// Credentials (a token's own password and username take their place).
 	VNCAuth     bool
@@ -125,14 +129,19 @@ func New(cfg Config, state *State) (*Pipeline, error) {
 	if cfg.DialTimeout == 0 {
 		cfg.DialTimeout = DefaultDialTimeout
 	}
-	if cfg.ViewOnly && !cfg.CheckRFB {
-		return nil, errors.New("view_only needs check_rfb on: the proxy speaks RFB with both sides")
+	proto, err := ParseProtocol(string(cfg.Protocol))
+	if err != nil {
+		return nil, err
 	}
-	if cfg.VNCAuth && !cfg.CheckRFB {
-		return nil, errors.New("vnc_auth needs check_rfb on: the proxy speaks RFB with the VNC server")
+	cfg.Protocol = proto
+	if cfg.ViewOnly && !proto.speaksRFB() {
+		return nil, fmt.Errorf("view_only needs protocol vnc, not %s: the proxy speaks RFB with both sides", proto)
 	}
-	if cfg.AlwaysLogin && !cfg.CheckRFB {
-		return nil, errors.New("a door whose clients log in to the proxy needs check_rfb on: the proxy speaks RFB with the VNC server")
+	if cfg.VNCAuth && !proto.speaksRFB() {
+		return nil, fmt.Errorf("vnc_auth needs protocol vnc, not %s: the proxy speaks RFB with the VNC server", proto)
+	}
+	if cfg.AlwaysLogin && !proto.speaksRFB() {
+		return nil, fmt.Errorf("a door whose clients log in to the proxy needs protocol vnc, not %s: the proxy speaks RFB with the VNC server", proto)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
@@ -291,6 +300,20 @@ func (p *Pipeline) admit(ctx context.Context, req Request) (*Console, *Refusal) 
 	default:
 		return nil, &Refusal{Status: http.StatusServiceUnavailable, Reason: "token service unavailable", Result: "resolver_unavailable", Err: err}
 	}
+	if target.ViewOnly && !p.cfg.Protocol.speaksRFB() {
+		// Only an RFB console can be made view-only; relaying this one
+		// would give the token more than its record grants.
+		return nil, &Refusal{Status: http.StatusForbidden, Reason: "view-only console not supported", Result: "view_only_unsupported",
+			Err: fmt.Errorf("the token's record is view_only, which protocol %s cannot enforce", p.cfg.Protocol), Target: target.String()}
+	}
+	if p.cfg.Protocol == ProtocolSerial {
+		inUse, err := serialConsoles.reserve(target)
+		if err != nil {
+			return nil, &Refusal{Status: http.StatusConflict, Reason: "console in use", Result: "console_in_use", Err: err, Target: target.String()}
+		}
+		counted := release
+		release = func() { counted(); inUse() }
+	}
 	aware := p.rfbAware(target)
 	conn, greeting, login, err := p.dial(ctx, target, aware)
 	if err != nil {
@@ -364,7 +387,7 @@ func tokenFields(token string) []zap.Field {
 // console to t: when the door always logs in, vnc_auth is configured, the
 // token's record carries a password, or the console is view-only.
 func (p *Pipeline) rfbAware(t tokenresolver.Target) bool {
-	return p.cfg.CheckRFB && (p.cfg.AlwaysLogin || p.cfg.VNCAuth || t.Password != "" || p.cfg.ViewOnly || t.ViewOnly)
+	return p.cfg.Protocol.speaksRFB() && (p.cfg.AlwaysLogin || p.cfg.VNCAuth || t.Password != "" || p.cfg.ViewOnly || t.ViewOnly)
 }
 
 // credentialsFor are the configured credentials with the token's own in

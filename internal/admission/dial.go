@@ -11,8 +11,8 @@ import (
 	"github.com/vncgate/caddy-vnc-proxy/tokenresolver"
 )
 
-// dial connects to the VNC server and, with check_rfb or for an RFB-aware
-// console, reads and checks its greeting; an RFB-aware console then logs
+// dial connects to the target and, for protocol vnc, reads and checks
+// the VNC server's greeting; an RFB-aware console then logs
 // in (login is its result). One deadline, the dial timeout from now,
 // bounds all of it, and the wait ends when ctx does. It returns the
 // greeting of a transparent console, for the client to get first.
@@ -28,7 +28,7 @@ func (p *Pipeline) dial(ctx context.Context, t tokenresolver.Target, aware bool)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("dialing target: %w", err)
 	}
-	if !p.cfg.CheckRFB && !aware {
+	if !p.cfg.Protocol.speaksRFB() {
 		return raw, nil, nil, nil
 	}
 	_ = raw.SetDeadline(deadline)

@@ -71,8 +71,9 @@ func (c wsClient) acceptRFB(s *Session) (bool, []byte, error) {
 	return shared, bs.pending, err
 }
 
-// pumpToTarget relays the browser's binary messages to the VNC server. It
-// takes a buffer only once a message has begun.
+// pumpToTarget relays the browser's binary messages (and text messages,
+// with acceptText) to the VNC server. It takes a buffer only once a
+// message has begun.
 func (c wsClient) pumpToTarget(s *Session) {
 	for {
 		mt, r, err := c.ws.NextReader()
@@ -80,7 +81,7 @@ func (c wsClient) pumpToTarget(s *Session) {
 			s.endOnBrowserError(err)
 			return
 		}
-		if mt != websocket.BinaryMessage {
+		if mt != websocket.BinaryMessage && !s.acceptText {
 			s.end(reasonTextMessage, websocket.CloseUnsupportedData, "only binary messages are accepted", nil)
 			return
 		}

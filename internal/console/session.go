@@ -57,6 +57,7 @@ type Session struct {
 	pingInterval   time.Duration
 	idleTimeout    time.Duration
 	maxMessageSize int64
+	acceptText     bool
 	started        time.Time
 	// server is the HTTP server's name.
 	server  string
@@ -128,6 +129,10 @@ type Config struct {
 	// MaxMessageSize is the largest message taken from the browser (close
 	// 1009 beyond it).
 	MaxMessageSize int64
+	// AcceptText relays the browser's text messages as their UTF-8 bytes,
+	// for serial consoles (Horizon's serial page sends text); without it
+	// a text message ends the session with close 1003.
+	AcceptText bool
 	// HandshakeTimeout bounds the browser's RFB handshake of an RFB-aware
 	// console.
 	HandshakeTimeout time.Duration
@@ -207,6 +212,7 @@ func newSession(cl clientSide, bc *browserConn, target net.Conn, c Config) *Sess
 		pingInterval:     c.PingInterval,
 		idleTimeout:      c.IdleTimeout,
 		maxMessageSize:   c.MaxMessageSize,
+		acceptText:       c.AcceptText,
 		started:          time.Now(),
 		handshakeTimeout: c.HandshakeTimeout,
 		login:            c.Login,

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"debug/elf"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -54,12 +55,19 @@ func StartSerialGuest(t testing.TB) string {
 	}
 	port := FreePort(t)
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	p := Start(t, bin, "-nodefaults", "-display", "none", "-m", "128", "-no-reboot",
-		"-kernel", kernel, "-initrd", initrd,
-		"-append", "console=ttyS0 quiet panic=-1",
-		"-serial", "tcp:"+addr+",server=on,wait=off")
+	p := Start(t, bin, SerialGuestArgs(kernel, initrd, addr)...)
 	waitQEMU(t, p, addr)
 	return addr
+}
+
+// SerialGuestArgs are QEMU's arguments for the serial guest of kernel and
+// initrd (BuildSerialInitramfs), its console on a TCP chardev at addr; the
+// demo (cmd/serialguest) boots the same guest.
+func SerialGuestArgs(kernel, initrd, addr string) []string {
+	return []string{"-nodefaults", "-display", "none", "-m", "128", "-no-reboot",
+		"-kernel", kernel, "-initrd", initrd,
+		"-append", "console=ttyS0 quiet panic=-1",
+		"-serial", "tcp:" + qemuEscape(addr) + ",server=on,wait=off"}
 }
 
 // WaitForSerialShell reads the guest's console on conn until its shell
@@ -116,20 +124,30 @@ func ReadSerialUntil(conn net.Conn, want string, timeout time.Duration, nudge st
 // (fails it in CI) naming the package that installs one.
 func debianKernel(t testing.TB) string {
 	t.Helper()
-	kernels, _ := filepath.Glob("/boot/vmlinuz-*")
-	slices.Sort(kernels)
-	for i := len(kernels) - 1; i >= 0; i-- {
-		if f, err := os.Open(kernels[i]); err == nil {
-			f.Close()
-			return kernels[i]
-		}
+	kernel, err := DebianKernel()
+	if err == nil {
+		return kernel
 	}
-	msg := "no readable /boot/vmlinuz-*: install the Debian package linux-image-amd64 (make test-deps does)"
+	msg := err.Error() + " (make test-deps does)"
 	if InCI() {
 		t.Fatal(msg)
 	}
 	t.Skip(msg)
 	return ""
+}
+
+// DebianKernel returns the newest readable /boot/vmlinuz-*, or an error
+// naming the package that installs one.
+func DebianKernel() (string, error) {
+	kernels, _ := filepath.Glob("/boot/vmlinuz-*")
+	slices.Sort(kernels)
+	for i := len(kernels) - 1; i >= 0; i-- {
+		if f, err := os.Open(kernels[i]); err == nil {
+			f.Close()
+			return kernels[i], nil
+		}
+	}
+	return "", errors.New("no readable /boot/vmlinuz-*: install the Debian package linux-image-amd64")
 }
 
 var initramfs struct {
@@ -145,7 +163,7 @@ func serialInitramfs(t testing.TB) []byte {
 	t.Helper()
 	busybox := Require(t, "busybox", "busybox-static")
 	initramfs.once.Do(func() {
-		initramfs.data, initramfs.err = buildInitramfs(busybox)
+		initramfs.data, initramfs.err = BuildSerialInitramfs(busybox)
 	})
 	if initramfs.err != nil {
 		msg := initramfs.err.Error()
@@ -157,7 +175,10 @@ func serialInitramfs(t testing.TB) []byte {
 	return initramfs.data
 }
 
-func buildInitramfs(busybox string) ([]byte, error) {
+// BuildSerialInitramfs builds the serial guest's initramfs (gzipped cpio)
+// from busybox, which must be statically linked (Debian's busybox-static),
+// and serialInit.
+func BuildSerialInitramfs(busybox string) ([]byte, error) {
 	bb, err := os.ReadFile(busybox)
 	if err != nil {
 		return nil, fmt.Errorf("reading busybox: %w", err)
