@@ -22,7 +22,8 @@ func (s *Session) writeControlLocked(messageType int, payload []byte, deadline t
 	frame[0], frame[1] = 0x80|byte(messageType), byte(len(payload))
 	frame = append(frame, payload...)
 	_ = s.browser.SetWriteDeadline(deadline)
-	_, err := s.browser.Write(frame)
+	n, err := s.browser.Write(frame)
+	s.controlSent.Add(int64(n))
 	// Data writes must not inherit the deadline.
 	_ = s.browser.SetWriteDeadline(time.Time{})
 	if err != nil || messageType == websocket.CloseMessage {
@@ -58,18 +59,37 @@ func (s *Session) tick() {
 		return
 	}
 	now := time.Now()
-	moved := s.toBrowser.Load()
-	toBrowser := s.browserStall.stalled(s.toBrowserBusy.Load(), moved)
-	toTarget := s.targetStall.stalled(s.toTargetBusy.Load(), s.toTarget.Load())
+	// Bytes wait for the browser while a write to it is under way, and
+	// also while its socket holds bytes it has not taken: the pump may
+	// be waiting for the VNC server meanwhile. Its progress counts every
+	// byte it takes, not only whole frames, which a slow reader takes
+	// seconds over.
+	moved := s.browserProgress()
+	waiting := s.toBrowserBusy.Load()
+	if left, ok := s.bc.unsent(); ok && left > 0 {
+		waiting = true
+	}
+	toBrowser := s.browserStall.stalled(waiting, moved)
+	sent, sending := s.toTarget.Load(), s.toTargetBusy.Load()
+	toTarget := s.targetStall.stalled(sending, sent)
 	// The browser is alive while it sends something (data, pongs, pings)
 	// or takes what is written to it: a browser busy receiving a stream
-	// need not answer pings, which wait for no data frame.
-	if moved != s.progressSeen {
+	// need not answer pings, which wait for no data frame. Its bytes
+	// relayed to the VNC server count as heard, as a message's start
+	// does; and while one is being written there, its pongs wait unread
+	// behind it, so silence cannot be told (the VNC server's stall check
+	// bounds that write).
+	if moved > s.progressSeen {
 		s.progressSeen, s.progressAt = moved, now
 	}
+	if sent != s.sentSeen || sending {
+		s.sentSeen, s.sentAt = sent, now
+	}
 	alive := time.Unix(0, s.heard.Load())
-	if s.progressAt.After(alive) {
-		alive = s.progressAt
+	for _, at := range []time.Time{s.progressAt, s.sentAt} {
+		if at.After(alive) {
+			alive = at
+		}
 	}
 	silent := s.pingInterval > 0 && now.Sub(alive) >= 2*s.pingInterval
 	s.writers.Add(1)
@@ -111,15 +131,16 @@ func (s *Session) tickInterval() time.Duration {
 }
 
 // stallCheck tells a direction whose write has made no progress for two
-// ticks: a write is under way and the byte count has not moved.
+// ticks: a write is under way and the byte count has not risen above the
+// highest seen.
 type stallCheck struct {
 	seen  int64
 	ticks int
 }
 
 func (c *stallCheck) stalled(busy bool, moved int64) bool {
-	if !busy || moved != c.seen {
-		c.seen, c.ticks = moved, 0
+	if !busy || moved > c.seen {
+		c.seen, c.ticks = max(c.seen, moved), 0
 		return false
 	}
 	c.ticks++
