@@ -69,9 +69,9 @@ func (s *Session) tick() {
 	if left, ok := s.bc.unsent(); ok && left > 0 {
 		waiting = true
 	}
-	toBrowser := s.browserStall.stalled(waiting, moved)
+	toBrowser := s.browserStall.stalled(waiting, moved, now, s.stallBound())
 	sent, sending := s.toTarget.Load(), s.toTargetBusy.Load()
-	toTarget := s.targetStall.stalled(sending, sent)
+	toTarget := s.targetStall.stalled(sending, sent, now, s.stallBound())
 	// The browser is alive while it sends something (data, pongs, pings)
 	// or takes what is written to it: a browser busy receiving a stream
 	// need not answer pings, which wait for no data frame. Its bytes
@@ -98,10 +98,10 @@ func (s *Session) tick() {
 	switch {
 	case toBrowser:
 		// It cannot take a close frame either.
-		s.end(reasonBrowserStalled, 0, "", fmt.Errorf("no bytes written to the browser for %v", 2*s.tickInterval()))
+		s.end(reasonBrowserStalled, 0, "", fmt.Errorf("no bytes written to the browser for %v", now.Sub(s.browserStall.since).Round(time.Millisecond)))
 		return
 	case toTarget:
-		s.end(reasonTargetStalled, websocket.CloseNormalClosure, "VNC server not responding", fmt.Errorf("no bytes written to the vnc server for %v", 2*s.tickInterval()))
+		s.end(reasonTargetStalled, websocket.CloseNormalClosure, "VNC server not responding", fmt.Errorf("no bytes written to the vnc server for %v", now.Sub(s.targetStall.since).Round(time.Millisecond)))
 		return
 	case silent:
 		s.end(reasonPingTimeout, 0, "", fmt.Errorf("nothing from the browser and nothing taken by it for %v", now.Sub(alive).Round(time.Millisecond)))
@@ -130,21 +130,22 @@ func (s *Session) tickInterval() time.Duration {
 	return DefaultPingInterval
 }
 
-// stallCheck tells a direction whose write has made no progress for two
-// ticks: a write is under way and the byte count has not risen above the
-// highest seen.
+// stallCheck tells a direction whose write has made no progress for the
+// stall bound: a write is under way (or bytes wait) at each tick, and the
+// byte count has not risen above the highest seen since the tick that saw
+// it last rise. It reckons in time, not in ticks, so that ticks a busy
+// machine runs late do not stretch the bound by whole intervals.
 type stallCheck struct {
 	seen  int64
-	ticks int
+	since time.Time // the tick that last saw progress, or no write
 }
 
-func (c *stallCheck) stalled(busy bool, moved int64) bool {
-	if !busy || moved > c.seen {
-		c.seen, c.ticks = max(c.seen, moved), 0
+func (c *stallCheck) stalled(busy bool, moved int64, now time.Time, bound time.Duration) bool {
+	if !busy || moved > c.seen || c.since.IsZero() {
+		c.seen, c.since = max(c.seen, moved), now
 		return false
 	}
-	c.ticks++
-	return c.ticks >= 2
+	return now.Sub(c.since) >= bound
 }
 
 // checkIdle ends the session when no bytes moved for idleTimeout.
