@@ -116,18 +116,19 @@ func (s *Session) end(reason string, code int, text string, err error) {
 func (s *Session) stallBound() time.Duration { return 2 * s.tickInterval() }
 
 // browserProgress is a count that grows whenever the browser takes bytes
-// of data: whole frames handed to its connection, and for a socket the
-// bytes its end acknowledged, which move inside a large frame too. The
-// control frames written to it are taken off, so that a browser whose
-// kernel acknowledges pings it never reads makes none; one written and not
-// yet acknowledged lowers the count for a while, so progress is a count
-// above the highest seen before.
+// of data: for a socket, the bytes its end acknowledged, which move inside
+// a large frame too, less the control frames written to it, so that a
+// browser whose kernel acknowledges pings it never reads makes none (one
+// written and not yet acknowledged lowers the count for a while, so
+// progress is a count above the highest seen before). Frames handed to a
+// socket are no measure of it: the socket's own buffer takes megabytes
+// while the browser takes nothing. Elsewhere (a stream), whole frames
+// handed to the connection.
 func (s *Session) browserProgress() int64 {
-	n := s.toBrowser.Load()
 	if taken, ok := s.bc.taken(); ok {
-		n += taken - s.controlSent.Load()
+		return taken - s.controlSent.Load()
 	}
-	return n
+	return s.toBrowser.Load()
 }
 
 // lockAfterFrameInFlight takes the write lock once the data frame being
