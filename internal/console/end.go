@@ -149,6 +149,9 @@ func (s *Session) lockAfterFrameInFlight() {
 	}()
 	bound, every := s.stallBound(), s.tickInterval()
 	seen, moved := s.browserProgress(), time.Now()
+	// What remains of the frame tells progress inside it where the
+	// browser's acknowledgements cannot be read (a stream).
+	left, _ := s.bc.unsent()
 	look := time.NewTimer(every)
 	defer look.Stop()
 	for {
@@ -157,8 +160,10 @@ func (s *Session) lockAfterFrameInFlight() {
 			return
 		case <-look.C:
 		}
-		if p := s.browserProgress(); p > seen {
-			seen, moved = p, time.Now()
+		p := s.browserProgress()
+		now, _ := s.bc.unsent()
+		if p > seen || now < left {
+			seen, moved = max(seen, p), time.Now()
 		} else if time.Since(moved) >= bound {
 			// Cut the write short: the writer returns and lets go of the
 			// lock, and nothing may follow the frame it cut.
@@ -166,6 +171,7 @@ func (s *Session) lockAfterFrameInFlight() {
 			<-locked
 			return
 		}
+		left = now
 		look.Reset(every)
 	}
 }
