@@ -176,6 +176,7 @@ func TestSoak(t *testing.T) {
 		}
 	})
 
+	kernelBefore := tcpExt()
 	began := time.Now()
 	end := began.Add(duration)
 	// How late the soak's own timers run tells how saturated the machine
@@ -296,6 +297,15 @@ func TestSoak(t *testing.T) {
 	}
 	fmt.Fprintf(&report, "| all | %d | %d | %d | %d | %d | %d |\n\n", sum.ok+sum.failed+sum.atReload+sum.paused+sum.slowTarget, sum.ok, sum.failed, sum.atReload, sum.paused, sum.slowTarget)
 	fmt.Fprintf(&report, "bytes checked on normal consoles: %d, lost or reordered: %d\n\n", s.checked.Load(), s.lost.Load())
+	if kernelAfter := tcpExt(); kernelAfter != nil && kernelBefore != nil {
+		// The whole machine's, other work included: loopback TCP that
+		// drops segments under memory pressure makes healthy connections
+		// wait for retransmissions.
+		fmt.Fprintf(&report, "the machine's TCP during the soak: %v under memory pressure, %d segments dropped by full receive queues, %d retransmitted\n\n",
+			time.Duration(kernelAfter["TCPMemoryPressuresChrono"]-kernelBefore["TCPMemoryPressuresChrono"])*time.Millisecond,
+			kernelAfter["TCPRcvQDrop"]-kernelBefore["TCPRcvQDrop"], kernelAfter["TCPLostRetransmit"]+kernelAfter["TCPSlowStartRetrans"]+kernelAfter["TCPFastRetrans"]-
+				kernelBefore["TCPLostRetransmit"]-kernelBefore["TCPSlowStartRetrans"]-kernelBefore["TCPFastRetrans"])
+	}
 	fmt.Fprintf(&report, "| proxy | before | after |\n|---|---:|---:|\n")
 	fmt.Fprintf(&report, "| file descriptors other than pipes | %d | %d |\n| pipe descriptors (at most 16 idle pipes are kept) | %d | %d |\n| goroutines | %d | %d |\n| RSS (MiB) | %.1f | %.1f |\n",
 		base.fds, after.fds, base.pipes, after.pipes, base.goroutines, after.goroutines, float64(base.rssKiB)/1024, float64(after.rssKiB)/1024)
@@ -1243,6 +1253,33 @@ func soakSample(t *testing.T, pid int, admin string) soakStats {
 		}
 	}
 	return st
+}
+
+// tcpExt reads the machine's TcpExt counters (/proc/net/netstat), or nil.
+func tcpExt() map[string]int64 {
+	b, err := os.ReadFile("/proc/net/netstat")
+	if err != nil {
+		return nil
+	}
+	var names []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "TcpExt:" {
+			continue
+		}
+		if names == nil {
+			names = f[1:]
+			continue
+		}
+		m := map[string]int64{}
+		for i, v := range f[1:] {
+			if i < len(names) {
+				m[names[i]], _ = strconv.ParseInt(v, 10, 64)
+			}
+		}
+		return m
+	}
+	return nil
 }
 
 func envDuration(name string, def time.Duration) time.Duration {
