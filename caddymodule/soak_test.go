@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -659,6 +660,14 @@ func soakEcho(s *soak) (err error) {
 		}
 	}
 	if err := ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(5*time.Second)); err != nil {
+		// A dropped connection fails the write; the reader tells why.
+		select {
+		case rerr := <-done:
+			if rerr != nil {
+				return fmt.Errorf("writing the close: %v; reading: %w", err, rerr)
+			}
+		case <-time.After(30 * time.Second):
+		}
 		return err
 	}
 	select {
@@ -728,13 +737,18 @@ type readPause struct {
 	began  time.Time // the console's open
 	at     time.Time // the last read completed (or the reading began)
 	long   []pause   // the pauses of two ping intervals or more
+	pongs  *pongs    // a pong answered is no silence either
 }
 
 // pause is a time in which a browser of the soak completed no read.
 type pause struct{ from, to time.Time }
 
 func (s *soak) newReadPause(ws *websocket.Conn) *readPause {
-	return &readPause{client: ws.LocalAddr().String(), began: s.began(ws), at: time.Now()}
+	p := &readPause{client: ws.LocalAddr().String(), began: s.began(ws), at: time.Now()}
+	if pp, ok := s.ponged.Load(ws); ok {
+		p.pongs = pp.(*pongs)
+	}
+	return p
 }
 
 // read notes a read completed, or failed, now.
@@ -809,10 +823,39 @@ func (p *readPause) explain(err error) error {
 	werr := fmt.Errorf("%v: %w", p, err)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if dropped && len(p.long) > 0 {
-		return &pausedDrop{client: p.client, began: p.began, long: p.long, err: werr}
+	long := p.long
+	if p.pongs != nil {
+		p.pongs.mu.Lock()
+		long = splitAt(long, p.pongs.at)
+		p.pongs.mu.Unlock()
+	}
+	if dropped && len(long) > 0 {
+		return &pausedDrop{client: p.client, began: p.began, long: long, err: werr}
 	}
 	return werr
+}
+
+// splitAt splits pauses at the given times (pongs answered within them),
+// keeping the parts of two ping intervals or more.
+func splitAt(long []pause, at []time.Time) []pause {
+	at = slices.Clone(at)
+	slices.SortFunc(at, func(a, b time.Time) int { return a.Compare(b) })
+	var out []pause
+	for _, l := range long {
+		from := l.from
+		for _, t := range at {
+			if t.After(from) && t.Before(l.to) {
+				if t.Sub(from) >= 2*soakPing {
+					out = append(out, pause{from, t})
+				}
+				from = t
+			}
+		}
+		if l.to.Sub(from) >= 2*soakPing {
+			out = append(out, pause{from, l.to})
+		}
+	}
+	return out
 }
 
 // unread is how many bytes wait in c's socket for the browser to read
@@ -1144,7 +1187,11 @@ func (r *closeReader) await(code int) error {
 			return nil
 		case <-check.C:
 		}
-		quiet := time.Since(time.Unix(0, r.lastRead.Load()))
+		last := time.Unix(0, r.lastRead.Load())
+		if last.Before(start) {
+			last = start // the act itself may take seconds
+		}
+		quiet := time.Since(last)
 		if quiet >= closeQuiet && unread(r.conn) > 0 {
 			// Bytes have come, and wait for the soak's own reader,
 			// which the saturated machine holds up.
