@@ -532,8 +532,9 @@ func TestSessionEnds(t *testing.T) {
 		// The target sends more than the sockets buffer; the browser reads
 		// none of it, so a frame is stuck half-written when the idle
 		// timeout ends the session. Its close frame cannot go out, and the
-		// stuck write gives up after console.CloseGrace.
-		tc.load(fileSite(writeTokenFile(t, t.TempDir(), secretToken+": "+addr), "idle_timeout 200ms"))
+		// stuck write gives up once the browser has taken nothing for two
+		// ping intervals.
+		tc.load(fileSite(writeTokenFile(t, t.TempDir(), secretToken+": "+addr), "idle_timeout 200ms", "ping_interval 1s"))
 		stream := openLoad(t, tc, 's', 1<<30)
 		waitFor(t, 10*time.Second, "the stalled session to end", func() bool { return console.Sessions.Len() == 0 })
 		waitSessionGoroutines(t)

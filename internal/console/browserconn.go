@@ -2,6 +2,7 @@ package console
 
 import (
 	"crypto/tls"
+	"errors"
 	"io"
 	"net"
 	"sync"
@@ -111,6 +112,16 @@ func (b *browserConn) unsent() (int, bool) {
 	return socketUnsent(b)
 }
 
+// taken returns how many bytes the browser has taken from a socket, as its
+// end acknowledged them, and whether that could be told (not for a
+// stream, whose writes are seen through unsent).
+func (b *browserConn) taken() (int64, bool) {
+	if _, ok := b.sock.(*Stream); ok {
+		return 0, false
+	}
+	return socketTaken(b)
+}
+
 // giveUp drops a browser that has not answered the close frame sent to
 // it. A socket is reset (abort): the close wait watched its unsent bytes,
 // and a browser that takes none holds kernel memory. A stream ends as
@@ -128,10 +139,13 @@ func (b *browserConn) giveUp() {
 
 // lingerClose closes the connection after a close frame was sent: it shuts
 // down the writing side, so the close frame goes out with a FIN, and reads
-// and discards what the browser still sends for up to grace before closing,
-// so that unread input does not make the kernel answer with a reset that
-// would discard the close frame at the browser.
-func (b *browserConn) lingerClose(grace time.Duration) {
+// and discards what the browser still sends until it closes, so that
+// unread input does not make the kernel answer with a reset that would
+// discard the close frame at the browser. It waits up to grace once the
+// browser has taken every byte; before that, as long as the browser takes
+// some within each stall (a browser reading its backlog slowly gets its
+// tail, then the close frame).
+func (b *browserConn) lingerClose(grace, stall time.Duration) {
 	type closeWriter interface{ CloseWrite() error }
 	cw, ok := b.sock.(closeWriter)
 	if !ok {
@@ -144,15 +158,41 @@ func (b *browserConn) lingerClose(grace time.Duration) {
 		_ = tc.SetWriteDeadline(time.Now().Add(grace))
 	}
 	if cw.CloseWrite() == nil {
-		_ = b.sock.SetReadDeadline(time.Now().Add(grace))
-		var buf [512]byte
-		for {
-			if _, err := b.sock.Read(buf[:]); err != nil {
-				break
-			}
-		}
+		b.drain(grace, stall)
 	}
 	b.sock.Close()
+}
+
+// drain reads and discards what the browser sends until it closes its side
+// or fails, or until it has had grace to do so: reckoned from when it had
+// taken everything written to it, or from its last progress while bytes
+// still wait for it, for up to stall.
+func (b *browserConn) drain(grace, stall time.Duration) {
+	var buf [512]byte
+	seen, _ := b.taken()
+	lastLeft, _ := b.unsent()
+	moved := time.Now()
+	for {
+		_ = b.sock.SetReadDeadline(time.Now().Add(grace))
+		var err error
+		for err == nil {
+			_, err = b.sock.Read(buf[:])
+		}
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			return
+		}
+		left, ok := b.unsent()
+		if !ok || left == 0 {
+			return
+		}
+		if now, _ := b.taken(); now != seen || left < lastLeft {
+			seen, moved = now, time.Now()
+		} else if time.Since(moved) >= stall {
+			return
+		}
+		lastLeft = left
+	}
 }
 
 // Interface guard

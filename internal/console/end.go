@@ -49,8 +49,11 @@ func (s *Session) endOnBrowserError(err error) {
 // end ends the session once: it records why, sends the browser a close
 // frame with code (none when code is 0), and closes the VNC server's
 // connection, which ends pumpToBrowser. The close frame waits for the data
-// frame being written, for at most CloseGrace; the browser then gets
-// CloseGrace to answer before its connection is dropped. Without a close
+// frame being written, as long as the browser keeps taking its bytes
+// (stallBound); the browser then gets CloseGrace to answer once it has
+// taken everything, and longer while it is still reading the bytes queued
+// before the close frame, before its connection is dropped. On shutdown
+// (close 1001) each of these waits is CloseGrace at most. Without a close
 // frame (from end, or from gorilla on a protocol error) the connection is
 // dropped at once. Either way both pumps return promptly, and the last one
 // closes the browser's connection (pumpDone).
@@ -63,6 +66,10 @@ func (s *Session) end(reason string, code int, text string, err error) {
 	s.ended = true
 	s.reason = reason
 	s.endErr = err
+	s.closeStall = s.stallBound()
+	if code == websocket.CloseGoingAway {
+		s.closeStall = CloseGrace
+	}
 	stopTimer(s.pingTimer)
 	stopTimer(s.idleTimer)
 	stopTimer(s.endTimer)
@@ -95,56 +102,98 @@ func (s *Session) end(reason string, code int, text string, err error) {
 	// The browser's answer ends pumpToTarget; one that does not answer is
 	// dropped (closeWait).
 	s.mu.Lock()
-	s.closeWaitStart = time.Now()
-	s.closeUnsent = -1
-	if left, ok := s.bc.unsent(); ok {
-		s.closeUnsent = left
-	}
+	s.closeSeen = s.browserProgress()
+	s.closeMoved = time.Now()
 	s.closeTimer = time.AfterFunc(CloseGrace, s.closeWait)
 	s.mu.Unlock()
+}
+
+// stallBound is how long a browser may take nothing while bytes wait for
+// it: two tick intervals, the bound of the stall check (tick). The waits of
+// a session's end use it too, so that a browser that reads slowly, or
+// whose reader is late on a busy machine, loses nothing at the end that it
+// would not lose while the console streams.
+func (s *Session) stallBound() time.Duration { return 2 * s.tickInterval() }
+
+// browserProgress is a count that grows whenever the browser takes bytes
+// of data: for a socket, the bytes its end acknowledged, which move inside
+// a large frame too, less the control frames written to it, so that a
+// browser whose kernel acknowledges pings it never reads makes none (one
+// written and not yet acknowledged lowers the count for a while, so
+// progress is a count above the highest seen before). Frames handed to a
+// socket are no measure of it: the socket's own buffer takes megabytes
+// while the browser takes nothing. Elsewhere (a stream), whole frames
+// handed to the connection.
+func (s *Session) browserProgress() int64 {
+	if taken, ok := s.bc.taken(); ok {
+		return taken - s.controlSent.Load()
+	}
+	return s.toBrowser.Load()
 }
 
 // lockAfterFrameInFlight takes the write lock once the data frame being
 // written is done, waiting as long as the browser keeps taking bytes (the
 // VNC server's side is closed, so what is left is finite); a browser that
-// takes nothing for CloseGrace has the write cut short.
+// takes nothing for the stall bound has the write cut short. The lock is
+// taken by a goroutine of its own, so the wait ends the moment the frame
+// does; the browser's progress is looked at once per tick interval, as the
+// stall check does.
 func (s *Session) lockAfterFrameInFlight() {
 	if s.bc.mu.TryLock() {
 		return
 	}
-	last, _ := s.bc.unsent()
-	lastMoved := s.toBrowser.Load()
-	cut := time.Now().Add(CloseGrace)
+	locked := make(chan struct{})
+	go func() {
+		s.bc.mu.Lock()
+		close(locked)
+	}()
+	bound, every := s.stallBound(), s.tickInterval()
+	seen, moved := s.browserProgress(), time.Now()
+	// What remains of the frame tells progress inside it where the
+	// browser's acknowledgements cannot be read (a stream).
+	left, _ := s.bc.unsent()
+	look := time.NewTimer(every)
+	defer look.Stop()
 	for {
-		time.Sleep(20 * time.Millisecond)
-		if s.bc.mu.TryLock() {
+		select {
+		case <-locked:
 			return
+		case <-look.C:
 		}
-		left, _ := s.bc.unsent()
-		if moved := s.toBrowser.Load(); left < last || moved != lastMoved {
-			last, lastMoved, cut = left, moved, time.Now().Add(CloseGrace)
-		}
-		if time.Now().After(cut) {
+		p := s.browserProgress()
+		now, _ := s.bc.unsent()
+		if p > seen || now < left {
+			seen, moved = max(seen, p), time.Now()
+		} else if time.Since(moved) >= bound {
+			// Cut the write short: the writer returns and lets go of the
+			// lock, and nothing may follow the frame it cut.
 			_ = s.browser.SetWriteDeadline(time.Now())
-			s.bc.mu.Lock()
+			<-locked
 			return
 		}
+		left = now
+		look.Reset(every)
 	}
 }
 
 // closeWait runs CloseGrace after the close frame, and again while the
-// browser still takes the bytes queued before it: a browser on a slow link
-// reading a backlog must not lose its tail to the reset. One that takes
-// nothing for CloseGrace, or that has had two intervals, is dropped.
+// browser still takes the bytes queued before it: a browser on a slow link,
+// or one whose reader a busy machine holds up, reading a backlog must not
+// lose its tail to the reset. One that has taken everything (the close
+// frame included) and not answered, or that takes nothing for the stall
+// bound, is dropped.
 func (s *Session) closeWait() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	left, ok := s.bc.unsent()
-	progress := ok && left > 0 && left < s.closeUnsent
-	if progress && time.Since(s.closeWaitStart) < 2*s.tickInterval() {
-		s.closeUnsent = left
-		s.closeTimer.Reset(CloseGrace)
-		return
+	if ok && left > 0 {
+		if p := s.browserProgress(); p > s.closeSeen {
+			s.closeSeen, s.closeMoved = p, time.Now()
+		}
+		if time.Since(s.closeMoved) < s.closeStall {
+			s.closeTimer.Reset(CloseGrace)
+			return
+		}
 	}
 	s.bc.giveUp()
 }
@@ -168,14 +217,14 @@ func (s *Session) pumpDone() {
 	}
 	s.mu.Lock()
 	stopTimer(s.closeTimer)
-	reason, err := s.reason, s.endErr
+	reason, err, stall := s.reason, s.endErr, s.closeStall
 	s.mu.Unlock()
 	s.target.Close()
 	s.writers.Wait()
 	if s.bc.closeSent.Load() {
 		// After a close frame, or a write that failed (then lingerClose
 		// finds the connection closed already).
-		s.bc.lingerClose(CloseGrace)
+		s.bc.lingerClose(CloseGrace, stall)
 	} else {
 		s.browser.Close()
 	}

@@ -23,7 +23,8 @@ func (s *Session) writeControlLocked(messageType int, payload []byte, deadline t
 	frame[0], frame[1] = 0x80|byte(messageType), byte(len(payload))
 	frame = append(frame, payload...)
 	_ = s.browser.SetWriteDeadline(deadline)
-	_, err := s.browser.Write(frame)
+	n, err := s.browser.Write(frame)
+	s.controlSent.Add(int64(n))
 	// Data writes must not inherit the deadline.
 	_ = s.browser.SetWriteDeadline(time.Time{})
 	if err != nil || messageType == websocket.CloseMessage {
@@ -59,18 +60,37 @@ func (s *Session) tick() {
 		return
 	}
 	now := time.Now()
-	moved := s.toBrowser.Load()
-	toBrowser := s.browserStall.stalled(s.toBrowserBusy.Load(), moved)
-	toTarget := s.targetStall.stalled(s.toTargetBusy.Load(), s.toTarget.Load())
+	// Bytes wait for the browser while a write to it is under way, and
+	// also while its socket holds bytes it has not taken: the pump may
+	// be waiting for the VNC server meanwhile. Its progress counts every
+	// byte it takes, not only whole frames, which a slow reader takes
+	// seconds over.
+	moved := s.browserProgress()
+	waiting := s.toBrowserBusy.Load()
+	if left, ok := s.bc.unsent(); ok && left > 0 {
+		waiting = true
+	}
+	toBrowser := s.browserStall.stalled(waiting, moved, now, s.stallBound())
+	sent, sending := s.toTarget.Load(), s.toTargetBusy.Load()
+	toTarget := s.targetStall.stalled(sending, sent, now, s.stallBound())
 	// The browser is alive while it sends something (data, pongs, pings)
 	// or takes what is written to it: a browser busy receiving a stream
-	// need not answer pings, which wait for no data frame.
-	if moved != s.progressSeen {
+	// need not answer pings, which wait for no data frame. Its bytes
+	// relayed to the VNC server count as heard, as a message's start
+	// does; and while one is being written there, its pongs wait unread
+	// behind it, so silence cannot be told (the VNC server's stall check
+	// bounds that write).
+	if moved > s.progressSeen {
 		s.progressSeen, s.progressAt = moved, now
 	}
+	if sent != s.sentSeen || sending {
+		s.sentSeen, s.sentAt = sent, now
+	}
 	alive := time.Unix(0, s.heard.Load())
-	if s.progressAt.After(alive) {
-		alive = s.progressAt
+	for _, at := range []time.Time{s.progressAt, s.sentAt} {
+		if at.After(alive) {
+			alive = at
+		}
 	}
 	silent := s.pingInterval > 0 && now.Sub(alive) >= 2*s.pingInterval
 	s.writers.Add(1)
@@ -79,10 +99,10 @@ func (s *Session) tick() {
 	switch {
 	case toBrowser:
 		// It cannot take a close frame either.
-		s.end(reasonBrowserStalled, 0, "", fmt.Errorf("no bytes written to the browser for %v", 2*s.tickInterval()))
+		s.end(reasonBrowserStalled, 0, "", fmt.Errorf("no bytes written to the browser for %v", now.Sub(s.browserStall.since).Round(time.Millisecond)))
 		return
 	case toTarget:
-		s.end(reasonTargetStalled, websocket.CloseNormalClosure, "VNC server not responding", fmt.Errorf("no bytes written to the vnc server for %v", 2*s.tickInterval()))
+		s.end(reasonTargetStalled, websocket.CloseNormalClosure, "VNC server not responding", fmt.Errorf("no bytes written to the vnc server for %v", now.Sub(s.targetStall.since).Round(time.Millisecond)))
 		return
 	case silent:
 		s.end(reasonPingTimeout, 0, "", fmt.Errorf("nothing from the browser and nothing taken by it for %v", now.Sub(alive).Round(time.Millisecond)))
@@ -111,20 +131,22 @@ func (s *Session) tickInterval() time.Duration {
 	return DefaultPingInterval
 }
 
-// stallCheck tells a direction whose write has made no progress for two
-// ticks: a write is under way and the byte count has not moved.
+// stallCheck tells a direction whose write has made no progress for the
+// stall bound: a write is under way (or bytes wait) at each tick, and the
+// byte count has not risen above the highest seen since the tick that saw
+// it last rise. It reckons in time, not in ticks, so that ticks a busy
+// machine runs late do not stretch the bound by whole intervals.
 type stallCheck struct {
 	seen  int64
-	ticks int
+	since time.Time // the tick that last saw progress, or no write
 }
 
-func (c *stallCheck) stalled(busy bool, moved int64) bool {
-	if !busy || moved != c.seen {
-		c.seen, c.ticks = moved, 0
+func (c *stallCheck) stalled(busy bool, moved int64, now time.Time, bound time.Duration) bool {
+	if !busy || moved > c.seen || c.since.IsZero() {
+		c.seen, c.since = max(c.seen, moved), now
 		return false
 	}
-	c.ticks++
-	return c.ticks >= 2
+	return now.Sub(c.since) >= bound
 }
 
 // checkIdle ends the session when no bytes moved for idleTimeout.

@@ -79,6 +79,9 @@ type Session struct {
 
 	toBrowser atomic.Int64
 	toTarget  atomic.Int64
+	// controlSent counts the bytes of the control frames written to the
+	// browser (pings, pongs, the close), which browserProgress leaves out.
+	controlSent atomic.Int64
 	// A write to the browser or to the VNC server is under way; tick ends a
 	// session whose writes make no progress.
 	toBrowserBusy atomic.Bool
@@ -104,16 +107,20 @@ type Session struct {
 	idleTimer  *time.Timer
 	closeTimer *time.Timer
 	endTimer   *time.Timer
-	// closeWait's state: when the wait began, and the browser's unsent
-	// bytes at its last look (-1 before the first).
-	closeWaitStart time.Time
-	closeUnsent    int
-	idleSeen       int64
-	lastActive     time.Time
-	browserStall   stallCheck
-	targetStall    stallCheck
-	progressSeen   int64     // toBrowser at the last tick
-	progressAt     time.Time // when toBrowser last moved, as ticks see it
+	// closeStall bounds the waits of the end on a browser that takes
+	// nothing (stallBound; CloseGrace on shutdown). closeWait's state:
+	// the browser's progress at its last look, and when it last moved.
+	closeStall   time.Duration
+	closeSeen    int64
+	closeMoved   time.Time
+	idleSeen     int64
+	lastActive   time.Time
+	browserStall stallCheck
+	targetStall  stallCheck
+	progressSeen int64     // browserProgress at the last tick
+	progressAt   time.Time // when it last moved, as ticks see it
+	sentSeen     int64     // toTarget at the last tick
+	sentAt       time.Time // when it last moved or a write was under way, as ticks see it
 }
 
 // Config is what a console is made of, besides its two connections.
