@@ -3,7 +3,6 @@
 package console
 
 import (
-	"crypto/tls"
 	"net"
 
 	"golang.org/x/sys/unix"
@@ -12,11 +11,7 @@ import (
 // socketUnsent returns how many bytes written to the browser's socket it has
 // not yet taken (SIOCOUTQ), and whether that could be told.
 func socketUnsent(b *browserConn) (int, bool) {
-	raw := b.sock
-	if tc, ok := raw.(*tls.Conn); ok {
-		raw = tc.NetConn()
-	}
-	tc, ok := raw.(*net.TCPConn)
+	tc, ok := b.socket().(*net.TCPConn)
 	if !ok {
 		return 0, false
 	}
