@@ -12,9 +12,9 @@ import (
 
 // pooledReader returns a function that waits for c's next bytes and reads
 // them into a buffer from buffers (of relay buffers), after its
-// frameHeaderRoom; the caller puts the buffer back there. The buffer is taken only once bytes are
-// there, so a session whose VNC server is quiet holds none; reading is one
-// non-blocking read(2), as in net.Conn.
+// frameHeaderRoom; the caller puts the buffer back there. The buffer is
+// taken only once bytes are there, so a session whose VNC server is quiet
+// holds none; reading is one non-blocking read(2), as in net.Conn.
 func pooledReader(c net.Conn, buffers *sync.Pool) func() (*[]byte, int, error) {
 	rc := rawConn(c)
 	if rc == nil {
@@ -78,9 +78,8 @@ func rawConn(c net.Conn) syscall.RawConn {
 // into the relay's) from there, so a 64 KiB message costs about one
 // read(2) instead of one for its header and more for its payload. The
 // buffer goes back to the pool once drained: an idle session holds none.
-// Only gorilla's pump reads it. It embeds the
-// net.Conn interface, not the *net.TCPConn, so that no ReadFrom or WriteTo
-// goes past its buffer.
+// Only gorilla's pump reads it. It embeds the net.Conn interface, not the
+// *net.TCPConn, so that no ReadFrom or WriteTo goes past its buffer.
 type pooledReadConn struct {
 	net.Conn
 	buffers *sync.Pool
