@@ -27,7 +27,6 @@ import (
 
 	"github.com/vncgate/caddy-vnc-proxy/internal/loadtarget"
 	"github.com/vncgate/caddy-vnc-proxy/internal/wsstream"
-	"github.com/vncgate/caddy-vnc-proxy/tokenresolver"
 )
 
 var testCertificate = sync.OnceValues(func() (tls.Certificate, error) {
@@ -232,7 +231,6 @@ func consoleServer(t *testing.T, secure bool, targetAddr string, pingInterval ti
 				Active:         prometheus.NewGauge(prometheus.GaugeOpts{Name: "a"}),
 				Duration:       prometheus.NewHistogram(prometheus.HistogramOpts{Name: "d"}),
 			},
-			Target: tokenresolver.Target{Network: "tcp", Address: targetAddr},
 		})
 		if err := s.Start(nil); err != nil {
 			t.Error(err)
