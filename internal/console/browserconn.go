@@ -30,10 +30,45 @@ type browserConn struct {
 	// server, 200 on an HTTP/2 or HTTP/3 stream), and gorilla's 101, its
 	// first write, is dropped.
 	answered bool
+	// tls is the socket under sock when sock is a TLS connection: it
+	// gathers a data frame's records into one write (writeFrame).
+	tls *tlsSocket
 }
 
 func newBrowserConn(c net.Conn) *browserConn {
-	return &browserConn{Conn: pooledReads(c), sock: c}
+	if tc, ok := c.(*tls.Conn); ok {
+		if ts := underTLS(tc); ts != nil {
+			return &browserConn{Conn: c, sock: c, tls: ts}
+		}
+	}
+	return &browserConn{Conn: pooledReads(c, &relayBuffers), sock: c}
+}
+
+// writeFrame writes a data frame; the caller holds mu. Over TLS the
+// frame's records go out in one write rather than one each.
+func (b *browserConn) writeFrame(p []byte) error {
+	if b.tls == nil {
+		_, err := b.sock.Write(p)
+		return err
+	}
+	b.tls.gather()
+	_, err := b.sock.Write(p)
+	if serr := b.tls.send(); err == nil {
+		err = serr
+	}
+	return err
+}
+
+// socket is the connection under TLS and the wrappers of this package,
+// for what only a socket can do (a reset, SIOCOUTQ).
+func (b *browserConn) socket() net.Conn {
+	if b.tls != nil {
+		return b.tls.Conn
+	}
+	if tc, ok := b.sock.(*tls.Conn); ok {
+		return tc.NetConn()
+	}
+	return b.sock
 }
 
 // NewBrowserConn is a hijacked HTTP/1.1 connection as the connection
@@ -90,10 +125,7 @@ func (b *browserConn) abort() {
 		sc.abort()
 		return
 	}
-	raw := b.sock
-	if tc, ok := raw.(*tls.Conn); ok {
-		raw = tc.NetConn()
-	}
+	raw := b.socket()
 	if tc, ok := raw.(*net.TCPConn); ok {
 		_ = tc.SetLinger(0)
 	}
