@@ -110,17 +110,9 @@ func (s *Session) writeData(buf []byte, n int) error {
 	start := putFrameHeader(buf[:frameHeaderRoom], n)
 	s.bc.mu.Lock()
 	defer s.bc.mu.Unlock()
-	if s.bc.closeSent.Load() {
-		return errCloseSent
-	}
-	s.toBrowserBusy.Store(true)
-	err := s.bc.writeFrame(buf[start : frameHeaderRoom+n])
-	s.toBrowserBusy.Store(false)
-	if err != nil {
-		// A frame cut short: nothing may follow it.
-		s.bc.closeSent.Store(true)
-	}
-	return err
+	return s.bc.writeLocked(&s.toBrowserBusy, false, func() error {
+		return s.bc.writeFrame(buf[start : frameHeaderRoom+n])
+	})
 }
 
 // putFrameHeader writes the header of an unmasked, final binary frame with
