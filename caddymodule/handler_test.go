@@ -362,8 +362,9 @@ func TestTokenFileEdit(t *testing.T) {
 }
 
 // TestRelayIntegrity moves tens of MB each way and checks every byte, with
-// the splice relay (plain TCP on Linux) and with the copying one (TLS, and
-// other systems).
+// the splice relay (plain TCP on Linux), with the copying one (other
+// systems), over TLS (the copying relay, a frame's records gathered into
+// one write), and over HTTP/2 and HTTP/3 streams.
 func TestRelayIntegrity(t *testing.T) {
 	t.Run("splice", func(t *testing.T) { testRelayIntegrity(t, "ws") })
 	t.Run("copy", func(t *testing.T) {
@@ -371,6 +372,7 @@ func TestRelayIntegrity(t *testing.T) {
 		t.Cleanup(func() { console.CopyRelayOnly.Store(false) })
 		testRelayIntegrity(t, "ws")
 	})
+	t.Run("wss", func(t *testing.T) { testRelayIntegrity(t, "wss") })
 	t.Run("h2", func(t *testing.T) { testRelayIntegrity(t, "h2") })
 	t.Run("h3", func(t *testing.T) { testRelayIntegrity(t, "h3") })
 }

@@ -86,7 +86,7 @@ func startCaddy(t testing.TB, siteBody string) *testCaddy {
 }
 
 // startCaddyOver is startCaddy for browsers on transport: plain HTTP for
-// "ws", HTTPS (tls internal, every protocol) for "h2" and "h3".
+// "ws", HTTPS (tls internal, every protocol) for "wss", "h2" and "h3".
 func startCaddyOver(t testing.TB, transport, siteBody string) *testCaddy {
 	t.Helper()
 	return startCaddyServers(t, transport, "", siteBody)
@@ -190,8 +190,8 @@ func (tc *testCaddy) load(siteBody string) {
 }
 
 // url returns the URL of path on the test site, as dialWS takes it: ws://
-// for an HTTP/1.1 upgrade, h2:// and h3:// for extended CONNECT over
-// HTTPS.
+// and wss:// for an HTTP/1.1 upgrade, h2:// and h3:// for extended CONNECT
+// over HTTPS.
 func (tc *testCaddy) url(path string) string {
 	return tc.transport + "://" + tc.addr + path
 }
@@ -233,7 +233,8 @@ func dialWS(t testing.TB, url string, header http.Header) (*websocket.Conn, int,
 	case "h2", "h3":
 		ws, resp, err = dialStream(t, scheme, "https://"+rest, header)
 	default:
-		d := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
+		// ws://, or wss:// (HTTP/1.1 over TLS, as browsers open consoles).
+		d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
 		ws, resp, err = d.Dial(url, header)
 	}
 	if err != nil {

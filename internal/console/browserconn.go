@@ -30,10 +30,122 @@ type browserConn struct {
 	// server, 200 on an HTTP/2 or HTTP/3 stream), and gorilla's 101, its
 	// first write, is dropped.
 	answered bool
+	// tls is the socket under sock when sock is a TLS connection: it
+	// gathers a data frame's records into one write (writeFrame).
+	tls *tlsSocket
+	// transport is what carries the frames: a hijacked socket or an
+	// HTTP/2 or HTTP/3 stream, asked at a console's end what the browser
+	// has taken and how to let go of it.
+	transport transport
 }
 
+// transport is what carries a WebSocket's frames to the browser: a
+// hijacked HTTP/1.1 socket (plain or TLS), or the stream of an extended
+// CONNECT over HTTP/2 or HTTP/3. A console's end asks it what the browser
+// has not taken yet and how to let go of the browser.
+type transport interface {
+	// unsent returns how many bytes written to the browser it has not
+	// taken, and whether that could be told.
+	unsent() (int, bool)
+	// taken returns how many bytes the browser has acknowledged since the
+	// connection opened, and whether that could be told.
+	taken() (int64, bool)
+	// abort drops a browser that cannot take a close frame.
+	abort()
+	// giveUp drops a browser that has not answered the close frame sent
+	// to it.
+	giveUp()
+}
+
+// socketTransport is a hijacked socket as a transport.
+type socketTransport struct{ b *browserConn }
+
+// unsent is what the socket's kernel still holds (SIOCOUTQ, where it can
+// tell).
+func (t socketTransport) unsent() (int, bool) { return socketUnsent(t.b) }
+
+// taken is what the browser's end acknowledged (TCP_INFO, where it can
+// tell): unlike the session's byte counts, which move when a whole frame
+// has been handed to the socket, it moves with every segment the browser
+// takes.
+func (t socketTransport) taken() (int64, bool) { return socketTaken(t.b) }
+
+// abort resets the connection, so that the kernel frees the bytes queued
+// for the browser at once rather than holding them, in an orphaned
+// socket, for minutes of zero-window probes; and closes TLS without the
+// close_notify alert, which would wait behind them.
+func (t socketTransport) abort() {
+	raw := t.b.socket()
+	if tc, ok := raw.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	raw.Close()
+	t.b.sock.Close()
+}
+
+// giveUp resets the socket: the close wait watched its unsent bytes, and a
+// browser that takes none holds kernel memory.
+func (t socketTransport) giveUp() { t.abort() }
+
 func newBrowserConn(c net.Conn) *browserConn {
-	return &browserConn{Conn: pooledReads(c), sock: c}
+	var b *browserConn
+	if tc, ok := c.(*tls.Conn); ok {
+		if ts := underTLS(tc); ts != nil {
+			b = &browserConn{Conn: c, sock: c, tls: ts}
+		}
+	}
+	if b == nil {
+		b = &browserConn{Conn: pooledReads(c, &relayBuffers), sock: c}
+	}
+	b.transport = socketTransport{b}
+	return b
+}
+
+// writeLocked is the one way bytes go to the browser: the caller holds
+// mu, so that no frame lands inside another; nothing goes after a close
+// frame (last: the write is one); busy, when given, marks a write under
+// way for the stall check; and a write that fails part-way leaves a frame
+// cut short, so nothing may follow it either.
+func (b *browserConn) writeLocked(busy *atomic.Bool, last bool, write func() error) error {
+	if b.closeSent.Load() {
+		return errCloseSent
+	}
+	if busy != nil {
+		busy.Store(true)
+		defer busy.Store(false)
+	}
+	err := write()
+	if err != nil || last {
+		b.closeSent.Store(true)
+	}
+	return err
+}
+
+// writeFrame writes a data frame; the caller holds mu. Over TLS the
+// frame's records go out in one write rather than one each.
+func (b *browserConn) writeFrame(p []byte) error {
+	if b.tls == nil {
+		_, err := b.sock.Write(p)
+		return err
+	}
+	b.tls.gather()
+	_, err := b.sock.Write(p)
+	if serr := b.tls.send(); err == nil {
+		err = serr
+	}
+	return err
+}
+
+// socket is the connection under TLS and the wrappers of this package,
+// for what only a socket can do (a reset, SIOCOUTQ).
+func (b *browserConn) socket() net.Conn {
+	if b.tls != nil {
+		return b.tls.Conn
+	}
+	if tc, ok := b.sock.(*tls.Conn); ok {
+		return tc.NetConn()
+	}
+	return b.sock
 }
 
 // NewBrowserConn is a hijacked HTTP/1.1 connection as the connection
@@ -65,77 +177,33 @@ const closeFrameStart = 0x80 | 0x8
 func (b *browserConn) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closeSent.Load() {
-		return 0, errCloseSent
-	}
-	if b.answered {
+	if b.answered && !b.closeSent.Load() {
 		b.answered = false
 		return len(p), nil
 	}
 	// gorilla writes each control frame in one Write.
-	n, err := b.sock.Write(p)
-	if err != nil || (len(p) > 0 && p[0] == closeFrameStart) {
-		b.closeSent.Store(true)
-	}
+	var n int
+	err := b.writeLocked(nil, len(p) > 0 && p[0] == closeFrameStart, func() (err error) {
+		n, err = b.sock.Write(p)
+		return err
+	})
 	return n, err
 }
 
 // abort drops a browser that cannot take a close frame (gone, or not
-// reading): with a reset, so that the kernel frees the bytes queued for it
-// at once rather than holding them, in an orphaned socket, for minutes of
-// zero-window probes; and for TLS without the close_notify alert, which
-// would wait behind them.
-func (b *browserConn) abort() {
-	if sc, ok := b.sock.(*Stream); ok {
-		sc.abort()
-		return
-	}
-	raw := b.sock
-	if tc, ok := raw.(*tls.Conn); ok {
-		raw = tc.NetConn()
-	}
-	if tc, ok := raw.(*net.TCPConn); ok {
-		_ = tc.SetLinger(0)
-	}
-	raw.Close()
-	b.sock.Close()
-}
+// reading).
+func (b *browserConn) abort() { b.transport.abort() }
 
 // unsent returns how many bytes written to the browser it has not yet
-// taken, and whether that could be told: for a socket, what its kernel
-// still holds (where it can tell); for a stream, what remains of the write
-// under way.
-func (b *browserConn) unsent() (int, bool) {
-	if sc, ok := b.sock.(*Stream); ok {
-		return int(sc.pending.Load()), true
-	}
-	return socketUnsent(b)
-}
+// taken, and whether that could be told.
+func (b *browserConn) unsent() (int, bool) { return b.transport.unsent() }
 
-// taken returns how many bytes the browser has taken from a socket, as its
-// end acknowledged them, and whether that could be told (not for a
-// stream, whose writes are seen through unsent).
-func (b *browserConn) taken() (int64, bool) {
-	if _, ok := b.sock.(*Stream); ok {
-		return 0, false
-	}
-	return socketTaken(b)
-}
+// taken returns how many bytes the browser has acknowledged, and whether
+// that could be told.
+func (b *browserConn) taken() (int64, bool) { return b.transport.taken() }
 
-// giveUp drops a browser that has not answered the close frame sent to
-// it. A socket is reset (abort): the close wait watched its unsent bytes,
-// and a browser that takes none holds kernel memory. A stream ends as
-// usual instead: the close frame's bytes were handed to the HTTP/2 or
-// QUIC connection, which still delivers them after the stream's end,
-// where a stream reset would discard them; flow control bounds what the
-// connection holds meanwhile.
-func (b *browserConn) giveUp() {
-	if sc, ok := b.sock.(*Stream); ok {
-		sc.Close()
-		return
-	}
-	b.abort()
-}
+// giveUp drops a browser that has not answered the close frame sent to it.
+func (b *browserConn) giveUp() { b.transport.giveUp() }
 
 // lingerClose closes the connection after a close frame was sent: it shuts
 // down the writing side, so the close frame goes out with a FIN, and reads

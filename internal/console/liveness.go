@@ -16,21 +16,17 @@ const DefaultPingInterval = 30 * time.Second
 // the caller holds bc.mu, so the frame goes after any data frame being
 // written. Nothing follows a close frame.
 func (s *Session) writeControlLocked(messageType int, payload []byte, deadline time.Time) error {
-	if s.bc.closeSent.Load() {
-		return errCloseSent
-	}
 	frame := make([]byte, 2, 2+len(payload))
 	frame[0], frame[1] = 0x80|byte(messageType), byte(len(payload))
 	frame = append(frame, payload...)
-	_ = s.browser.SetWriteDeadline(deadline)
-	n, err := s.browser.Write(frame)
-	s.controlSent.Add(int64(n))
-	// Data writes must not inherit the deadline.
-	_ = s.browser.SetWriteDeadline(time.Time{})
-	if err != nil || messageType == websocket.CloseMessage {
-		s.bc.closeSent.Store(true)
-	}
-	return err
+	return s.bc.writeLocked(nil, messageType == websocket.CloseMessage, func() error {
+		_ = s.browser.SetWriteDeadline(deadline)
+		n, err := s.browser.Write(frame)
+		s.controlSent.Add(int64(n))
+		// Data writes must not inherit the deadline.
+		_ = s.browser.SetWriteDeadline(time.Time{})
+		return err
+	})
 }
 
 // errWriteBusy: a ping or pong was not sent because a data frame was being

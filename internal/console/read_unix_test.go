@@ -39,7 +39,7 @@ func tcpPair(t *testing.T) (client, server net.Conn) {
 
 func TestPooledReadConn(t *testing.T) {
 	client, server := tcpPair(t)
-	c := pooledReads(server)
+	c := pooledReads(server, &relayBuffers)
 	if _, ok := c.(*pooledReadConn); !ok {
 		t.Fatalf("pooledReads(%T) = %T, want a *pooledReadConn", server, c)
 	}
@@ -80,7 +80,7 @@ func TestPooledReadConn(t *testing.T) {
 
 func TestPooledReadConnDeadline(t *testing.T) {
 	_, server := tcpPair(t)
-	c := pooledReads(server)
+	c := pooledReads(server, &relayBuffers)
 	c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
 	_, err := c.Read(make([]byte, 10))
 	var ne net.Error
@@ -96,7 +96,7 @@ func TestPooledReadsLeavesOtherConns(t *testing.T) {
 	a, b := net.Pipe()
 	defer a.Close()
 	defer b.Close()
-	if c := pooledReads(a); c != a {
+	if c := pooledReads(a, &relayBuffers); c != a {
 		t.Fatalf("pooledReads(%T) = %T, want it unchanged", a, c)
 	}
 }

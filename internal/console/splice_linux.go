@@ -187,20 +187,12 @@ func (s *Session) spliceFrame(brc syscall.RawConn, p *splicePipe, n int) error {
 	}
 	s.bc.mu.Lock()
 	defer s.bc.mu.Unlock()
-	if s.bc.closeSent.Load() {
-		return errCloseSent
-	}
-	s.toBrowserBusy.Store(true)
-	err := brc.Write(writeReady)
-	s.toBrowserBusy.Store(false)
-	if err == nil {
-		err = werr
-	}
-	if err != nil {
-		// A frame cut short: nothing may follow it.
-		s.bc.closeSent.Store(true)
-	}
-	return err
+	return s.bc.writeLocked(&s.toBrowserBusy, false, func() error {
+		if err := brc.Write(writeReady); err != nil {
+			return err
+		}
+		return werr
+	})
 }
 
 func ignoringEINTR(f func() (int, error)) (int, error) {

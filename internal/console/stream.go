@@ -24,6 +24,7 @@ func NewStream(body io.ReadCloser, w http.ResponseWriter, rc, readDeadlines *htt
 func (c *Stream) BrowserConn() net.Conn {
 	bc := newBrowserConn(c)
 	bc.answered = true
+	bc.transport = c
 	return bc
 }
 
@@ -197,3 +198,19 @@ func (c *Stream) SetWriteDeadline(t time.Time) error {
 
 // Interface guard
 var _ net.Conn = (*Stream)(nil)
+
+// unsent is what remains of the write under way: what the HTTP/2 or
+// QUIC connection has not yet taken.
+func (c *Stream) unsent() (int, bool) { return int(c.pending.Load()), true }
+
+// taken is not known for a stream; unsent shows its progress.
+func (c *Stream) taken() (int64, bool) { return 0, false }
+
+// giveUp ends the stream as usual: the close frame's bytes were handed to
+// the HTTP/2 or QUIC connection, which still delivers them after the
+// stream's end, where a stream reset would discard them; flow control
+// bounds what the connection holds meanwhile.
+func (c *Stream) giveUp() { c.Close() }
+
+// Interface guard
+var _ transport = (*Stream)(nil)

@@ -3,7 +3,6 @@
 package console
 
 import (
-	"crypto/tls"
 	"net"
 	"syscall"
 
@@ -13,11 +12,7 @@ import (
 // browserSocket is the TCP socket under the browser's connection (under
 // TLS too), or nil for a stream or another kind of connection.
 func browserSocket(b *browserConn) syscall.RawConn {
-	raw := b.sock
-	if tc, ok := raw.(*tls.Conn); ok {
-		raw = tc.NetConn()
-	}
-	tc, ok := raw.(*net.TCPConn)
+	tc, ok := b.socket().(*net.TCPConn)
 	if !ok {
 		return nil
 	}
