@@ -151,13 +151,15 @@ func (nativeClient) pumpToTarget(s *Session) {
 
 // writeClose: RFB has no close message, so the viewer learns of the end
 // when its connection closes, after the bytes written before it
-// (lingerClose, once both pumps are done). Here the viewer's reader is
-// woken so that pumpToTarget returns: nothing the viewer sends from now
-// on reaches the VNC server.
+// (lingerClose, once both pumps are done). The "close" writes nothing but
+// is the last write all the same, and wakes the viewer's reader so that
+// pumpToTarget returns: nothing the viewer sends from now on reaches the
+// VNC server.
 func (nativeClient) writeClose(s *Session, _ int, _ string, _ time.Time) error {
-	s.bc.closeSent.Store(true)
-	_ = s.bc.Conn.SetReadDeadline(time.Now())
-	return nil
+	return s.bc.writeLocked(nil, true, func() error {
+		_ = s.bc.Conn.SetReadDeadline(time.Now())
+		return nil
+	})
 }
 
 // Interface guards
