@@ -13,6 +13,7 @@ modules=(
 	http.vnc_proxy.resolvers.jwt
 	http.vnc_proxy.resolvers.nova
 	admin.api.vnc_proxy
+	vnc_proxy
 )
 listed=$("$binary" list-modules)
 for m in "${modules[@]}"; do
