@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -170,5 +171,51 @@ func TestLiteralSecretWarning(t *testing.T) {
 		if strings.Contains(l, "written literally") && strings.Contains(l, secret) {
 			t.Fatalf("the warning holds the secret: %s", l)
 		}
+	}
+}
+
+// TestEarlyFrameAfterUpgrade: over HTTP/1.1 the 101 goes out before the
+// connection is hijacked, so a client may send its first message at once,
+// even in the same packet as its request; those bytes reach the target.
+func TestEarlyFrameAfterUpgrade(t *testing.T) {
+	ln := listenLoopback(t)
+	got := make(chan []byte, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, 5)
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, _ = io.ReadFull(c, buf)
+		got <- buf
+	}()
+	tokens := writeTokenFile(t, t.TempDir(), secretToken+": "+ln.Addr().String())
+	tc := startCaddy(t, fileSite(tokens, "protocol raw"))
+
+	c, err := net.Dial("tcp", tc.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	request := "GET /websockify?token=" + secretToken + " HTTP/1.1\r\nHost: " + tc.addr +
+		"\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+	// A masked binary frame with "hello", in the same write.
+	mask := [4]byte{1, 2, 3, 4}
+	frame := []byte{0x82, 0x80 | 5, mask[0], mask[1], mask[2], mask[3]}
+	for i, b := range []byte("hello") {
+		frame = append(frame, b^mask[i%4])
+	}
+	if _, err := c.Write(append([]byte(request), frame...)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case b := <-got:
+		if string(b) != "hello" {
+			t.Fatalf("the target got %q, want hello", b)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the early frame did not reach the target")
 	}
 }

@@ -2,11 +2,13 @@ package caddymodule
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/sha1"
 	"encoding/base64"
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 
 	"github.com/gorilla/websocket"
 
@@ -56,7 +58,17 @@ func (w hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return c, brw, err
 	}
-	return console.NewAnsweredBrowserConn(c), brw, nil
+	// The 101 went out before the hijack, so the browser may have sent its
+	// first message already, and the server may have read it: those bytes
+	// go to the WebSocket, and gorilla, which refuses a connection whose
+	// reader holds bytes before its handshake, gets an empty reader.
+	var early []byte
+	if n := brw.Reader.Buffered(); n > 0 {
+		early, _ = brw.Reader.Peek(n)
+		early = bytes.Clone(early)
+	}
+	rw := bufio.NewReadWriter(bufio.NewReaderSize(strings.NewReader(""), 16), brw.Writer)
+	return console.NewAnsweredBrowserConn(c, early), rw, nil
 }
 
 // innermostWriter is the server's own response writer, under Caddy's

@@ -155,10 +155,31 @@ func NewBrowserConn(c net.Conn) net.Conn { return newBrowserConn(c) }
 // NewAnsweredBrowserConn is NewBrowserConn for a connection whose HTTP
 // server has sent the 101 answer already (through its own writer, so that
 // its access log records it): gorilla's 101, its first write, is dropped.
-func NewAnsweredBrowserConn(c net.Conn) net.Conn {
+// early is what the server had read past the request when it was
+// hijacked: a browser may send its first message as soon as it has the
+// 101, and those bytes are the WebSocket's.
+func NewAnsweredBrowserConn(c net.Conn, early []byte) net.Conn {
 	bc := newBrowserConn(c)
 	bc.answered = true
+	if len(early) > 0 {
+		bc.Conn = &earlyReads{Conn: bc.Conn, early: early}
+	}
 	return bc
+}
+
+// earlyReads reads early before the connection itself.
+type earlyReads struct {
+	net.Conn
+	early []byte
+}
+
+func (e *earlyReads) Read(p []byte) (int, error) {
+	if len(e.early) > 0 {
+		n := copy(p, e.early)
+		e.early = e.early[n:]
+		return n, nil
+	}
+	return e.Conn.Read(p)
 }
 
 // SetWriteDeadline ignores gorilla's deadlines: the one it sets before its

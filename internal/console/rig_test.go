@@ -380,7 +380,7 @@ func (h hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err
 	}
 	if h.answered {
-		return console.NewAnsweredBrowserConn(c), brw, nil
+		return console.NewAnsweredBrowserConn(c, nil), brw, nil
 	}
 	return console.NewBrowserConn(c), brw, nil
 }
