@@ -17,20 +17,6 @@ var (
 	colGrey       = color.RGBA{0x90, 0x90, 0x90, 0xff}
 	colTarget     = color.RGBA{0xd0, 0x20, 0x20, 0xff}
 	colMet        = color.RGBA{0x10, 0x80, 0x30, 0xff}
-	variantColor  = map[string]color.RGBA{
-		vDirect:     {0x9e, 0x9e, 0x9e, 0xff},
-		vRelay:      {0xc8, 0xc8, 0xc8, 0xff},
-		vOurs:       {0x1f, 0x77, 0xb4, 0xff},
-		vOursTLS:    {0x6b, 0xae, 0xd6, 0xff},
-		vWebsockify: {0xff, 0x7f, 0x0e, 0xff},
-	}
-	variantShort = map[string]string{
-		vDirect:     "direct",
-		vRelay:      "relay",
-		vOurs:       "ws",
-		vOursTLS:    "wss",
-		vWebsockify: "websockify",
-	}
 )
 
 // canvas draws rectangles and text in the 5×7 font at an integer scale.
@@ -111,26 +97,47 @@ func writeChart(path string, rep *report) error {
 		cols   = 2
 		panelW = 700
 		panelH = 300
-		top    = 110
 		scale  = 2
 	)
+	W := cols * panelW
+	// The legend, wrapped to the width: an entry per column, then the
+	// target's line.
+	type entry struct {
+		x, y int
+		v    string
+	}
+	var legend []entry
+	x, y := 20, 66
+	for _, v := range append(append([]string(nil), rep.Variants...), "") {
+		w := 28 + textWidth(variantLabel[v], scale) + 30
+		if v == "" {
+			w = 48 + textWidth("target", scale)
+		}
+		if x+w > W-20 && x > 20 {
+			x, y = 20, y+28
+		}
+		legend = append(legend, entry{x, y, v})
+		x += w
+	}
+	top := y + 44
 	cells := len(rep.Rows) + 1 // and the targets
 	rowsN := (cells + cols - 1) / cols
-	W, H := cols*panelW, top+rowsN*panelH+20
+	H := top + rowsN*panelH + 20
 	c := canvas{image.NewRGBA(image.Rect(0, 0, W, H))}
 	c.rect(0, 0, W, H, colBackground)
 
 	c.text(20, 16, "caddy-vnc-proxy: vnc_proxy vs direct TCP vs websockify (loopback, medians)", scale, colText)
 	m := rep.Machine
 	c.text(20, 44, fmt.Sprintf("%d x %s, Linux %s, %s - %s", m.CPUs, m.CPUModel, m.Kernel, m.GoVersion, rep.Generated), 1, colGrey)
-	x := 20
-	for _, v := range rep.Variants {
-		c.rect(x, 66, x+20, 86, variantColor[v])
-		c.text(x+28, 69, variantLabel[v], scale, colText)
-		x += 28 + textWidth(variantLabel[v], scale) + 30
+	for _, e := range legend {
+		if e.v == "" {
+			c.dashed(e.x, e.x+40, e.y+10, colTarget)
+			c.text(e.x+48, e.y+3, "target", scale, colTarget)
+			continue
+		}
+		c.rect(e.x, e.y, e.x+20, e.y+20, variantColor[e.v])
+		c.text(e.x+28, e.y+3, variantLabel[e.v], scale, colText)
 	}
-	c.dashed(x, x+40, 76, colTarget)
-	c.text(x+48, 69, "target", scale, colTarget)
 
 	for i, rw := range rep.Rows {
 		px, py := (i%cols)*panelW, top+(i/cols)*panelH
@@ -195,17 +202,24 @@ func drawPanel(c canvas, px, py, w, h int, rw row, variants []string) {
 	}
 	slot := (w - 60) / max(len(variants), 1)
 	barW := slot * 3 / 5
+	// Labels and values in the small font when the bars are narrow.
+	small := scale
+	for _, v := range variants {
+		if textWidth(variantShort[v], scale) > slot-4 {
+			small = 1
+		}
+	}
 	for j, v := range variants {
 		cx := px + 30 + j*slot + slot/2
-		c.centered(cx, plotBottom+10, variantShort[v], scale, colText)
+		c.centered(cx, plotBottom+10, variantShort[v], small, colText)
 		cl := rw.Values[v]
 		if cl == nil {
-			c.centered(cx, plotBottom-20, "n/a", scale, colGrey)
+			c.centered(cx, plotBottom-20, "n/a", small, colGrey)
 			continue
 		}
 		y := yOf(cl.Median)
 		c.rect(cx-barW/2, y, cx+barW/2, plotBottom, variantColor[v])
-		c.centered(cx, y-20, fmtNum(cl.Median), scale, colText)
+		c.centered(cx, y-10-7*small, fmtNum(cl.Median), small, colText)
 	}
 	c.rect(px+20, plotBottom, px+w-20, plotBottom+2, colText)
 	if hasTarget {

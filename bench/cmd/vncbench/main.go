@@ -30,21 +30,6 @@ import (
 	"github.com/vncgate/caddy-vnc-proxy/internal/loadtarget"
 )
 
-// Variants, in table order.
-const (
-	vDirect     = "direct"
-	vOurs       = "vnc_proxy"
-	vOursTLS    = "vnc_proxy_tls"
-	vOursH2     = "vnc_proxy_h2"   // WebSocket over HTTP/2 (RFC 8441), GODEBUG=http2xconnect=1
-	vOursH3     = "vnc_proxy_h3"   // WebSocket over HTTP/3 (RFC 9220)
-	vOursRFB    = "vnc_proxy_rfb"  // RFB-aware: the proxy logs in with a VNC password
-	vOursView   = "vnc_proxy_view" // RFB-aware and view-only: every message framed
-	vWebsockify = "websockify"
-	vRelay      = "tcp_relay"
-)
-
-var allVariants = []string{vDirect, vRelay, vOurs, vOursTLS, vOursH2, vOursH3, vOursRFB, vOursView, vWebsockify}
-
 // targetPassword is the load target's VNC password, which the RFB-aware
 // variants' vnc_auth logs in with.
 const targetPassword = "bench-pw"
@@ -75,6 +60,7 @@ type options struct {
 	relayListen    string
 	relayTarget    string
 	targetListen   string
+	targetAliases  int
 	keep           bool
 
 	requestedSessions int
@@ -93,6 +79,11 @@ type benchEnv struct {
 	targetAddr        string   // targetAddrs[0]
 	tokens            []string // one per target process
 	targetAddrs       []string
+	serialAddrs       []string // the serial stand-ins' addresses, one console each
+	serialTokenFile   string
+	serialTokens      []string // one per serial stand-in address
+	columns           []column // the columns measured
+	caddyRoots        *rootCA  // Caddy's local CA, which the native client trusts
 	seq               int
 	corpus            *corpus
 	loadAvg           string
@@ -106,7 +97,7 @@ func main() {
 	flag.StringVar(&o.websockifyBin, "websockify", "/usr/bin/websockify", "websockify to compare with (empty: skip)")
 	flag.StringVar(&o.template, "caddyfile", "bench/Caddyfile.tmpl", "Caddyfile template for the proxy")
 	flag.StringVar(&o.outDir, "out", "bench/results", "directory for latest.json, latest.md and latest.png (empty: none)")
-	flag.StringVar(&o.variants, "variants", strings.Join(allVariants, ","), "comma-separated variants to measure")
+	flag.StringVar(&o.variants, "variants", strings.Join(columnNames(), ","), "comma-separated variants to measure")
 	flag.IntVar(&o.downMiB, "down", 256, "MiB per target-to-browser throughput run")
 	flag.IntVar(&o.upMiB, "up", 256, "MiB per browser-to-target throughput run")
 	flag.IntVar(&o.websockifyMiB, "websockify-mib", 128, "cap on MiB per throughput run through websockify (it is slow)")
@@ -122,9 +113,10 @@ func main() {
 	flag.StringVar(&o.relayTarget, "relay-target", "", "internal: the tcp_relay variant's target")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (configs, logs) for a look afterwards")
 	flag.StringVar(&o.targetListen, "target-listen", "", "internal: run as the VNC server stand-in, listening here")
+	flag.IntVar(&o.targetAliases, "target-aliases", 0, "internal: the stand-in also listens on this many loopback addresses 127.1.x.y at its port")
 	flag.Parse()
 	if o.targetListen != "" {
-		if err := serveTarget(o.targetListen); err != nil {
+		if err := serveTarget(o.targetListen, o.targetAliases); err != nil {
 			fmt.Fprintln(os.Stderr, "vncbench target:", err)
 			os.Exit(1)
 		}
@@ -190,6 +182,7 @@ func run(ctx context.Context, o options) error {
 	}
 
 	env := &benchEnv{opts: o, dir: dir, caddyfileTemplate: o.template}
+	env.caddyRoots = &rootCA{path: filepath.Join(dir, "caddy-storage", "pki", "authorities", "local", "root.crt")}
 	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
 		env.loadAvg = strings.Join(strings.Fields(string(b))[:3], " ")
 	}
@@ -202,8 +195,16 @@ func run(ctx context.Context, o options) error {
 	// sockets do not count against this one's limit. Idle sessions are
 	// spread over several: loadtarget's echo splices through a pipe, three
 	// descriptors per session.
+	// A serial column needs a target address per console: each process
+	// also listens on loopback aliases (127.1.x.y) at its port.
+	aliases := 0
+	for _, c := range env.columns {
+		if c.serial {
+			aliases = (o.idleSessions + targetProcesses - 1) / targetProcesses
+		}
+	}
 	for range targetProcesses {
-		target, err := startTarget(ctx, env)
+		target, err := startTarget(ctx, env, aliases)
 		if err != nil {
 			return err
 		}
@@ -264,12 +265,8 @@ func selectVariants(o options, env *benchEnv) ([]string, error) {
 		if v == "" {
 			continue
 		}
-		known := false
-		for _, a := range allVariants {
-			known = known || a == v
-		}
-		if !known {
-			return nil, fmt.Errorf("unknown variant %q (have %s)", v, strings.Join(allVariants, ", "))
+		if _, ok := columnByName(v); !ok {
+			return nil, fmt.Errorf("unknown variant %q (have %s)", v, strings.Join(columnNames(), ", "))
 		}
 		want[v] = true
 	}
@@ -283,7 +280,16 @@ func selectVariants(o options, env *benchEnv) ([]string, error) {
 		}
 		env.websockifyBin = p
 	}
-	if want[vOurs] || want[vOursTLS] || want[vOursH2] || want[vOursH3] || want[vOursRFB] || want[vOursView] || o.profileDir != "" {
+	var out []string
+	needCaddy := o.profileDir != ""
+	for _, c := range columns {
+		if want[c.name] {
+			out = append(out, c.name)
+			env.columns = append(env.columns, c)
+			needCaddy = needCaddy || c.proxy == caddyProxy
+		}
+	}
+	if needCaddy {
 		p, err := filepath.Abs(o.caddyBin)
 		if err != nil {
 			return nil, err
@@ -293,17 +299,12 @@ func selectVariants(o options, env *benchEnv) ([]string, error) {
 		}
 		env.caddyBin = p
 	}
-	var out []string
-	for _, v := range allVariants {
-		if want[v] {
-			out = append(out, v)
-		}
-	}
 	return out, nil
 }
 
 // writeTokenFile writes a websockify-format token file with a hundred
-// unrelated tokens and one for each target process.
+// unrelated tokens and one for each target process, and one for the
+// serial column with a token per serial stand-in address.
 func writeTokenFile(env *benchEnv) error {
 	newToken := func() string {
 		var k [16]byte
@@ -322,7 +323,18 @@ func writeTokenFile(env *benchEnv) error {
 	}
 	env.token = env.tokens[0]
 	env.tokenFile = filepath.Join(env.dir, "tokens")
-	return os.WriteFile(env.tokenFile, []byte(b.String()), 0o600)
+	if err := os.WriteFile(env.tokenFile, []byte(b.String()), 0o600); err != nil {
+		return err
+	}
+	b.Reset()
+	b.WriteString("# vncbench serial tokens\n")
+	for _, addr := range env.serialAddrs {
+		tok := newToken()
+		env.serialTokens = append(env.serialTokens, tok)
+		fmt.Fprintf(&b, "%s: %s\n", tok, addr)
+	}
+	env.serialTokenFile = filepath.Join(env.dir, "serial-tokens")
+	return os.WriteFile(env.serialTokenFile, []byte(b.String()), 0o600)
 }
 
 // measureVariant runs every measurement once against a freshly started
@@ -330,52 +342,52 @@ func writeTokenFile(env *benchEnv) error {
 // relayed much.
 func measureVariant(ctx context.Context, env *benchEnv, v string, res *results) error {
 	o := env.opts
+	col, _ := columnByName(v)
 	var pp *proxyProc
 	var err error
-	switch v {
-	case vOurs, vOursTLS, vOursH2, vOursH3, vOursRFB, vOursView:
-		pp, err = startCaddy(ctx, env)
-	case vWebsockify:
+	switch col.proxy {
+	case caddyProxy:
+		pp, err = startCaddy(ctx, env, env.columns)
+	case websockifyProxy:
 		pp, err = startWebsockify(ctx, env)
-	case vRelay:
+	case relayProxy:
 		pp, err = startRelay(ctx, env)
 	}
 	if err != nil {
 		return err
 	}
-	var dial dialFunc
+	tokens := env.tokens
+	if col.serial {
+		if len(env.serialTokens) == 0 {
+			return errors.New("no serial stand-in addresses")
+		}
+		tokens = env.serialTokens
+	}
+	// Idle sessions spread over the tokens, one console each.
 	var idleDials []dialFunc
+	for _, tok := range tokens {
+		idleDials = append(idleDials, col.dial(env, pp, tok, 1024))
+	}
+	dial := col.dial(env, pp, tokens[0], 64<<10)
+	if col.serial {
+		// Each console a target of its own, as the proxy refuses a
+		// second one for a target still in use: the next measurement
+		// may open before the last one's console has ended.
+		var d []dialFunc
+		for _, tok := range tokens {
+			d = append(d, col.dial(env, pp, tok, 64<<10))
+		}
+		dial = rotate(d)
+	}
 	pid := 0
 	idleN := o.idleSessions
 	limitMiB := int64(1 << 40)
-	switch v {
-	case vDirect:
-		dial = dialTCP(env.targetAddr)
-	case vRelay:
-		dial = dialTCP(pp.tcpAddr)
-	case vOurs, vWebsockify:
-		dial, idleDials = dialWS(pp.wsBase+env.token, 64<<10), pp.idleDials(pp.wsBase, env.tokens)
-	case vOursTLS:
-		dial, idleDials = dialWS(pp.wssBase+env.token, 64<<10), pp.idleDials(pp.wssBase, env.tokens)
-	case vOursH2, vOursH3:
-		base := strings.Replace(pp.wssBase, "wss://", "https://", 1)
-		dial = dialStream(v == vOursH3, base+env.token)
-		for _, tok := range env.tokens {
-			idleDials = append(idleDials, dialStream(v == vOursH3, base+tok))
-		}
-	case vOursRFB, vOursView:
-		base := pp.rfbBase
-		if v == vOursView {
-			base = pp.viewBase
-		}
-		dial = dialWSRFB(base+env.token, 64<<10, v == vOursView)
-		for _, tok := range env.tokens {
-			idleDials = append(idleDials, dialWSRFB(base+tok, 1024, v == vOursView))
-		}
-	}
-	if v == vWebsockify {
+	switch {
+	case col.proxy == websockifyProxy:
 		idleN = o.wsIdleSessions
 		limitMiB = int64(o.websockifyMiB)
+	case col.serial:
+		idleN = min(idleN, len(tokens))
 	}
 	if pp != nil {
 		defer pp.proc.stop()
@@ -392,7 +404,7 @@ func measureVariant(ctx context.Context, env *benchEnv, v string, res *results) 
 	}
 	// The relay splices through pipes, six descriptors per session: too
 	// many for thousands of idle sessions, and not the point of it.
-	if pid != 0 && v != vRelay {
+	if pid != 0 && col.idle && col.measures(mIdle) {
 		ir, err := measureIdle(ctx, idleDials, idleN, pid)
 		if err != nil {
 			return fmt.Errorf("idle sessions: %w", err)
@@ -404,54 +416,62 @@ func measureVariant(ctx context.Context, env *benchEnv, v string, res *results) 
 	}
 
 	var before procSample
-	if pid != 0 {
-		before = waitSettled(ctx, pid, base, 30*time.Second)
-	}
-	rate, opened, err := measureOpenRate(ctx, dial, o.openers, o.openDuration)
-	if err != nil {
-		return fmt.Errorf("open rate: %w", err)
-	}
-	res.add(mOpen, v, rate)
-	if pid != 0 {
-		after := waitSettled(ctx, pid, base, 30*time.Second)
-		res.add(mOpenCPU, v, (after.cpuSeconds-before.cpuSeconds)/float64(opened)*1e6)
+	var rate, p50, p99, dmb, umb float64
+	if col.measures(mOpen) {
+		if pid != 0 {
+			before = waitSettled(ctx, pid, base, 30*time.Second)
+		}
+		var opened int64
+		rate, opened, err = measureOpenRate(ctx, dial, o.openers, o.openDuration)
+		if err != nil {
+			return fmt.Errorf("open rate: %w", err)
+		}
+		res.add(mOpen, v, rate)
+		if pid != 0 {
+			after := waitSettled(ctx, pid, base, 30*time.Second)
+			res.add(mOpenCPU, v, (after.cpuSeconds-before.cpuSeconds)/float64(opened)*1e6)
+		}
 	}
 
-	if pid != 0 {
-		waitSettled(ctx, pid, base, 30*time.Second)
+	if col.measures(mRTT50) {
+		if pid != 0 {
+			waitSettled(ctx, pid, base, 30*time.Second)
+		}
+		p50, p99, err = measureRTT(ctx, dial, o.rttCount)
+		if err != nil {
+			return fmt.Errorf("round trip: %w", err)
+		}
+		res.add(mRTT50, v, p50)
+		res.add(mRTT99, v, p99)
 	}
-	p50, p99, err := measureRTT(ctx, dial, o.rttCount)
-	if err != nil {
-		return fmt.Errorf("round trip: %w", err)
-	}
-	res.add(mRTT50, v, p50)
-	res.add(mRTT99, v, p99)
 
-	down := min(int64(o.downMiB), limitMiB) << 20
-	up := min(int64(o.upMiB), limitMiB) << 20
-	var cpu0, cpu1, cpu2 procSample
-	if pid != 0 {
-		cpu0 = waitSettled(ctx, pid, base, 30*time.Second)
-	}
-	dmb, err := measureDown(ctx, dial, down, env.corpus)
-	if err != nil {
-		return fmt.Errorf("target to browser: %w", err)
-	}
-	res.add(mDown, v, dmb)
-	if pid != 0 {
-		cpu1 = waitSettled(ctx, pid, base, 30*time.Second)
-	}
-	umb, err := measureUp(ctx, dial, up, env.corpus)
-	if err != nil {
-		return fmt.Errorf("browser to target: %w", err)
-	}
-	res.add(mUp, v, umb)
-	if pid != 0 {
-		cpu2 = waitSettled(ctx, pid, base, 30*time.Second)
-		gb := float64(down+up) / 1e9
-		res.add(mCPU, v, (cpu2.cpuSeconds-cpu0.cpuSeconds)/gb)
-		res.addExtra("cpu_s_per_gb_down", v, (cpu1.cpuSeconds-cpu0.cpuSeconds)/(float64(down)/1e9))
-		res.addExtra("cpu_s_per_gb_up", v, (cpu2.cpuSeconds-cpu1.cpuSeconds)/(float64(up)/1e9))
+	if col.measures(mDown) {
+		down := min(int64(o.downMiB), limitMiB) << 20
+		up := min(int64(o.upMiB), limitMiB) << 20
+		var cpu0, cpu1, cpu2 procSample
+		if pid != 0 {
+			cpu0 = waitSettled(ctx, pid, base, 30*time.Second)
+		}
+		dmb, err = measureDown(ctx, dial, down, env.corpus)
+		if err != nil {
+			return fmt.Errorf("target to browser: %w", err)
+		}
+		res.add(mDown, v, dmb)
+		if pid != 0 {
+			cpu1 = waitSettled(ctx, pid, base, 30*time.Second)
+		}
+		umb, err = measureUp(ctx, dial, up, env.corpus)
+		if err != nil {
+			return fmt.Errorf("browser to target: %w", err)
+		}
+		res.add(mUp, v, umb)
+		if pid != 0 {
+			cpu2 = waitSettled(ctx, pid, base, 30*time.Second)
+			gb := float64(down+up) / 1e9
+			res.add(mCPU, v, (cpu2.cpuSeconds-cpu0.cpuSeconds)/gb)
+			res.addExtra("cpu_s_per_gb_down", v, (cpu1.cpuSeconds-cpu0.cpuSeconds)/(float64(down)/1e9))
+			res.addExtra("cpu_s_per_gb_up", v, (cpu2.cpuSeconds-cpu1.cpuSeconds)/(float64(up)/1e9))
+		}
 	}
 	fmt.Fprintf(os.Stderr, "  open %.0f/s, rtt p50 %.0f µs p99 %.0f µs, down %.0f MB/s, up %.0f MB/s\n", rate, p50, p99, dmb, umb)
 	return nil

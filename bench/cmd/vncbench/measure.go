@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -480,4 +482,80 @@ func measureIdle(ctx context.Context, dials []dialFunc, n int, pid int) (idleRes
 		}
 	}
 	return res, nil
+}
+
+// rotate opens each console with the next of dials, round robin.
+func rotate(dials []dialFunc) dialFunc {
+	var next atomic.Uint64
+	return func(ctx context.Context) (stream, error) {
+		i := next.Add(1) - 1
+		return dials[i%uint64(len(dials))](ctx)
+	}
+}
+
+// rootCA is Caddy's local CA root, read from its storage once Caddy has
+// written it.
+type rootCA struct {
+	path string
+	mu   sync.Mutex
+	pool *x509.CertPool
+}
+
+func (r *rootCA) get() (*x509.CertPool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.pool != nil {
+		return r.pool, nil
+	}
+	pem, err := os.ReadFile(r.path)
+	if err != nil {
+		return nil, fmt.Errorf("Caddy's local CA root: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s holds no certificate", r.path)
+	}
+	r.pool = pool
+	return pool, nil
+}
+
+// dialNative opens a console on the native listener at addr as a native
+// viewer does: RFB 3.8, VeNCrypt X509Plain (TLS, the certificate checked
+// against Caddy's local CA; the token as the password), then ClientInit.
+// The proxy has logged in to the load target and relays ClientInit on, so
+// the stream reads as if it started with the target's greeting, as
+// through an RFB-aware route.
+func dialNative(addr, token string, roots *rootCA) dialFunc {
+	d := net.Dialer{Timeout: 10 * time.Second}
+	return func(ctx context.Context) (stream, error) {
+		pool, err := roots.get()
+		if err != nil {
+			return nil, err
+		}
+		raw, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		_ = raw.SetDeadline(time.Now().Add(30 * time.Second))
+		greeting := make([]byte, rfb.VersionLen)
+		if _, err := io.ReadFull(raw, greeting); err != nil {
+			raw.Close()
+			return nil, fmt.Errorf("reading the listener's greeting: %w", err)
+		}
+		conn, _, err := rfb.Login(raw, greeting, rfb.Credentials{
+			Username:   "vncbench",
+			Password:   token,
+			TLS:        &tls.Config{ServerName: nativeServerName, RootCAs: pool, MinVersion: tls.VersionTLS12},
+			RequireTLS: true,
+		})
+		if err != nil {
+			raw.Close()
+			return nil, fmt.Errorf("native handshake: %w", err)
+		}
+		if _, err := conn.Write([]byte{1}); err != nil { // ClientInit, shared
+			conn.Close()
+			return nil, err
+		}
+		return &rfbStream{stream: tcpStream{conn}, greeting: []byte(loadtarget.Greeting)}, nil
+	}
 }

@@ -123,29 +123,47 @@ func waitDial(ctx context.Context, p *process, addr string, timeout time.Duratio
 	}
 }
 
-// caddyConfig fills the Caddyfile template.
+// caddyConfig fills the Caddyfile template and the columns' snippets.
 type caddyConfig struct {
-	Admin     string
-	Storage   string
-	HTTPPort  int
-	HTTPSPort int
-	TokenFile string
-	Password  string
+	Admin           string
+	Storage         string
+	HTTPPort        int
+	HTTPSPort       int
+	NativePort      int
+	TokenFile       string
+	SerialTokenFile string
+	Password        string
+
+	// The columns' snippets, filled in: in the global options, the
+	// plain-HTTP site and the HTTPS site.
+	Global, HTTP, HTTPS string
 }
 
-// startCaddy starts bin/caddy with the vnc_proxy Caddyfile, plain ws on one
-// port and wss with `tls internal` on another, admin (and pprof) on a third.
-func startCaddy(ctx context.Context, env *benchEnv) (*proxyProc, error) {
-	httpPort, err := freePort()
-	if err != nil {
-		return nil, err
+// startCaddy starts bin/caddy with the Caddyfile template and the snippets
+// of cols: plain ws on one port, wss with `tls internal` on another, the
+// native listener on a third, admin (and pprof) on a fourth.
+func startCaddy(ctx context.Context, env *benchEnv, cols []column) (*proxyProc, error) {
+	var ports [4]int
+	for i := range ports {
+		p, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		ports[i] = p
 	}
-	httpsPort, err := freePort()
-	if err != nil {
-		return nil, err
+	httpPort, httpsPort, nativePort, adminPort := ports[0], ports[1], ports[2], ports[3]
+	cfg := caddyConfig{
+		Admin:           fmt.Sprintf("127.0.0.1:%d", adminPort),
+		Storage:         filepath.Join(env.dir, "caddy-storage"),
+		HTTPPort:        httpPort,
+		HTTPSPort:       httpsPort,
+		NativePort:      nativePort,
+		TokenFile:       env.tokenFile,
+		SerialTokenFile: env.serialTokenFile,
+		Password:        targetPassword,
 	}
-	adminPort, err := freePort()
-	if err != nil {
+	var err error
+	if cfg.Global, cfg.HTTP, cfg.HTTPS, err = snippets(cols, cfg); err != nil {
 		return nil, err
 	}
 	tmpl, err := template.ParseFiles(env.caddyfileTemplate)
@@ -153,15 +171,7 @@ func startCaddy(ctx context.Context, env *benchEnv) (*proxyProc, error) {
 		return nil, fmt.Errorf("reading Caddyfile template: %w", err)
 	}
 	var buf bytes.Buffer
-	err = tmpl.Execute(&buf, caddyConfig{
-		Admin:     fmt.Sprintf("127.0.0.1:%d", adminPort),
-		Storage:   filepath.Join(env.dir, "caddy-storage"),
-		HTTPPort:  httpPort,
-		HTTPSPort: httpsPort,
-		TokenFile: env.tokenFile,
-		Password:  targetPassword,
-	})
-	if err != nil {
+	if err := tmpl.Execute(&buf, cfg); err != nil {
 		return nil, err
 	}
 	cfgPath := filepath.Join(env.dir, "Caddyfile")
@@ -182,12 +192,13 @@ func startCaddy(ctx context.Context, env *benchEnv) (*proxyProc, error) {
 		return nil, err
 	}
 	pp := &proxyProc{
-		proc:      p,
-		wsBase:    fmt.Sprintf("ws://127.0.0.1:%d/websockify?token=", httpPort),
-		wssBase:   fmt.Sprintf("wss://127.0.0.1:%d/websockify?token=", httpsPort),
-		rfbBase:   fmt.Sprintf("ws://127.0.0.1:%d/rfb-aware?token=", httpPort),
-		viewBase:  fmt.Sprintf("ws://127.0.0.1:%d/view-only?token=", httpPort),
-		adminAddr: fmt.Sprintf("127.0.0.1:%d", adminPort),
+		proc:       p,
+		httpPort:   httpPort,
+		httpsPort:  httpsPort,
+		wsBase:     fmt.Sprintf("ws://127.0.0.1:%d/websockify?token=", httpPort),
+		wssBase:    fmt.Sprintf("wss://127.0.0.1:%d/websockify?token=", httpsPort),
+		nativeAddr: fmt.Sprintf("127.0.0.1:%d", nativePort),
+		adminAddr:  fmt.Sprintf("127.0.0.1:%d", adminPort),
 	}
 	for _, port := range []int{httpPort, httpsPort} {
 		if err := waitDial(ctx, p, fmt.Sprintf("127.0.0.1:%d", port), 60*time.Second); err != nil {
@@ -196,6 +207,30 @@ func startCaddy(ctx context.Context, env *benchEnv) (*proxyProc, error) {
 		}
 	}
 	return pp, nil
+}
+
+// snippets fills in the Caddyfile snippets of cols, each once (columns
+// that share a route give the same snippet).
+func snippets(cols []column, cfg caddyConfig) (global, http, https string, err error) {
+	seen := map[string]bool{}
+	var parts [3]strings.Builder
+	for _, c := range cols {
+		for i, s := range []string{c.global, c.http, c.https} {
+			if s == "" || seen[s] {
+				continue
+			}
+			seen[s] = true
+			t, err := template.New(c.name).Parse(s)
+			if err != nil {
+				return "", "", "", fmt.Errorf("column %s: Caddyfile snippet: %w", c.name, err)
+			}
+			parts[i].WriteString("\n\t")
+			if err := t.Execute(&parts[i], cfg); err != nil {
+				return "", "", "", fmt.Errorf("column %s: Caddyfile snippet: %w", c.name, err)
+			}
+		}
+	}
+	return parts[0].String(), parts[1].String(), parts[2].String(), nil
 }
 
 // startWebsockify starts Debian's websockify with a TokenFile plugin.
@@ -248,8 +283,10 @@ func startRelay(ctx context.Context, env *benchEnv) (*proxyProc, error) {
 }
 
 // startTarget starts this program again as the VNC server stand-in
-// (internal/loadtarget) and sets env.targetAddr.
-func startTarget(ctx context.Context, env *benchEnv) (*process, error) {
+// (internal/loadtarget) and adds its address to env.targetAddrs, and the
+// addresses of its aliases to env.serialAddrs: it also listens, at the same
+// port, on that many loopback addresses 127.1.x.y.
+func startTarget(ctx context.Context, env *benchEnv, aliases int) (*process, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
@@ -259,22 +296,68 @@ func startTarget(ctx context.Context, env *benchEnv) (*process, error) {
 		return nil, err
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	p, err := startProcess("target", filepath.Join(env.dir, "target.log"), nil, self, "-target-listen", addr)
+	p, err := startProcess("target", filepath.Join(env.dir, "target.log"), nil,
+		self, "-target-listen", addr, "-target-aliases", strconv.Itoa(aliases))
 	if err != nil {
 		return nil, err
+	}
+	aliasAddrs := targetAliases(port, aliases)
+	if len(aliasAddrs) > 0 {
+		// The last alias listens once the process has bound them all.
+		if err := waitDial(ctx, p, aliasAddrs[len(aliasAddrs)-1], 10*time.Second); err != nil {
+			p.stop()
+			return nil, err
+		}
 	}
 	if err := waitDial(ctx, p, addr, 10*time.Second); err != nil {
 		p.stop()
 		return nil, err
 	}
 	env.targetAddrs = append(env.targetAddrs, addr)
+	env.serialAddrs = append(env.serialAddrs, aliasAddrs...)
 	return p, nil
 }
 
-func serveTarget(listen string) error {
+// targetAliases are the n loopback addresses 127.1.x.y at port: Linux
+// routes all of 127.0.0.0/8 to the loopback interface.
+func targetAliases(port, n int) []string {
+	var a []string
+	for i := range n {
+		a = append(a, fmt.Sprintf("127.1.%d.%d:%d", i/254, i%254+1, port))
+	}
+	return a
+}
+
+// serveTarget serves the load target on listen and its aliases, which it
+// binds first.
+func serveTarget(listen string, aliases int) error {
+	_, portStr, err := net.SplitHostPort(listen)
+	if err != nil {
+		return err
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return err
+	}
+	var ls []net.Listener
+	for _, a := range targetAliases(port, aliases) {
+		l, err := net.Listen("tcp", a)
+		if err != nil {
+			return err
+		}
+		ls = append(ls, l)
+	}
 	l, err := net.Listen("tcp", listen)
 	if err != nil {
 		return err
+	}
+	for _, al := range ls {
+		go func() {
+			if err := (&loadtarget.Server{Password: targetPassword}).Serve(al); err != nil {
+				fmt.Fprintln(os.Stderr, "vncbench target:", err)
+				os.Exit(1)
+			}
+		}()
 	}
 	return (&loadtarget.Server{Password: targetPassword}).Serve(l)
 }
@@ -311,13 +394,14 @@ func serveRelay(listen, targets string) error {
 
 // proxyProc is a running proxy and where to reach it.
 type proxyProc struct {
-	proc      *process
-	tcpAddr   string
-	wsBase    string // URL up to the token
-	wssBase   string
-	rfbBase   string // the RFB-aware route, ws
-	viewBase  string // the RFB-aware, view-only route, ws
-	adminAddr string
+	proc       *process
+	tcpAddr    string
+	httpPort   int    // Caddy's plain-HTTP site
+	httpsPort  int    // Caddy's HTTPS site
+	wsBase     string // the /websockify route's URL up to the token
+	wssBase    string
+	nativeAddr string // Caddy's native listener
+	adminAddr  string
 }
 
 // idleDials returns a dialer per token, small buffers: the idle sessions

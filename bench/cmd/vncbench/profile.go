@@ -20,7 +20,7 @@ func profile(ctx context.Context, env *benchEnv) error {
 	if err := os.MkdirAll(o.profileDir, 0o755); err != nil {
 		return err
 	}
-	pp, err := startCaddy(ctx, env)
+	pp, err := startCaddy(ctx, env, []column{mustColumn(vOurs), mustColumn(vOursTLS)})
 	if err != nil {
 		return err
 	}

@@ -203,18 +203,6 @@ type report struct {
 	Repeated  []string                      `json:"repeated_runs,omitempty"`
 }
 
-var variantLabel = map[string]string{
-	vDirect:     "direct TCP",
-	vRelay:      "Go TCP relay",
-	vOurs:       "vnc_proxy ws",
-	vOursTLS:    "vnc_proxy wss",
-	vOursH2:     "vnc_proxy HTTP/2",
-	vOursH3:     "vnc_proxy HTTP/3",
-	vOursRFB:    "RFB-aware ws (VNC password)",
-	vOursView:   "view-only ws",
-	vWebsockify: "websockify 0.10",
-}
-
 func (r *results) report() *report {
 	o := r.opts
 	rep := &report{

@@ -1,0 +1,271 @@
+package main
+
+import (
+	"fmt"
+	"image/color"
+	"strings"
+)
+
+// Column names (the -variants names and the keys in latest.json), in table
+// order.
+const (
+	vDirect     = "direct"
+	vRelay      = "tcp_relay"
+	vOurs       = "vnc_proxy"
+	vOursTLS    = "vnc_proxy_tls"
+	vOursH2     = "vnc_proxy_h2"     // WebSocket over HTTP/2 (RFC 8441), GODEBUG=http2xconnect=1
+	vOursH3     = "vnc_proxy_h3"     // WebSocket over HTTP/3 (RFC 9220)
+	vOursRFB    = "vnc_proxy_rfb"    // RFB-aware: the proxy logs in with a VNC password
+	vOursView   = "vnc_proxy_view"   // RFB-aware and view-only: every message framed
+	vOursNative = "vnc_proxy_native" // the native listener: RFB 3.8, VeNCrypt X509Plain, TLS
+	vOursSerial = "vnc_proxy_serial" // protocol serial: a raw relay, one console per target
+	vWebsockify = "websockify"
+)
+
+// proxyKind is the process a column's consoles go through.
+type proxyKind int
+
+const (
+	noProxy    proxyKind = iota // the client talks to the load target itself
+	caddyProxy                  // bin/caddy with the Caddyfile built from the columns' snippets
+	websockifyProxy
+	relayProxy
+)
+
+// column is one column of the table: one way from the client to the load
+// target. Adding a column is an entry in columns. For a vnc_proxy column
+// that is a Caddyfile snippet (a route in one of the sites, or a global
+// option) and a dial function; the harness puts the snippets of every
+// vnc_proxy column measured into one Caddyfile (bench/Caddyfile.tmpl), so
+// each vnc_proxy run serves all of them, and runs every measurement
+// through dial. A column whose consoles cannot take every measurement
+// lists those it can take in only.
+type column struct {
+	name  string     // the -variants name and the key in latest.json
+	label string     // the table's heading
+	short string     // under the chart's bars
+	color color.RGBA // the chart's bars
+	proxy proxyKind
+
+	// Caddyfile snippets, Go templates with the fields of caddyConfig: in
+	// the global options block, in the plain-HTTP site (http://127.0.0.1:
+	// {{.HTTPPort}}) and in the HTTPS site (tls internal).
+	global, http, https string
+
+	// dial opens a console to the load target that token names, through
+	// the running proxy pp (nil for direct TCP). bufSize sizes the
+	// client's buffers: 64 KiB for the throughput runs, small for idle
+	// sessions. The stream it returns reads the load target's greeting
+	// first (a dial that speaks a handshake of its own replays it, as
+	// rfbStream does) and then carries its commands.
+	dial func(env *benchEnv, pp *proxyProc, token string, bufSize int) dialFunc
+
+	// idle: memory per idle session is measured (a proxy process that
+	// can hold thousands of sessions).
+	idle bool
+	// serial: the consoles go to the serial stand-ins, one address each:
+	// a serial target serves one console at a time, so that every
+	// measurement, open rate and idle sessions included, needs a target
+	// of its own per console.
+	serial bool
+	// only lists the metrics measured (nil: all of them).
+	only []string
+}
+
+// columns, in table order.
+var columns = []column{
+	{
+		name: vDirect, label: "direct TCP", short: "direct", color: rgb(0x9e9e9e),
+		dial: func(env *benchEnv, _ *proxyProc, _ string, _ int) dialFunc { return dialTCP(env.targetAddr) },
+	},
+	{
+		name: vRelay, label: "Go TCP relay", short: "relay", color: rgb(0xc8c8c8), proxy: relayProxy,
+		dial: func(_ *benchEnv, pp *proxyProc, _ string, _ int) dialFunc { return dialTCP(pp.tcpAddr) },
+	},
+	{
+		name: vOurs, label: "vnc_proxy ws", short: "ws", color: rgb(0x1f77b4), proxy: caddyProxy, idle: true,
+		http: `vnc_proxy /websockify {
+		resolver file {{.TokenFile}}
+	}`,
+		dial: wsRoute("ws", "/websockify"),
+	},
+	{
+		name: vOursTLS, label: "vnc_proxy wss", short: "wss", color: rgb(0x6baed6), proxy: caddyProxy, idle: true,
+		https: httpsRoute,
+		dial:  wsRoute("wss", "/websockify"),
+	},
+	{
+		name: vOursH2, label: "vnc_proxy HTTP/2", short: "h2", color: rgb(0x9ecae1), proxy: caddyProxy, idle: true,
+		https: httpsRoute,
+		dial:  streamRoute(false, "/websockify"),
+	},
+	{
+		name: vOursH3, label: "vnc_proxy HTTP/3", short: "h3", color: rgb(0xc6dbef), proxy: caddyProxy, idle: true,
+		https: httpsRoute,
+		dial:  streamRoute(true, "/websockify"),
+	},
+	{
+		// The RFB-aware mode: the proxy logs in with the target's password.
+		name: vOursRFB, label: "RFB-aware ws (VNC password)", short: "rfb", color: rgb(0x2ca02c), proxy: caddyProxy, idle: true,
+		http: `vnc_proxy /rfb-aware {
+		resolver file {{.TokenFile}}
+		vnc_auth {
+			password {{.Password}}
+		}
+	}`,
+		dial: rfbRoute("/rfb-aware", false),
+	},
+	{
+		// The same, view-only: every browser message is framed by the filter.
+		name: vOursView, label: "view-only ws", short: "view", color: rgb(0x98df8a), proxy: caddyProxy, idle: true,
+		http: `vnc_proxy /view-only {
+		resolver file {{.TokenFile}}
+		vnc_auth {
+			password {{.Password}}
+		}
+		view_only on
+	}`,
+		dial: rfbRoute("/view-only", true),
+	},
+	{
+		// The native listener (the vnc_proxy global option): TLS with a
+		// certificate from Caddy's local CA for localhost, whose root the
+		// client trusts; the token as VeNCrypt Plain's password; the proxy
+		// logs in to the target as in RFB-aware mode.
+		name: vOursNative, label: "native VNC (TLS)", short: "native", color: rgb(0x9467bd), proxy: caddyProxy, idle: true,
+		global: `vnc_proxy {
+		listen 127.0.0.1:{{.NativePort}}
+		server_name ` + nativeServerName + `
+		resolver file {{.TokenFile}}
+		vnc_auth {
+			password {{.Password}}
+		}
+	}`,
+		dial: func(env *benchEnv, pp *proxyProc, token string, _ int) dialFunc {
+			return dialNative(pp.nativeAddr, token, env.caddyRoots)
+		},
+	},
+	{
+		// A serial console: raw bytes both ways, to a TCP port that
+		// serves one console at a time (a QEMU chardev's shape).
+		name: vOursSerial, label: "serial ws", short: "serial", color: rgb(0x8c564b), proxy: caddyProxy, idle: true, serial: true,
+		http: `vnc_proxy /serial {
+		resolver file {{.SerialTokenFile}}
+		protocol serial
+	}`,
+		dial: wsRoute("ws", "/serial"),
+	},
+	{
+		name: vWebsockify, label: "websockify 0.10", short: "websockify", color: rgb(0xff7f0e), proxy: websockifyProxy, idle: true,
+		dial: func(_ *benchEnv, pp *proxyProc, token string, bufSize int) dialFunc {
+			return dialWS(pp.wsBase+token, bufSize)
+		},
+	},
+}
+
+// httpsRoute is the HTTPS site's route, for wss, HTTP/2 and HTTP/3 alike
+// (a snippet that several columns give goes into the Caddyfile once).
+const httpsRoute = `vnc_proxy /websockify {
+		resolver file {{.TokenFile}}
+	}`
+
+// nativeServerName is the native listener's certificate name: Caddy
+// issues it from its local CA, a name that is not public.
+const nativeServerName = "localhost"
+
+func rgb(x uint32) color.RGBA {
+	return color.RGBA{byte(x >> 16), byte(x >> 8), byte(x), 0xff}
+}
+
+// wsRoute dials a WebSocket route of the plain ("ws") or HTTPS ("wss")
+// site.
+func wsRoute(scheme, path string) func(*benchEnv, *proxyProc, string, int) dialFunc {
+	return func(_ *benchEnv, pp *proxyProc, token string, bufSize int) dialFunc {
+		return dialWS(pp.url(scheme, path, token), bufSize)
+	}
+}
+
+// streamRoute dials a route of the HTTPS site over HTTP/2 or HTTP/3.
+func streamRoute(h3 bool, path string) func(*benchEnv, *proxyProc, string, int) dialFunc {
+	return func(_ *benchEnv, pp *proxyProc, token string, _ int) dialFunc {
+		return dialStream(h3, pp.url("https", path, token))
+	}
+}
+
+// rfbRoute dials an RFB-aware route of the plain site; fenced for a
+// view-only one.
+func rfbRoute(path string, fenced bool) func(*benchEnv, *proxyProc, string, int) dialFunc {
+	return func(_ *benchEnv, pp *proxyProc, token string, bufSize int) dialFunc {
+		return dialWSRFB(pp.url("ws", path, token), bufSize, fenced)
+	}
+}
+
+// url is a route's URL up to and including the token.
+func (pp *proxyProc) url(scheme, path, token string) string {
+	port := pp.httpPort
+	if scheme == "wss" || scheme == "https" {
+		port = pp.httpsPort
+	}
+	return fmt.Sprintf("%s://127.0.0.1:%d%s?token=%s", scheme, port, path, token)
+}
+
+func columnByName(name string) (column, bool) {
+	for _, c := range columns {
+		if c.name == name {
+			return c, true
+		}
+	}
+	return column{}, false
+}
+
+func mustColumn(name string) column {
+	c, ok := columnByName(name)
+	if !ok {
+		panic("no column " + name)
+	}
+	return c
+}
+
+func columnNames() []string {
+	var n []string
+	for _, c := range columns {
+		n = append(n, c.name)
+	}
+	return n
+}
+
+// measures reports whether the column takes metric m.
+func (c column) measures(m string) bool {
+	if c.only == nil {
+		return true
+	}
+	for _, x := range c.only {
+		if x == m {
+			return true
+		}
+	}
+	return false
+}
+
+// variantLabel, variantShort and variantColor are the columns' headings,
+// chart labels and colours by name.
+var variantLabel, variantShort = columnStrings()
+
+var variantColor = func() map[string]color.RGBA {
+	m := map[string]color.RGBA{}
+	for _, c := range columns {
+		m[c.name] = c.color
+	}
+	return m
+}()
+
+func columnStrings() (label, short map[string]string) {
+	label, short = map[string]string{}, map[string]string{}
+	for _, c := range columns {
+		label[c.name], short[c.name] = c.label, c.short
+		if c.short == "" {
+			short[c.name] = strings.TrimPrefix(c.name, "vnc_proxy_")
+		}
+	}
+	return label, short
+}
