@@ -70,6 +70,12 @@ type column struct {
 	serial bool
 	// only lists the metrics measured (nil: all of them).
 	only []string
+	// note, when set, explains the column under the table.
+	note string
+	// compare names the columns this one's ratios are reported against
+	// (in latest.json's "ratios" and a note under the table), those of
+	// them that were measured.
+	compare []string
 }
 
 // columns, in table order.
@@ -133,6 +139,8 @@ var columns = []column{
 		// client trusts; the token as VeNCrypt Plain's password; the proxy
 		// logs in to the target as in RFB-aware mode.
 		name: vOursNative, label: "native VNC (TLS)", short: "native", color: rgb(0x9467bd), proxy: caddyProxy, idle: true,
+		compare: []string{vDirect, vWebsockify, vOursTLS, vOursRFB},
+		note:    "native VNC (TLS): the native listener (the vnc_proxy global option): RFB 3.8, VeNCrypt X509Plain, TLS 1.3 with a certificate from Caddy's local CA for localhost (the client checks it against the CA's root), the token as the password; the proxy logs in to the stand-in with its VNC password, as for RFB-aware ws, and relays bytes inside TLS with no WebSocket framing. Every open is a full TLS handshake (no session resumption), as for wss.",
 		global: `vnc_proxy {
 		listen 127.0.0.1:{{.NativePort}}
 		server_name ` + nativeServerName + `
@@ -149,6 +157,8 @@ var columns = []column{
 		// A serial console: raw bytes both ways, to a TCP port that
 		// serves one console at a time (a QEMU chardev's shape).
 		name: vOursSerial, label: "serial ws", short: "serial", color: rgb(0x8c564b), proxy: caddyProxy, idle: true, serial: true,
+		compare: []string{vDirect, vWebsockify, vOurs},
+		note:    "serial ws: protocol serial, binary messages; the proxy keeps one console per serial target, so every console goes to a stand-in address of its own (127.1.x.y, the same echoing stand-in). The figures are the proxy's path; a real QEMU chardev adds its own (small) latency.",
 		http: `vnc_proxy /serial {
 		resolver file {{.SerialTokenFile}}
 		protocol serial

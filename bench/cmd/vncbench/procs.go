@@ -212,14 +212,17 @@ func startCaddy(ctx context.Context, env *benchEnv, cols []column) (*proxyProc, 
 // snippets fills in the Caddyfile snippets of cols, each once (columns
 // that share a route give the same snippet).
 func snippets(cols []column, cfg caddyConfig) (global, http, https string, err error) {
-	seen := map[string]bool{}
+	var seen [3]map[string]bool
 	var parts [3]strings.Builder
 	for _, c := range cols {
 		for i, s := range []string{c.global, c.http, c.https} {
-			if s == "" || seen[s] {
+			if s == "" || seen[i][s] {
 				continue
 			}
-			seen[s] = true
+			if seen[i] == nil {
+				seen[i] = map[string]bool{}
+			}
+			seen[i][s] = true
 			t, err := template.New(c.name).Parse(s)
 			if err != nil {
 				return "", "", "", fmt.Errorf("column %s: Caddyfile snippet: %w", c.name, err)

@@ -200,7 +200,10 @@ type report struct {
 	Rows      []row                         `json:"metrics"`
 	Idle      map[string]idleSummary        `json:"idle_sessions"`
 	Extra     map[string]map[string]float64 `json:"extra_medians"`
-	Repeated  []string                      `json:"repeated_runs,omitempty"`
+	// Ratios are the compare ratios of columns (see column.compare):
+	// column → the other column → metric → this median / the other's.
+	Ratios   map[string]map[string]map[string]float64 `json:"ratios,omitempty"`
+	Repeated []string                                 `json:"repeated_runs,omitempty"`
 }
 
 func (r *results) report() *report {
@@ -247,6 +250,27 @@ func (r *results) report() *report {
 		}
 		r.judge(&rw)
 		rep.Rows = append(rep.Rows, rw)
+	}
+	for _, v := range r.variants {
+		col, _ := columnByName(v)
+		for _, other := range col.compare {
+			for _, rw := range rep.Rows {
+				a, b := rw.Values[v], rw.Values[other]
+				if a == nil || b == nil || b.Median == 0 {
+					continue
+				}
+				if rep.Ratios == nil {
+					rep.Ratios = map[string]map[string]map[string]float64{}
+				}
+				if rep.Ratios[v] == nil {
+					rep.Ratios[v] = map[string]map[string]float64{}
+				}
+				if rep.Ratios[v][other] == nil {
+					rep.Ratios[v][other] = map[string]float64{}
+				}
+				rep.Ratios[v][other][rw.Key] = a.Median / b.Median
+			}
+		}
 	}
 	for v, irs := range r.idle {
 		s := idleSummary{Sessions: irs[0].sessions, Answered: irs[0].answered}
@@ -397,6 +421,27 @@ func (rep *report) footnotes() []string {
 	}
 	for _, why := range rep.Repeated {
 		n = append(n, "A run failed and was repeated: "+why+".")
+	}
+	for _, v := range rep.Variants {
+		col, _ := columnByName(v)
+		for _, other := range col.compare {
+			ratios := rep.Ratios[v][other]
+			if len(ratios) == 0 {
+				continue
+			}
+			var parts []string
+			for _, rw := range rep.Rows {
+				if x, ok := ratios[rw.Key]; ok {
+					parts = append(parts, fmt.Sprintf("%s %.2f×", rw.Title, x))
+				}
+			}
+			n = append(n, fmt.Sprintf("%s / %s: %s.", variantLabel[v], variantLabel[other], strings.Join(parts, ", ")))
+		}
+	}
+	for _, v := range rep.Variants {
+		if col, _ := columnByName(v); col.note != "" {
+			n = append(n, col.note)
+		}
 	}
 	if rep.has(vRelay) {
 		n = append(n, "Go TCP relay: a separate process copying bytes both ways with io.Copy (splice), no WebSocket: what any proxy process costs on this machine. Not measured for idle sessions.")
