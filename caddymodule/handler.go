@@ -273,7 +273,10 @@ func (h *Handler) run(s *console.Session, req admission.Request, stream *console
 		h.logger.Debug("session did not start", zap.String("session", s.ID()), zap.Error(err))
 		return nil
 	}
-	sessionsTotal.WithLabelValues(req.Server, "started").Inc()
+	if s.Listed() {
+		// A SPICE console's later channels are not consoles of their own.
+		sessionsTotal.WithLabelValues(req.Server, "started").Inc()
+	}
 	if stream != nil {
 		// The stream lives as long as this request.
 		stream.Serve()

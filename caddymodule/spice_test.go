@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/vncgate/caddy-vnc-proxy/internal/admission"
 	"github.com/vncgate/caddy-vnc-proxy/internal/console"
@@ -201,4 +203,62 @@ func TestSPICEConsole(t *testing.T) {
 		t.Fatal("no session id from the second MAIN_INIT")
 	}
 	again.Close()
+}
+
+// TestSPICEOneTimeAndRevocation: a one_time token (Redis) is spent by the
+// main channel alone: its later channels join without a lookup, a second
+// session with the spent token is closed 1008 and leaves the first alone,
+// and a revocation (a Redis message) ends every channel of the console.
+func TestSPICEOneTimeAndRevocation(t *testing.T) {
+	addr := testenv.StartQEMUSpice(t, testenv.QEMUSpice{})
+	rs := testenv.StartRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: rs.Addr})
+	defer rdb.Close()
+	ctx := context.Background()
+	token := "once-" + secretToken
+	if err := rdb.Set(ctx, "vnc:"+token, addr, time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	const channel = "vnc-revocations"
+	tc := startCaddy(t, fmt.Sprintf(`vnc_proxy /websockify {
+		resolver redis %s {
+			key_prefix vnc:
+			one_time
+			revocations %s
+		}
+		protocol spice
+	}`, rs.Addr, channel))
+	url := tc.url("/websockify?token=" + token)
+
+	mainWS, main := spiceChannel(t, url, spice.ChannelMain, 0, false)
+	displayWS, display := spiceChannel(t, url, spice.ChannelDisplay, main.SessionID, false)
+	if _, err := display.WaitFor(spice.MsgSurfaceCreate, 1000); err != nil {
+		t.Fatalf("display channel: %v", err)
+	}
+	inputsWS, _ := spiceChannel(t, url, spice.ChannelInputs, main.SessionID, false)
+
+	refusedChannel(t, url, spice.AppendLink(nil, spice.Link{Channel: spice.ChannelMain, MiniHeader: true, AuthSelection: true}), "invalid or expired token")
+	listed := console.Sessions.List()
+	if len(listed) != 1 || listed[0].Channels != 3 {
+		t.Fatalf("live consoles %+v, want one of 3 channels", listed)
+	}
+
+	waitFor(t, 15*time.Second, "the revocation subscription", func() bool {
+		n, err := rdb.PubSubNumSub(ctx, channel).Result()
+		return err == nil && n[channel] == 1
+	})
+	if err := rdb.Publish(ctx, channel, `{"token_hash": "`+admission.TokenHash(token)+`"}`).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, ws := range []*websocket.Conn{mainWS, displayWS, inputsWS} {
+		expectAdminClose(t, ws)
+	}
+	waitFor(t, 10*time.Second, "the spent token to be refused", func() bool {
+		ws, status, _ := dialWS(t, url, nil)
+		if ws != nil {
+			ws.Close()
+			return false
+		}
+		return status == http.StatusForbidden
+	})
 }

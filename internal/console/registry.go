@@ -24,7 +24,7 @@ func (r *registry) add(s *Session) {
 	r.mu.Lock()
 	r.m[s] = struct{}{}
 	r.mu.Unlock()
-	if s.listed() {
+	if s.Listed() {
 		s.metrics.Active.Inc()
 	}
 }
@@ -33,7 +33,7 @@ func (r *registry) remove(s *Session) {
 	r.mu.Lock()
 	delete(r.m, s)
 	r.mu.Unlock()
-	if s.listed() {
+	if s.Listed() {
 		s.metrics.Active.Dec()
 	}
 }
@@ -84,7 +84,7 @@ func (r *registry) EndMatching(match func(*Session) bool, reason string) int {
 	n := 0
 	var ending sync.WaitGroup
 	for _, s := range r.snapshot() {
-		if !s.listed() || !match(s) || s.isEnded() {
+		if !s.Listed() || !match(s) || s.isEnded() {
 			continue
 		}
 		n++
@@ -97,7 +97,7 @@ func (r *registry) EndMatching(match func(*Session) bool, reason string) int {
 // Find returns the live session with this id, or nil.
 func (r *registry) Find(id string) *Session {
 	for _, s := range r.snapshot() {
-		if s.id == id && s.listed() && !s.isEnded() {
+		if s.id == id && s.Listed() && !s.isEnded() {
 			return s
 		}
 	}
@@ -109,7 +109,7 @@ func (r *registry) List() []Info {
 	live := r.snapshot()
 	out := make([]Info, 0, len(live))
 	for _, s := range live {
-		if s.listed() && !s.isEnded() {
+		if s.Listed() && !s.isEnded() {
 			out = append(out, s.Info())
 		}
 	}

@@ -302,9 +302,10 @@ func NewSPICE(ws *websocket.Conn, target net.Conn, c Config, ch SPICEChannel) *S
 	return s
 }
 
-// listed reports whether the session is an entry of its own in the admin
-// list and the active count: any but a SPICE console's later channel.
-func (s *Session) listed() bool { return s.spice == nil || s.spice.main }
+// Listed reports whether the session is a console of its own (an entry in
+// the admin list, the active count and the "session started" lines): any
+// but a SPICE console's later channel.
+func (s *Session) Listed() bool { return s.spice == nil || s.spice.main }
 
 // spiceFilter passes the browser's bytes for the server through the
 // channel's ClientStream while it still looks at them.
