@@ -68,6 +68,10 @@ func (s *Session) pumpToBrowser(greeting []byte) {
 		}
 		s.countToBrowser(len(greeting))
 	}
+	if s.serverFilter != nil {
+		s.pumpFramedToBrowser()
+		return
+	}
 	if s.spliceToBrowser() {
 		return
 	}
