@@ -261,6 +261,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		Transport:        transportName(r),
 		Login:            c.Login,
 		ViewOnly:         c.ViewOnly,
+		Clipboard:        c.Clipboard,
 		EndAt:            c.EndAt,
 		EndReason:        c.EndReason,
 		Release:          c.Release,

@@ -127,3 +127,12 @@ func (s *Session) endOnFilterError(err error) {
 func (s *Session) clipboardDropped() int64 {
 	return s.filter.ClipboardDropped.Load() + s.serverFilter.Dropped.Load()
 }
+
+// ClipboardDropped is how many clipboard messages the console's clipboard
+// policy dropped so far, both ways; 0 for a console without one.
+func (s *Session) ClipboardDropped() int64 {
+	if s.serverFilter == nil {
+		return 0
+	}
+	return s.clipboardDropped()
+}

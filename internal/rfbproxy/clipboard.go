@@ -55,16 +55,6 @@ const (
 	ClipboardNone  = "none"
 )
 
-// ValidClipboardGrant reports whether g is a grant a record may carry
-// ("" is no grant: the door's policy as it is).
-func ValidClipboardGrant(g string) bool {
-	switch g {
-	case "", ClipboardBoth, ClipboardCopy, ClipboardPaste, ClipboardNone:
-		return true
-	}
-	return false
-}
-
 // Narrow is the policy c with a token's grant applied: a grant can only
 // take directions away. An unknown grant allows nothing.
 func (c Clipboard) Narrow(grant string) Clipboard {
@@ -89,9 +79,6 @@ const (
 	hold                // held whole (at most holdBound) until its inflated size is known
 )
 
-// extendedAction is the action bits of an Extended Clipboard flags word.
-const extendedAction = rfb.ClipboardCaps | rfb.ClipboardRequest | rfb.ClipboardPeek | rfb.ClipboardNotify | rfb.ClipboardProvide
-
 // judge decides a clipboard message from the VNC server (fromServer) or
 // from the client. size is the text's length for a plain cut text, and
 // for Extended Clipboard (extended) the length of what follows its flags.
@@ -107,27 +94,33 @@ func (c Clipboard) judge(fromServer, extended bool, flags uint32, size int64) ve
 		}
 		return pass
 	}
-	switch flags & extendedAction {
-	case rfb.ClipboardCaps:
-		// Which formats and actions each side knows: no data.
-		return pass
-	case rfb.ClipboardRequest, rfb.ClipboardPeek:
-		if !asked {
+	// A viewer reads an action it knows (noVNC, TigerVNC): capabilities
+	// first, whatever else is set, then one action per message.
+	switch {
+	case flags&rfb.ClipboardCaps != 0:
+		// Which formats and actions each side knows, and a size limit
+		// per format: no data.
+		if size > 4*16 {
 			return drop
 		}
 		return pass
-	case rfb.ClipboardNotify:
-		if !data {
-			return drop
-		}
-		return pass
-	case rfb.ClipboardProvide:
+	case flags&rfb.ClipboardProvide != 0:
 		if !data || size > holdBound(c.Max()) {
 			return drop
 		}
 		return hold
+	case flags&rfb.ClipboardNotify != 0:
+		if !data {
+			return drop
+		}
+		return pass
+	case flags&(rfb.ClipboardRequest|rfb.ClipboardPeek) != 0:
+		if !asked {
+			return drop
+		}
+		return pass
 	}
-	// No action, or several: nothing a client or server would send.
+	// No action: nothing a client or server would send.
 	return drop
 }
 
