@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -363,5 +364,57 @@ func TestClipboardPasteXvnc(t *testing.T) {
 				t.Errorf("clipboard_dropped %v, want %d", line["clipboard_dropped"], c.dropped)
 			}
 		})
+	}
+}
+
+// TestClipboardUnframeable: a console with a clipboard policy whose VNC
+// server sends what the proxy cannot frame (a JPEG rectangle, which it
+// took out of the offer) gets what came before it, then close 1011; the
+// log names the encoding.
+func TestClipboardUnframeable(t *testing.T) {
+	jpeg := []byte{rfb.MsgFramebufferUpdate, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0, 1}
+	jpeg = binary.BigEndian.AppendUint32(jpeg, uint32(rfb.EncodingJPEG))
+	addr := startTarget(t, func(c net.Conn, _ <-chan struct{}) {
+		var b [12]byte
+		if _, err := io.WriteString(c, greeting); err != nil {
+			return
+		}
+		if _, err := io.ReadFull(c, b[:12]); err != nil {
+			return
+		}
+		if _, err := c.Write([]byte{1, rfb.SecurityNone}); err != nil {
+			return
+		}
+		if _, err := io.ReadFull(c, b[:1]); err != nil {
+			return
+		}
+		if _, err := c.Write([]byte{0, 0, 0, 0}); err != nil {
+			return
+		}
+		if _, err := io.ReadFull(c, b[:1]); err != nil { // ClientInit
+			return
+		}
+		if _, err := c.Write(append(append(serverInit(), rfb.MsgBell), jpeg...)); err != nil {
+			return
+		}
+		_, _ = io.Copy(io.Discard, c)
+	})
+	r := newRig(t, rigOptions{transport: overWS, target: addr, prepare: loginWith(""), config: func(c *console.Config) {
+		c.Clipboard = rfbproxy.Clipboard{NoCopy: true}
+	}})
+	ws, s := r.open()
+	_ = ws.SetReadDeadline(time.Now().Add(wait))
+	stream := wsstream.New(ws)
+	if _, err := rfb.ClientHandshakeWith(stream, rfb.HandshakeOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var bell [1]byte
+	if _, err := io.ReadFull(stream, bell[:]); err != nil || bell[0] != rfb.MsgBell {
+		t.Fatalf("got %v, %v; want the Bell", bell, err)
+	}
+	expectClose(t, ws, websocket.CloseInternalServerErr, "VNC server sent a message the proxy cannot frame")
+	line := r.endLine(s.ID())
+	if line["reason"] != "vnc server stream cannot be framed" || !strings.Contains(line["error"].(string), "JPEG") {
+		t.Errorf("end line %v, want the reason and an error naming JPEG", line)
 	}
 }
