@@ -124,10 +124,16 @@ func (c Clipboard) judge(fromServer, extended bool, flags uint32, size int64) ve
 	return drop
 }
 
+// MaxHeldClipboard bounds the Extended Clipboard provide a filter holds
+// whole while it learns its inflated size: a larger one is dropped,
+// whatever MaxSize allows.
+const MaxHeldClipboard = 16 << 20
+
 // holdBound is the most compressed bytes an Extended Clipboard provide
-// may have when its formats inflate to at most limit bytes: zlib's
-// stored blocks add 5 bytes per 64 KiB, each format 4 bytes of size.
-func holdBound(limit int64) int64 { return limit + limit/4096 + 1024 }
+// may have when its formats inflate to at most limit bytes (zlib's
+// stored blocks add 5 bytes per 64 KiB, each format 4 bytes of size), and
+// at most MaxHeldClipboard.
+func holdBound(limit int64) int64 { return min(limit+limit/4096+1024, MaxHeldClipboard) }
 
 // extendedWithin reports whether the zlib payload of an Extended
 // Clipboard provide inflates to formats of at most limit bytes in all
