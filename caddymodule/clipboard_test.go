@@ -10,6 +10,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/vncgate/caddy-vnc-proxy/internal/console"
+	"github.com/vncgate/caddy-vnc-proxy/internal/rfb"
 	"github.com/vncgate/caddy-vnc-proxy/internal/testenv"
 )
 
@@ -65,5 +67,41 @@ func TestClipboardPerToken(t *testing.T) {
 			}
 			checkNoSecret(t, tc, secretToken)
 		})
+	}
+}
+
+// TestClipboardNativeListener: the native listener takes the same
+// clipboard block: a viewer's ClientCutText is dropped with paste off,
+// while its pictures come through the framed relay.
+func TestClipboardNativeListener(t *testing.T) {
+	demo, _ := startVNCDemo(t)
+	nc := startNativeCaddy(t)
+	tokens := writeTokenFile(t, nc.dir, nativeGood+": "+demo)
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	nc.load(fmt.Sprintf("vnc_proxy {\n\t\tlisten %s\n\t\tserver_name %s\n\t\tresolver file %s\n\t\tclipboard {\n\t\t\tpaste off\n\t\t}\n\t}\n\t",
+		addr, nativeServerName, tokens))
+	nc.ready(addr)
+	v, err := nc.dial(addr, nativeGood)
+	if err != nil {
+		t.Fatalf("console: %v\n%s", err, nc.logs())
+	}
+	if err := rfb.ClientCutText(v, []byte("pasted")); err != nil {
+		t.Fatal(err)
+	}
+	expectUpdate(t, v)
+	var info console.Info
+	for _, i := range nc.adminSessions() {
+		if i.Server == "native/"+addr {
+			info = i
+		}
+	}
+	// ClientInit and the update request; the clipboard was dropped.
+	if info.BytesToTarget != 1+10 {
+		t.Fatalf("console listed as %+v, want 11 bytes to the VNC server", info)
+	}
+	v.Close()
+	waitFor(t, 5*time.Second, "the session's end", func() bool { return strings.Contains(nc.logs(), `"session ended"`) })
+	if logs := nc.logs(); !strings.Contains(logs, `"clipboard_dropped":1`) || strings.Contains(logs, "pasted") {
+		t.Errorf("the session's end does not count the dropped clipboard:\n%s", logs)
 	}
 }
