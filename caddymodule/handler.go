@@ -302,6 +302,7 @@ func (h *Handler) sessionConfig(r *http.Request, req admission.Request, c *admis
 		Transport:        transportName(r),
 		Login:            c.Login,
 		ViewOnly:         c.ViewOnly,
+		Clipboard:        c.Clipboard,
 		EndAt:            c.EndAt,
 		EndReason:        c.EndReason,
 		Release:          c.Release,
