@@ -299,6 +299,7 @@ func (l *NativeListener) serve(conn net.Conn, sock *nativeSocket) {
 		Server:           l.server,
 		Login:            c.Login,
 		ViewOnly:         c.ViewOnly,
+		Clipboard:        c.Clipboard,
 		EndAt:            c.EndAt,
 		EndReason:        c.EndReason,
 		Release: func() {

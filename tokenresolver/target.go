@@ -254,7 +254,8 @@ func quote(s string) string {
 // string of digits), with the optional fields "expires_at" (RFC 3339 string,
 // or Unix seconds as a number or a string of digits), "password" and
 // "username" (the VNC server's credentials, for the RFB-aware mode) and
-// "view_only" (true or false). nova's answer, {"console": {"host": ...,
+// "view_only" (true or false) and "clipboard" ("both", "copy", "paste" or
+// "none"). nova's answer, {"console": {"host": ...,
 // "port": ..., "internal_access_path": null}}, is read too. Other JSON
 // fields are ignored. Values over MaxValueSize bytes are rejected.
 //
@@ -290,6 +291,7 @@ func parseJSONValue(b []byte, outer bool) (Target, error) {
 		Password           json.RawMessage `json:"password"`
 		Username           json.RawMessage `json:"username"`
 		ViewOnly           json.RawMessage `json:"view_only"`
+		Clipboard          json.RawMessage `json:"clipboard"`
 		Console            json.RawMessage `json:"console"`
 		InternalAccessPath json.RawMessage `json:"internal_access_path"`
 	}
@@ -351,7 +353,25 @@ func parseJSONValue(b []byte, outer bool) (Target, error) {
 			return Target{}, errors.New(`JSON field "view_only" must be true or false`)
 		}
 	}
+	clipboard, err := jsonString(v.Clipboard, "clipboard")
+	if err != nil {
+		return Target{}, err
+	}
+	if clipboard != nil {
+		if t.Clipboard, err = parseClipboard(*clipboard); err != nil {
+			return Target{}, err
+		}
+	}
 	return t, nil
+}
+
+// parseClipboard checks a record's "clipboard" grant.
+func parseClipboard(s string) (string, error) {
+	switch s {
+	case "both", "copy", "paste", "none":
+		return s, nil
+	}
+	return "", errors.New(`JSON field "clipboard" must be "both", "copy", "paste" or "none"`)
 }
 
 func isNull(raw json.RawMessage) bool {

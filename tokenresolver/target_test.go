@@ -175,6 +175,9 @@ func TestParseValue(t *testing.T) {
 		{`{"host": "h", "port": 1, "password": "s3cret"}`, Target{Network: "tcp", Address: "h:1", Password: "s3cret"}},
 		{`{"host": "h:1", "password": "p", "username": "u", "view_only": true}`, Target{Network: "tcp", Address: "h:1", Password: "p", Username: "u", ViewOnly: true}},
 		{`{"host": "h:1", "view_only": false}`, Target{Network: "tcp", Address: "h:1"}},
+		{`{"host": "h:1", "clipboard": "copy"}`, Target{Network: "tcp", Address: "h:1", Clipboard: "copy"}},
+		{`{"host": "h:1", "clipboard": "none", "view_only": true}`, Target{Network: "tcp", Address: "h:1", Clipboard: "none", ViewOnly: true}},
+		{`{"host": "h:1", "clipboard": null}`, Target{Network: "tcp", Address: "h:1"}},
 		{`{"host": "h", "port": 1, "user": "ignored", "nested": {"a": [1]}}`, Target{Network: "tcp", Address: "h:1"}},
 	}
 	for _, tt := range tests {
@@ -222,6 +225,8 @@ func TestParseValueErrors(t *testing.T) {
 		{`{"host": "h:1", "password": 1234}`, `"password" must be a string`},
 		{`{"host": "h:1", "username": true}`, `"username" must be a string`},
 		{`{"host": "h:1", "view_only": "yes"}`, `"view_only" must be true or false`},
+		{`{"host": "h:1", "clipboard": "off"}`, `"clipboard" must be "both", "copy", "paste" or "none"`},
+		{`{"host": "h:1", "clipboard": false}`, `"clipboard" must be a string`},
 		{strings.Repeat(" ", MaxValueSize+1), "value too large"},
 	}
 	for _, tt := range tests {

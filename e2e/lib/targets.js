@@ -18,7 +18,8 @@ export async function startVncdemo({ password, unix } = {}) {
   return { proc, addr: addr.replace(/^unix:/, 'unix_socket:'), stop: () => proc.stop() };
 }
 
-// startXvnc starts TigerVNC's Xvnc, 800x600 at depth 24, without security.
+// startXvnc starts TigerVNC's Xvnc, 800x600 at depth 24, without security;
+// display is its X display, for X clients such as xclip.
 export async function startXvnc() {
   const file = requireProgram('Xvnc', 'tigervnc-standalone-server');
   const port = await freePort();
@@ -29,7 +30,7 @@ export async function startXvnc() {
   ]);
   await waitForPort('127.0.0.1', port, 15_000, proc);
   // A plain SIGTERM lets Xvnc remove its /tmp/.X<n>-lock file.
-  return { proc, addr: `127.0.0.1:${port}`, stop: () => proc.stop(10_000) };
+  return { proc, addr: `127.0.0.1:${port}`, display: `:${display}`, stop: () => proc.stop(10_000) };
 }
 
 // An X display number with no lock file, above the range the Go tests use.

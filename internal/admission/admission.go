@@ -31,6 +31,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/vncgate/caddy-vnc-proxy/internal/rfb"
+	"github.com/vncgate/caddy-vnc-proxy/internal/rfbproxy"
 	"github.com/vncgate/caddy-vnc-proxy/tokenresolver"
 )
 
@@ -73,6 +74,9 @@ type Config struct {
 	Credentials rfb.Credentials
 	// ViewOnly makes every console view-only (RFB-aware).
 	ViewOnly bool
+	// Clipboard is every console's clipboard policy; one other than the
+	// default makes consoles RFB-aware, as a token's narrower grant does.
+	Clipboard rfbproxy.Clipboard
 	// AlwaysLogin makes every console RFB-aware: the proxy logs in to
 	// the VNC server itself, security None included. It is for doors
 	// whose clients authenticated to the proxy and never see the VNC
@@ -136,6 +140,9 @@ func New(cfg Config, state *State) (*Pipeline, error) {
 	cfg.Protocol = proto
 	if cfg.ViewOnly && !proto.speaksRFB() {
 		return nil, fmt.Errorf("view_only needs protocol vnc, not %s: the proxy speaks RFB with both sides", proto)
+	}
+	if cfg.Clipboard.Filtered() && !proto.speaksRFB() {
+		return nil, fmt.Errorf("clipboard needs protocol vnc, not %s: the proxy frames RFB both ways", proto)
 	}
 	if cfg.VNCAuth && !proto.speaksRFB() {
 		return nil, fmt.Errorf("vnc_auth needs protocol vnc, not %s: the proxy speaks RFB with the VNC server", proto)
@@ -253,15 +260,24 @@ func (p *Pipeline) Admit(ctx context.Context, req Request) (*Console, *Refusal) 
 	return c, nil
 }
 
-func (p *Pipeline) admit(ctx context.Context, req Request) (*Console, *Refusal) {
+// check is the pipeline's first steps, which need no lookup: the Origin,
+// the token's presence and the client's failed-token rate.
+func (p *Pipeline) check(req Request) *Refusal {
 	if !p.originAllowed(req.Origin, req.SelfOrigin) {
-		return nil, &Refusal{Status: http.StatusForbidden, Reason: "origin not allowed", Result: "origin_refused"}
+		return &Refusal{Status: http.StatusForbidden, Reason: "origin not allowed", Result: "origin_refused"}
 	}
 	if req.Token == "" {
-		return nil, &Refusal{Status: http.StatusUnauthorized, Reason: "missing token", Result: "no_token"}
+		return &Refusal{Status: http.StatusUnauthorized, Reason: "missing token", Result: "no_token"}
 	}
 	if wait := p.state.failedTokens.retryAfter(req.ClientIP); wait > 0 {
-		return nil, &Refusal{Status: http.StatusTooManyRequests, Reason: "too many failed tokens", Result: "rate_limited", RetryAfter: wait}
+		return &Refusal{Status: http.StatusTooManyRequests, Reason: "too many failed tokens", Result: "rate_limited", RetryAfter: wait}
+	}
+	return nil
+}
+
+func (p *Pipeline) admit(ctx context.Context, req Request) (*Console, *Refusal) {
+	if ref := p.check(req); ref != nil {
+		return nil, ref
 	}
 	hash := TokenHash(req.Token)
 	release, err := p.state.counts.reserve(hash, p.cfg.MaxSessions, p.cfg.MaxSessionsPerToken)
@@ -306,6 +322,10 @@ func (p *Pipeline) admit(ctx context.Context, req Request) (*Console, *Refusal) 
 		return nil, &Refusal{Status: http.StatusForbidden, Reason: "view-only console not supported", Result: "view_only_unsupported",
 			Err: fmt.Errorf("the token's record is view_only, which protocol %s cannot enforce", p.cfg.Protocol), Target: target.String()}
 	}
+	if p.clipboardFor(target).Filtered() && !p.cfg.Protocol.speaksRFB() {
+		return nil, &Refusal{Status: http.StatusForbidden, Reason: "clipboard policy not supported", Result: "clipboard_unsupported",
+			Err: fmt.Errorf("the token's record narrows the clipboard, which protocol %s cannot enforce", p.cfg.Protocol), Target: target.String()}
+	}
 	if p.cfg.Protocol == ProtocolSerial {
 		inUse, err := serialConsoles.reserve(target)
 		if err != nil {
@@ -333,10 +353,17 @@ func (p *Pipeline) admit(ctx context.Context, req Request) (*Console, *Refusal) 
 		Greeting:  greeting,
 		Login:     login,
 		ViewOnly:  aware && (p.cfg.ViewOnly || target.ViewOnly),
+		Clipboard: p.clipboardFor(target),
 		Target:    target.String(),
 		TokenHash: hash,
 		ExpiresAt: target.ExpiresAt,
 		release:   release,
+	}
+	if p.cfg.Protocol == ProtocolSPICE {
+		c.redial = func(ctx context.Context) (net.Conn, error) {
+			conn, _, _, err := p.dial(ctx, target, false)
+			return conn, err
+		}
 	}
 	c.EndAt, c.EndReason = p.sessionEnd(time.Now(), target.ExpiresAt)
 	return c, nil
@@ -385,9 +412,17 @@ func tokenFields(token string) []zap.Field {
 
 // rfbAware reports whether the proxy terminates the RFB handshake for a
 // console to t: when the door always logs in, vnc_auth is configured, the
-// token's record carries a password, or the console is view-only.
+// token's record carries a password, the console is view-only or has a
+// clipboard policy other than the default.
 func (p *Pipeline) rfbAware(t tokenresolver.Target) bool {
-	return p.cfg.Protocol.speaksRFB() && (p.cfg.AlwaysLogin || p.cfg.VNCAuth || t.Password != "" || p.cfg.ViewOnly || t.ViewOnly)
+	return p.cfg.Protocol.speaksRFB() && (p.cfg.AlwaysLogin || p.cfg.VNCAuth || t.Password != "" || p.cfg.ViewOnly || t.ViewOnly ||
+		p.clipboardFor(t).Filtered())
+}
+
+// clipboardFor is the clipboard policy of a console to t: the door's,
+// narrowed by the token's record.
+func (p *Pipeline) clipboardFor(t tokenresolver.Target) rfbproxy.Clipboard {
+	return p.cfg.Clipboard.Narrow(t.Clipboard)
 }
 
 // credentialsFor are the configured credentials with the token's own in
@@ -437,6 +472,9 @@ type Console struct {
 	Login *rfb.Result
 	// ViewOnly drops the client's input (RFB-aware consoles only).
 	ViewOnly bool
+	// Clipboard is the console's clipboard policy (RFB-aware consoles
+	// only, which every console with a policy other than the default is).
+	Clipboard rfbproxy.Clipboard
 	// Target is the VNC server, network:address, for logs and the admin
 	// list.
 	Target string
@@ -450,6 +488,10 @@ type Console struct {
 	EndReason string
 
 	release func()
+	// redial connects to the same target again, through the same
+	// allow_targets and dial bound: for the later channels of a SPICE
+	// console (nil for other protocols).
+	redial func(ctx context.Context) (net.Conn, error)
 }
 
 // Release gives back the console's place in the limits; the session calls

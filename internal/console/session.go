@@ -65,11 +65,18 @@ type Session struct {
 
 	// RFB-aware sessions: how the proxy logged in to the VNC server, how
 	// long the browser has for its handshake, and for a view-only console
-	// the filter of its messages (used by pumpToTarget only).
+	// or one with a clipboard policy the filter of its messages (used by
+	// pumpToTarget only) and, with a clipboard policy, the filter of the
+	// server's stream (used by pumpToBrowser only).
 	login            *rfb.Result
 	handshakeTimeout time.Duration
-	filter           *rfbproxy.ViewOnlyFilter
+	filter           *rfbproxy.ClientFilter
 	filtered         []byte
+	serverFilter     *rfbproxy.ServerFilter
+
+	// spice is a SPICE channel's part in its console (NewSPICE); nil for
+	// any other console.
+	spice *spiceChannel
 
 	// endAt is when the session ends by itself, with endReason; zero for
 	// never. release runs once it has ended.
@@ -164,6 +171,9 @@ type Config struct {
 	// itself); ViewOnly drops the browser's input (RFB-aware only).
 	Login    *rfb.Result
 	ViewOnly bool
+	// Clipboard is the console's clipboard policy (RFB-aware only); one
+	// other than the default frames both streams (pumpFramedToBrowser).
+	Clipboard rfbproxy.Clipboard
 	// EndAt ends the session by itself, with close 1008 and EndReason as
 	// the reason and the close frame's text; zero: never.
 	EndAt     time.Time
@@ -228,8 +238,12 @@ func newSession(cl clientSide, bc *browserConn, target net.Conn, c Config) *Sess
 		release:          c.Release,
 		done:             make(chan struct{}),
 	}
-	if c.Login != nil && c.ViewOnly {
-		s.filter = &rfbproxy.ViewOnlyFilter{MaxLength: c.MaxMessageSize}
+	if c.Login != nil && (c.ViewOnly || c.Clipboard.Filtered()) {
+		s.filter = &rfbproxy.ClientFilter{ViewOnly: c.ViewOnly, MaxLength: c.MaxMessageSize}
+	}
+	if c.Login != nil && c.Clipboard.Filtered() {
+		s.serverFilter = rfbproxy.NewServerFilter(c.Clipboard)
+		s.filter.Clipboard, s.filter.Server = c.Clipboard, s.serverFilter
 	}
 	return s
 }
@@ -244,6 +258,13 @@ func (s *Session) Start(greeting []byte) error {
 		s.target.Close()
 		return err
 	}
+	if s.spice != nil {
+		if err := s.spice.console.add(s); err != nil {
+			s.browser.Close()
+			s.target.Close()
+			return err
+		}
+	}
 	s.heard.Store(time.Now().UnixNano())
 	s.side.start(s)
 
@@ -257,9 +278,25 @@ func (s *Session) Start(greeting []byte) error {
 		zap.String("transport", s.transport),
 	}
 	if s.login != nil {
-		fields = append(fields, zap.Stringer("vnc_security", s.login), zap.Bool("view_only", s.filter != nil))
+		fields = append(fields, zap.Stringer("vnc_security", s.login), zap.Bool("view_only", s.filter != nil && s.filter.ViewOnly))
+		if s.serverFilter != nil {
+			fields = append(fields, zap.Stringer("clipboard", s.filter.Clipboard))
+		}
 	}
-	s.logger.Info("session started", fields...)
+	if s.spice != nil {
+		link := s.spice.client
+		l, _ := link.Link()
+		fields = append(fields, zap.Stringer("spice_channel", l.Channel))
+		if !s.spice.main {
+			// One console, one "session started": its later channels
+			// are the main channel's.
+			s.logger.Debug("SPICE channel joined", append(fields, zap.String("console", s.spice.console.main.id))...)
+			fields = nil
+		}
+	}
+	if fields != nil {
+		s.logger.Info("session started", fields...)
+	}
 
 	s.mu.Lock()
 	s.progressAt = s.started
