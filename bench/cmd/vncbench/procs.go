@@ -125,6 +125,7 @@ func waitDial(ctx context.Context, p *process, addr string, timeout time.Duratio
 
 // caddyConfig fills the Caddyfile template and the columns' snippets.
 type caddyConfig struct {
+	Dir             string // the harness's temporary directory, for files a route writes
 	Admin           string
 	Storage         string
 	HTTPPort        int
@@ -153,6 +154,7 @@ func startCaddy(ctx context.Context, env *benchEnv, cols []column) (*proxyProc, 
 	}
 	httpPort, httpsPort, nativePort, adminPort := ports[0], ports[1], ports[2], ports[3]
 	cfg := caddyConfig{
+		Dir:             env.dir,
 		Admin:           fmt.Sprintf("127.0.0.1:%d", adminPort),
 		Storage:         filepath.Join(env.dir, "caddy-storage"),
 		HTTPPort:        httpPort,
