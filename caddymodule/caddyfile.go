@@ -54,6 +54,14 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		max_sessions_per_token <n>
 //		end_at_expiry          on|off
 //		max_session_duration   <duration>
+//		record [<dir>] {
+//			dir           <path>
+//			opt_in        on|off
+//			max_age       <duration>
+//			max_total     <size>
+//			include_input on|off
+//			on_error      end|continue
+//		}
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	err := h.unmarshalBlock(d, "vnc_proxy", func(opt string) (bool, error) {

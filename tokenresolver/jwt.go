@@ -18,7 +18,7 @@ import (
 
 // JWT resolves a token that is itself a signed JSON Web Token carrying its
 // target in the claims "host" and "port" (websockify's JWTTokenApi), with the
-// optional claims "view_only" and "username". "exp" and "nbf" are enforced
+// optional claims "view_only", "record" and "username". "exp" and "nbf" are enforced
 // when present, "iss" and "aud" when Issuer and Audience are set.
 //
 // A token with a "password" claim is refused: a JWT is signed, not
@@ -130,6 +130,7 @@ type consoleClaims struct {
 	Password *string `json:"password,omitempty"`
 	Username string  `json:"username,omitempty"`
 	ViewOnly bool    `json:"view_only,omitempty"`
+	Record   bool    `json:"record,omitempty"`
 }
 
 // Resolve verifies the token and returns the target from its claims.
@@ -177,6 +178,7 @@ func targetFromClaims(c *consoleClaims) (Target, error) {
 	}
 	t.Username = c.Username
 	t.ViewOnly = c.ViewOnly
+	t.Record = c.Record
 	if c.ExpiresAt != nil {
 		t.ExpiresAt = c.ExpiresAt.Time
 	}

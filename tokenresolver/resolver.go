@@ -49,6 +49,9 @@ type Target struct {
 	Username string `json:"-"`
 	// ViewOnly makes this console view-only at the proxy.
 	ViewOnly bool `json:"view_only,omitempty"`
+	// Record asks for this console to be recorded where recording is
+	// opt_in.
+	Record bool `json:"record,omitempty"`
 	// ExpiresAt is when the token stops being valid; zero when the resolver
 	// knows of no expiry.
 	ExpiresAt time.Time `json:"expires_at,omitzero"`

@@ -254,7 +254,7 @@ func quote(s string) string {
 // string of digits), with the optional fields "expires_at" (RFC 3339 string,
 // or Unix seconds as a number or a string of digits), "password" and
 // "username" (the VNC server's credentials, for the RFB-aware mode) and
-// "view_only" (true or false). nova's answer, {"console": {"host": ...,
+// "view_only" and "record" (true or false). nova's answer, {"console": {"host": ...,
 // "port": ..., "internal_access_path": null}}, is read too. Other JSON
 // fields are ignored. Values over MaxValueSize bytes are rejected.
 //
@@ -290,6 +290,7 @@ func parseJSONValue(b []byte, outer bool) (Target, error) {
 		Password           json.RawMessage `json:"password"`
 		Username           json.RawMessage `json:"username"`
 		ViewOnly           json.RawMessage `json:"view_only"`
+		Record             json.RawMessage `json:"record"`
 		Console            json.RawMessage `json:"console"`
 		InternalAccessPath json.RawMessage `json:"internal_access_path"`
 	}
@@ -349,6 +350,11 @@ func parseJSONValue(b []byte, outer bool) (Target, error) {
 	if !isNull(v.ViewOnly) {
 		if err := json.Unmarshal(v.ViewOnly, &t.ViewOnly); err != nil {
 			return Target{}, errors.New(`JSON field "view_only" must be true or false`)
+		}
+	}
+	if !isNull(v.Record) {
+		if err := json.Unmarshal(v.Record, &t.Record); err != nil {
+			return Target{}, errors.New(`JSON field "record" must be true or false`)
 		}
 	}
 	return t, nil

@@ -175,6 +175,7 @@ func TestParseValue(t *testing.T) {
 		{`{"host": "h", "port": 1, "password": "s3cret"}`, Target{Network: "tcp", Address: "h:1", Password: "s3cret"}},
 		{`{"host": "h:1", "password": "p", "username": "u", "view_only": true}`, Target{Network: "tcp", Address: "h:1", Password: "p", Username: "u", ViewOnly: true}},
 		{`{"host": "h:1", "view_only": false}`, Target{Network: "tcp", Address: "h:1"}},
+		{`{"host": "h:1", "record": true}`, Target{Network: "tcp", Address: "h:1", Record: true}},
 		{`{"host": "h", "port": 1, "user": "ignored", "nested": {"a": [1]}}`, Target{Network: "tcp", Address: "h:1"}},
 	}
 	for _, tt := range tests {
@@ -222,6 +223,7 @@ func TestParseValueErrors(t *testing.T) {
 		{`{"host": "h:1", "password": 1234}`, `"password" must be a string`},
 		{`{"host": "h:1", "username": true}`, `"username" must be a string`},
 		{`{"host": "h:1", "view_only": "yes"}`, `"view_only" must be true or false`},
+		{`{"host": "h:1", "record": 1}`, `"record" must be true or false`},
 		{strings.Repeat(" ", MaxValueSize+1), "value too large"},
 	}
 	for _, tt := range tests {

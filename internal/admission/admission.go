@@ -79,6 +79,10 @@ type Config struct {
 	// server's security (native viewers): there a transparent relay
 	// would hand the viewer a second, unexpected handshake.
 	AlwaysLogin bool
+	// Record: consoles are recorded, which makes them RFB-aware; with
+	// RecordOptIn, only those whose token's record says "record": true.
+	Record      bool
+	RecordOptIn bool
 	// Console limits and ends.
 	MaxSessions         int
 	MaxSessionsPerToken int
@@ -139,6 +143,9 @@ func New(cfg Config, state *State) (*Pipeline, error) {
 	}
 	if cfg.VNCAuth && !proto.speaksRFB() {
 		return nil, fmt.Errorf("vnc_auth needs protocol vnc, not %s: the proxy speaks RFB with the VNC server", proto)
+	}
+	if cfg.Record && !proto.speaksRFB() {
+		return nil, fmt.Errorf("record needs protocol vnc, not %s: a recording is the RFB stream the proxy serves", proto)
 	}
 	if cfg.AlwaysLogin && !proto.speaksRFB() {
 		return nil, fmt.Errorf("a door whose clients log in to the proxy needs protocol vnc, not %s: the proxy speaks RFB with the VNC server", proto)
@@ -333,6 +340,7 @@ func (p *Pipeline) admit(ctx context.Context, req Request) (*Console, *Refusal) 
 		Greeting:  greeting,
 		Login:     login,
 		ViewOnly:  aware && (p.cfg.ViewOnly || target.ViewOnly),
+		Record:    p.recorded(target),
 		Target:    target.String(),
 		TokenHash: hash,
 		ExpiresAt: target.ExpiresAt,
@@ -385,9 +393,15 @@ func tokenFields(token string) []zap.Field {
 
 // rfbAware reports whether the proxy terminates the RFB handshake for a
 // console to t: when the door always logs in, vnc_auth is configured, the
-// token's record carries a password, or the console is view-only.
+// token's record carries a password, or the console is view-only or
+// recorded.
 func (p *Pipeline) rfbAware(t tokenresolver.Target) bool {
-	return p.cfg.Protocol.speaksRFB() && (p.cfg.AlwaysLogin || p.cfg.VNCAuth || t.Password != "" || p.cfg.ViewOnly || t.ViewOnly)
+	return p.cfg.Protocol.speaksRFB() && (p.cfg.AlwaysLogin || p.cfg.VNCAuth || t.Password != "" || p.cfg.ViewOnly || t.ViewOnly || p.recorded(t))
+}
+
+// recorded reports whether a console to t is recorded.
+func (p *Pipeline) recorded(t tokenresolver.Target) bool {
+	return p.cfg.Protocol.speaksRFB() && p.cfg.Record && (!p.cfg.RecordOptIn || t.Record)
 }
 
 // credentialsFor are the configured credentials with the token's own in
@@ -437,6 +451,8 @@ type Console struct {
 	Login *rfb.Result
 	// ViewOnly drops the client's input (RFB-aware consoles only).
 	ViewOnly bool
+	// Record: the console is to be recorded (it is RFB-aware).
+	Record bool
 	// Target is the VNC server, network:address, for logs and the admin
 	// list.
 	Target string

@@ -228,6 +228,7 @@ func (s *Session) pumpDone() {
 	} else {
 		s.browser.Close()
 	}
+	s.endRecording(reason)
 	Sessions.remove(s)
 	if s.release != nil {
 		s.release()

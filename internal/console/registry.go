@@ -131,6 +131,8 @@ type Info struct {
 	BytesToTarget  int64      `json:"bytes_to_target"`
 	ViewOnly       bool       `json:"view_only"`
 	ExpiresAt      *time.Time `json:"expires_at"`
+	// Recording is the id of the console's recording, if it is recorded.
+	Recording string `json:"recording,omitempty"`
 }
 
 // Info describes the session.
@@ -146,6 +148,9 @@ func (s *Session) Info() Info {
 		BytesToBrowser: s.toBrowser.Load(),
 		BytesToTarget:  s.toTarget.Load(),
 		ViewOnly:       s.filter != nil,
+	}
+	if s.rec != nil {
+		i.Recording = s.rec.rec.ID()
 	}
 	if !s.expiresAt.IsZero() {
 		at := s.expiresAt.UTC()

@@ -68,7 +68,7 @@ func (s *Session) pumpToBrowser(greeting []byte) {
 		}
 		s.countToBrowser(len(greeting))
 	}
-	if s.spliceToBrowser() {
+	if s.rec == nil && s.spliceToBrowser() {
 		return
 	}
 	// The bigger buffers only where none is held while the server is
@@ -80,7 +80,7 @@ func (s *Session) pumpToBrowser(greeting []byte) {
 	read := pooledReader(s.target, buffers)
 	for {
 		bp, n, rerr := read()
-		if n > 0 {
+		if n > 0 && s.recordServer((*bp)[frameHeaderRoom:frameHeaderRoom+n]) {
 			if werr := s.writeData(*bp, n); werr != nil {
 				buffers.Put(bp)
 				s.end(reasonBrowserGone, 0, "", werr)

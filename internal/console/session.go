@@ -70,6 +70,10 @@ type Session struct {
 	handshakeTimeout time.Duration
 	filter           *rfbproxy.ViewOnlyFilter
 	filtered         []byte
+	// record is how the console is to be recorded, rec its recording
+	// once started (nil: not recorded).
+	record *Record
+	rec    *sessionRecording
 
 	// endAt is when the session ends by itself, with endReason; zero for
 	// never. release runs once it has ended.
@@ -164,6 +168,9 @@ type Config struct {
 	// itself); ViewOnly drops the browser's input (RFB-aware only).
 	Login    *rfb.Result
 	ViewOnly bool
+	// Record, if set, records an RFB-aware console; the relay then copies
+	// the VNC server's bytes rather than splicing them.
+	Record *Record
 	// EndAt ends the session by itself, with close 1008 and EndReason as
 	// the reason and the close frame's text; zero: never.
 	EndAt     time.Time
@@ -226,6 +233,7 @@ func newSession(cl clientSide, bc *browserConn, target net.Conn, c Config) *Sess
 		endAt:            c.EndAt,
 		endReason:        c.EndReason,
 		release:          c.Release,
+		record:           c.Record,
 		done:             make(chan struct{}),
 	}
 	if c.Login != nil && c.ViewOnly {
@@ -247,6 +255,7 @@ func (s *Session) Start(greeting []byte) error {
 	s.heard.Store(time.Now().UnixNano())
 	s.side.start(s)
 
+	recordingFailed := s.startRecording(s.record)
 	s.pumps.Store(2)
 	Sessions.add(s)
 	fields := []zap.Field{
@@ -258,6 +267,9 @@ func (s *Session) Start(greeting []byte) error {
 	}
 	if s.login != nil {
 		fields = append(fields, zap.Stringer("vnc_security", s.login), zap.Bool("view_only", s.filter != nil))
+	}
+	if s.rec != nil {
+		fields = append(fields, zap.String("recording", s.rec.rec.ID()))
 	}
 	s.logger.Info("session started", fields...)
 
@@ -275,6 +287,9 @@ func (s *Session) Start(greeting []byte) error {
 	}
 	s.mu.Unlock()
 
+	if recordingFailed != nil {
+		recordingFailed()
+	}
 	go s.pumpToBrowser(greeting)
 	go s.pumpToTarget()
 	return nil

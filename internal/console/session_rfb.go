@@ -76,6 +76,9 @@ func (s *Session) writeToTarget(p []byte) error {
 			return nil
 		}
 	}
+	if err := s.recordClient(p); err != nil {
+		return err
+	}
 	s.toTargetBusy.Store(true)
 	_, err := s.target.Write(p)
 	s.toTargetBusy.Store(false)

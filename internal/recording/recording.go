@@ -92,9 +92,14 @@ type Config struct {
 	// deadlocking the relay. The same error is returned by every later
 	// Server and Input call and by Err.
 	OnError func(error)
-	// Retention, if set, is run when the recording has ended.
-	Retention *Retention
+	// Retention, if set, is triggered when the recording has finished: a
+	// *Retention, or anything that passes the word on to the retention
+	// of the directory.
+	Retention Trigger
 }
+
+// Trigger is told when a recording has finished; Retention is one.
+type Trigger interface{ Trigger() }
 
 // Meta is who and what a recording is of; it goes into the sidecar.
 type Meta struct {
