@@ -1,0 +1,369 @@
+package caddymodule
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/vncgate/caddy-vnc-proxy/internal/admission"
+	"github.com/vncgate/caddy-vnc-proxy/internal/fbs"
+	"github.com/vncgate/caddy-vnc-proxy/internal/recording"
+	"github.com/vncgate/caddy-vnc-proxy/internal/rfb"
+	"github.com/vncgate/caddy-vnc-proxy/internal/testenv"
+	"github.com/vncgate/caddy-vnc-proxy/internal/wsstream"
+)
+
+// recordingBrowser is an RFB client through the proxy that keeps every
+// byte it received, to compare with the recording.
+type recordingBrowser struct {
+	t      *testing.T
+	stream *wsstream.Stream
+	got    bytes.Buffer
+	rw     io.ReadWriter
+	si     rfb.ServerInit
+}
+
+func openRecordingBrowser(t *testing.T, url string) *recordingBrowser {
+	t.Helper()
+	b := &recordingBrowser{t: t, stream: wsstream.New(mustDialWS(t, url))}
+	b.rw = struct {
+		io.Reader
+		io.Writer
+	}{io.TeeReader(b.stream, &b.got), b.stream}
+	_ = b.stream.Conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	si, err := rfb.ClientHandshake(b.rw, "")
+	if err != nil {
+		t.Fatalf("RFB handshake through the proxy: %v", err)
+	}
+	b.si = si
+	if err := rfb.SetPixelFormat32(b.rw); err != nil {
+		t.Fatal(err)
+	}
+	if err := rfb.SetEncodings(b.rw, rfb.EncodingRaw); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// frame asks for the whole screen and reads the answer.
+func (b *recordingBrowser) frame(incremental bool) []rfb.Rect {
+	b.t.Helper()
+	_ = b.stream.Conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if err := rfb.RequestUpdate(b.rw, incremental, 0, 0, uint16(b.si.Width), uint16(b.si.Height)); err != nil {
+		b.t.Fatal(err)
+	}
+	rects, err := rfb.ReadFramebufferUpdate(b.rw, rfb.PixelFormat32)
+	if err != nil {
+		b.t.Fatalf("reading a framebuffer update: %v", err)
+	}
+	return rects
+}
+
+// close runs the close handshake and reads until the proxy's answer, so
+// that got holds every byte the proxy sent.
+func (b *recordingBrowser) close() {
+	b.t.Helper()
+	ws := b.stream.Conn
+	if err := ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(5*time.Second)); err != nil {
+		b.t.Fatal(err)
+	}
+	_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err := io.Copy(io.Discard, b.rw)
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) {
+		b.t.Fatalf("the console ended with %v, not a close frame", err)
+	}
+}
+
+// recordSite is a site body with vnc_proxy, the file resolver and a
+// record block.
+func recordSite(tokenFile string, record ...string) string {
+	return fileSite(tokenFile, "record {\n\t\t\t\t"+strings.Join(record, "\n\t\t\t\t")+"\n\t\t\t}")
+}
+
+// waitRecordings waits until dir holds n finished recordings and returns
+// their sidecars, oldest first.
+func waitRecordings(t *testing.T, dir string, n int) []recording.Sidecar {
+	t.Helper()
+	var list []recording.Sidecar
+	waitFor(t, 10*time.Second, fmt.Sprintf("%d finished recordings in %s", n, dir), func() bool {
+		var err error
+		list, err = recording.List(dir)
+		if err != nil || len(list) != n {
+			return false
+		}
+		for _, s := range list {
+			if s.Ended == nil || (!s.Complete && s.Error == "") {
+				return false
+			}
+		}
+		return true
+	})
+	return list
+}
+
+// readBlocks reads every block of an FBS file.
+func readBlocks(t *testing.T, path string) []fbs.Block {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := fbs.NewReader(f, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var blocks []fbs.Block
+	for {
+		b, err := r.Next()
+		if err == io.EOF {
+			return blocks
+		}
+		if err != nil {
+			t.Fatalf("%s after %d blocks: %v", path, len(blocks), err)
+		}
+		blocks = append(blocks, fbs.Block{Data: bytes.Clone(b.Data), Time: b.Time})
+	}
+}
+
+// TestRecordedConsole: a console to a real VNC server through Caddy is
+// recorded; the recording replays exactly the bytes the browser got, its
+// sidecar says whose console it was (without the token), and the input
+// file holds the browser's key and pointer events.
+func TestRecordedConsole(t *testing.T) {
+	servers := []struct {
+		name  string
+		start func(t *testing.T) string
+	}{
+		{"vncdemo", func(t *testing.T) string { addr, _ := startVNCDemo(t); return addr }},
+		{"Xvnc", func(t *testing.T) string { return testenv.StartXvnc(t) }},
+	}
+	for _, srv := range servers {
+		t.Run(srv.name, func(t *testing.T) {
+			addr := srv.start(t)
+			dir := t.TempDir()
+			recDir := filepath.Join(dir, "recordings")
+			tc := startCaddy(t, recordSite(writeTokenFile(t, dir, secretToken+": "+addr),
+				"dir "+recDir, "include_input on"))
+
+			b := openRecordingBrowser(t, tc.url("/websockify?token="+secretToken))
+			b.frame(false)
+			if err := rfb.PointerEvent(b.rw, 0, 200, 450); err != nil {
+				t.Fatal(err)
+			}
+			if err := rfb.PointerEvent(b.rw, 1, 200, 450); err != nil {
+				t.Fatal(err)
+			}
+			if err := rfb.PointerEvent(b.rw, 0, 200, 450); err != nil {
+				t.Fatal(err)
+			}
+			if err := rfb.KeyEvent(b.rw, true, 'a'); err != nil {
+				t.Fatal(err)
+			}
+			if err := rfb.KeyEvent(b.rw, false, 'a'); err != nil {
+				t.Fatal(err)
+			}
+			b.frame(false)
+			b.close()
+
+			side := waitRecordings(t, recDir, 1)[0]
+			if !side.Complete || side.Error != "" {
+				t.Fatalf("sidecar not complete: %+v", side)
+			}
+			if side.TokenHash != admission.TokenHash(secretToken) || side.Target != "tcp:"+addr || side.Reason != "browser closed" ||
+				!side.InputIncluded || side.Started.IsZero() || side.Ended.Before(side.Started) {
+				t.Errorf("sidecar %+v", side)
+			}
+			if side.Bytes != int64(b.got.Len()) {
+				t.Errorf("sidecar says %d bytes, the browser got %d", side.Bytes, b.got.Len())
+			}
+			if len(side.PixelFormats) != 1 || side.PixelFormats[0].BitsPerPixel != 32 || side.PixelFormats[0].Offset == 0 {
+				t.Errorf("pixel formats %+v", side.PixelFormats)
+			}
+			logs := tc.logs()
+			if !strings.Contains(logs, `"session":"`+side.Session+`"`) || !strings.Contains(logs, `"recording":"`+side.ID+`"`) {
+				t.Errorf("the log names neither the sidecar's session %q nor the recording %q", side.Session, side.ID)
+			}
+
+			// The replay is the browser's stream, byte for byte, in order.
+			var replay bytes.Buffer
+			var last uint32
+			for i, blk := range readBlocks(t, filepath.Join(recDir, side.ID+".fbs")) {
+				if blk.Time < last {
+					t.Fatalf("block %d at %d ms, after one at %d ms", i, blk.Time, last)
+				}
+				last = blk.Time
+				replay.Write(blk.Data)
+			}
+			if !bytes.Equal(replay.Bytes(), b.got.Bytes()) {
+				t.Fatalf("the recording's %d bytes are not the %d the browser got", replay.Len(), b.got.Len())
+			}
+			if last != side.DurationMs {
+				t.Errorf("last block at %d ms, sidecar duration %d ms", last, side.DurationMs)
+			}
+
+			// The input: three pointer events and two key events, as sent.
+			var input [][]byte
+			for _, blk := range readBlocks(t, filepath.Join(recDir, side.ID+".input")) {
+				input = append(input, blk.Data)
+			}
+			want := [][]byte{
+				{rfb.MsgPointerEvent, 0, 0, 200, 1, 194},
+				{rfb.MsgPointerEvent, 1, 0, 200, 1, 194},
+				{rfb.MsgPointerEvent, 0, 0, 200, 1, 194},
+				{rfb.MsgKeyEvent, 1, 0, 0, 0, 0, 0, 'a'},
+				{rfb.MsgKeyEvent, 0, 0, 0, 0, 0, 0, 'a'},
+			}
+			if fmt.Sprint(input) != fmt.Sprint(want) {
+				t.Errorf("input blocks %v, want %v", input, want)
+			}
+
+			// Files 0600 in a 0700 directory; no token anywhere.
+			if info, err := os.Stat(recDir); err != nil || info.Mode().Perm() != 0o700 {
+				t.Errorf("recording directory: %v %v", info.Mode(), err)
+			}
+			for _, ext := range []string{".fbs", ".json", ".input"} {
+				path := filepath.Join(recDir, side.ID+ext)
+				info, err := os.Stat(path)
+				if err != nil || info.Mode().Perm() != 0o600 {
+					t.Errorf("%s: %v %v", ext, info.Mode(), err)
+				}
+				if data, _ := os.ReadFile(path); bytes.Contains(data, []byte(secretToken)) {
+					t.Errorf("%s holds the token", ext)
+				}
+			}
+			checkNoSecret(t, tc, secretToken)
+		})
+	}
+}
+
+// TestRecordOptIn: with opt_in on, a console is recorded only when its
+// token's record says "record": true; the others are not, and run as
+// before (transparent: the browser gets the VNC server's own handshake).
+func TestRecordOptIn(t *testing.T) {
+	addr, _ := startVNCDemo(t)
+	recDir := filepath.Join(t.TempDir(), "recordings")
+	route := func(path, url string) string {
+		return fmt.Sprintf("route %s {\n\t\tvnc_proxy {\n\t\t\tresolver http %s\n\t\t\trecord %s {\n\t\t\t\topt_in on\n\t\t\t}\n\t\t}\n\t}", path, url, recDir)
+	}
+	tc := startCaddy(t, route("/yes", recordServer(t, map[string]any{"host": addr, "record": true}))+"\n\t"+
+		route("/no", recordServer(t, map[string]any{"host": addr})))
+
+	no := openRecordingBrowser(t, tc.url("/no?token="+secretToken))
+	no.frame(false)
+	no.close()
+	yes := openRecordingBrowser(t, tc.url("/yes?token="+secretToken))
+	yes.frame(false)
+	yes.close()
+
+	list := waitRecordings(t, recDir, 1)
+	if list[0].Bytes != int64(yes.got.Len()) || !list[0].Complete {
+		t.Fatalf("the opted-in console's recording: %+v, the browser got %d bytes", list[0], yes.got.Len())
+	}
+	waitFor(t, 5*time.Second, "both sessions' ends", func() bool { return strings.Count(tc.logs(), `"session ended"`) == 2 })
+	time.Sleep(100 * time.Millisecond)
+	if list, _ := recording.List(recDir); len(list) != 1 {
+		t.Fatalf("%d recordings, want only the opted-in console's", len(list))
+	}
+	// A console that is not recorded is relayed as it is: vncdemo's own
+	// security None without the proxy's 3.8 SecurityResult would look the
+	// same, so the logs tell: only the recorded one was RFB-aware.
+	if n := strings.Count(tc.logs(), `"vnc_security"`); n != 1 {
+		t.Errorf("%d RFB-aware consoles, want 1 (the recorded one)", n)
+	}
+}
+
+// TestRecordDiskFull: a recording whose disk fills (a file-size limit,
+// RLIMIT_FSIZE, in a child process running this test) ends the console
+// with 1011 "recording failed" under on_error end, and leaves a sidecar
+// that says incomplete; under on_error continue the console goes on, the
+// failure is logged once, and the sidecar says incomplete too.
+func TestRecordDiskFull(t *testing.T) {
+	for _, policy := range []string{"end", "continue"} {
+		t.Run(policy, func(t *testing.T) {
+			if os.Getenv("RECORD_FSIZE_CHILD") == policy {
+				recordDiskFullChild(t, policy)
+				return
+			}
+			cmd := exec.Command(os.Args[0], "-test.run=^TestRecordDiskFull$/^"+policy+"$", "-test.v")
+			cmd.Env = append(os.Environ(), "RECORD_FSIZE_CHILD="+policy)
+			out, err := cmd.CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "child ok") {
+				t.Fatalf("child: %v\n%s", err, out)
+			}
+			t.Logf("child:\n%s", out)
+		})
+	}
+}
+
+func recordDiskFullChild(t *testing.T, policy string) {
+	addr, _ := startVNCDemo(t)
+	dir := t.TempDir()
+	recDir := filepath.Join(dir, "recordings")
+	tc := startCaddy(t, recordSite(writeTokenFile(t, dir, secretToken+": "+addr), "dir "+recDir, "on_error "+policy))
+	// The kernel sends SIGXFSZ on a write over the limit; ignored, the
+	// write fails with EFBIG instead of killing the process. One full
+	// frame of vncdemo in Raw is 1.9 MB; Caddy's logs stay far below.
+	signal.Ignore(syscall.SIGXFSZ)
+	const limit = 3 << 20
+	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &syscall.Rlimit{Cur: limit, Max: limit}); err != nil {
+		t.Fatalf("setrlimit: %v", err)
+	}
+
+	b := openRecordingBrowser(t, tc.url("/websockify?token="+secretToken))
+	b.frame(false)
+	if policy == "end" {
+		// The second frame does not fit: the console ends, at the latest
+		// when the writer finds the disk full.
+		_ = b.stream.Conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_ = rfb.RequestUpdate(b.rw, false, 0, 0, uint16(b.si.Width), uint16(b.si.Height))
+		var err error
+		for err == nil {
+			_ = rfb.RequestUpdate(b.rw, false, 0, 0, uint16(b.si.Width), uint16(b.si.Height))
+			_, err = rfb.ReadFramebufferUpdate(b.rw, rfb.PixelFormat32)
+		}
+		var ce *websocket.CloseError
+		if !errors.As(err, &ce) || ce.Code != websocket.CloseInternalServerErr || ce.Text != "recording failed" {
+			t.Fatalf("the console ended with %v, want close 1011 \"recording failed\"", err)
+		}
+	} else {
+		for range 3 {
+			b.frame(false)
+		}
+		b.close()
+	}
+	side := waitRecordings(t, recDir, 1)[0]
+	if side.Complete || !strings.Contains(side.Error, "file too large") {
+		t.Fatalf("sidecar after a full disk: %+v", side)
+	}
+	// The file holds whole blocks only, and they are what the browser
+	// got first.
+	var replay bytes.Buffer
+	for _, blk := range readBlocks(t, filepath.Join(recDir, side.ID+".fbs")) {
+		replay.Write(blk.Data)
+	}
+	if replay.Len() == 0 || !bytes.HasPrefix(b.got.Bytes(), replay.Bytes()) {
+		t.Fatalf("the recording's %d bytes are not the start of the %d the browser got", replay.Len(), b.got.Len())
+	}
+	waitFor(t, 5*time.Second, "the session's end", func() bool { return strings.Contains(tc.logs(), `"session ended"`) })
+	logs := tc.logs()
+	if policy == "end" && !strings.Contains(logs, `"reason":"recording failed"`) {
+		t.Errorf("the session's end does not say recording failed:\n%s", logs)
+	}
+	if n := strings.Count(logs, "recording failed, the console goes on unrecorded"); policy == "continue" && n != 1 {
+		t.Errorf("the failure was logged %d times, want once", n)
+	}
+	fmt.Println("child ok")
+}
