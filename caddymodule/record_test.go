@@ -2,9 +2,11 @@ package caddymodule
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -366,4 +368,106 @@ func recordDiskFullChild(t *testing.T, policy string) {
 		t.Errorf("the failure was logged %d times, want once", n)
 	}
 	fmt.Println("child ok")
+}
+
+// TestRecordingsAdminAndRetention runs the real binary with its admin
+// endpoint: the list of recordings (a live one incomplete), one served
+// whole and in ranges, unknown and malformed ids refused; and retention:
+// a console that outlived a reload ends over max_total, and the new
+// config's retention deletes the oldest recording within a second of its
+// sidecar saying complete.
+func TestRecordingsAdminAndRetention(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds cmd/caddy")
+	}
+	addr, _ := startVNCDemo(t)
+	dir := t.TempDir()
+	recDir := filepath.Join(dir, "recordings")
+	admin := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	tokens := writeTokenFile(t, dir, secretToken+": "+addr)
+	site := func(maxTotal string) string {
+		return fmt.Sprintf("vnc_proxy /websockify {\n\t\tresolver file %s\n\t\trecord {\n\t\t\tdir %s\n\t\t\tmax_total %s\n\t\t}\n\t}", tokens, recDir, maxTotal)
+	}
+	addrSite, _ := startCaddyProcessAdmin(t, dir, admin, site("100MB"))
+	url := "ws://" + addrSite + "/websockify?token=" + secretToken
+	api := "http://" + admin + "/vnc_proxy/recordings"
+
+	// One Raw frame of vncdemo is 1.92 MB: three are over 4 MB, two are
+	// not.
+	first := openRecordingBrowser(t, url)
+	first.frame(false)
+	first.close()
+	firstID := waitRecordings(t, recDir, 1)[0].ID
+	second := openRecordingBrowser(t, url)
+	second.frame(false)
+	reloadCaddyProcess(t, caddyProcess{admin: admin}, dir, addrSite, site("4MB"))
+
+	status, body := adminCall(t, http.MethodGet, api, "")
+	var list []recording.Sidecar
+	if err := json.Unmarshal([]byte(body), &list); status != http.StatusOK || err != nil || len(list) != 2 {
+		t.Fatalf("list: %d %v %s", status, err, body)
+	}
+	if list[0].ID != firstID || !list[0].Complete || list[1].Complete || list[1].Ended != nil {
+		t.Fatalf("the list is not the ended recording, then the live one: %s", body)
+	}
+	if strings.Contains(body, secretToken) {
+		t.Fatalf("the list holds the token: %s", body)
+	}
+	secondID := list[1].ID
+
+	second.frame(false)
+	second.close()
+	var completed time.Time
+	waitFor(t, 10*time.Second, "the second recording complete", func() bool {
+		s, err := recording.ReadSidecar(recDir, secondID)
+		completed = time.Now()
+		return err == nil && s.Complete
+	})
+	waitFor(t, time.Second, "retention deleting the oldest recording", func() bool {
+		_, err := os.Stat(filepath.Join(recDir, firstID+".fbs"))
+		return errors.Is(err, os.ErrNotExist)
+	})
+	t.Logf("the oldest recording was deleted %v after the newest completed", time.Since(completed).Round(time.Millisecond))
+	if _, err := os.Stat(filepath.Join(recDir, secondID+".fbs")); err != nil {
+		t.Fatalf("retention deleted the newest recording too: %v", err)
+	}
+
+	file, err := os.ReadFile(filepath.Join(recDir, secondID+".fbs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(path, rng string) (int, []byte, http.Header) {
+		req, _ := http.NewRequest(http.MethodGet, api+path, nil)
+		if rng != "" {
+			req.Header.Set("Range", rng)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b, resp.Header
+	}
+	if status, b, h := get("/"+secondID, ""); status != http.StatusOK || !bytes.Equal(b, file) || h.Get("Content-Type") != "application/octet-stream" {
+		t.Fatalf("GET the recording: %d, %d bytes of %d, %q", status, len(b), len(file), h.Get("Content-Type"))
+	}
+	if status, b, _ := get("/"+secondID, "bytes=0-11"); status != http.StatusPartialContent || string(b) != fbs.Header {
+		t.Fatalf("GET bytes=0-11: %d %q", status, b)
+	}
+	if status, b, h := get("/"+secondID+".fbs", "bytes=-4"); status != http.StatusPartialContent || !bytes.Equal(b, file[len(file)-4:]) ||
+		h.Get("Content-Range") != fmt.Sprintf("bytes %d-%d/%d", len(file)-4, len(file)-1, len(file)) {
+		t.Fatalf("GET bytes=-4: %d %x %q", status, b, h.Get("Content-Range"))
+	}
+	if status, b, _ := get("/"+secondID+".json", ""); status != http.StatusOK || !strings.Contains(string(b), `"complete":true`) {
+		t.Fatalf("GET the sidecar: %d %s", status, b)
+	}
+	for _, bad := range []string{"/" + firstID, "/no-such-recording", "/..%2f..%2fcaddy.log", "/../caddy.log", "/" + secondID + "/x", "/.." + secondID} {
+		if status, b, _ := get(bad, ""); status != http.StatusNotFound {
+			t.Errorf("GET %s: %d %s, want 404", bad, status, b)
+		}
+	}
+	if status, _ := adminCall(t, http.MethodDelete, api+"/"+secondID, ""); status != http.StatusMethodNotAllowed {
+		t.Errorf("DELETE: %d, want 405", status)
+	}
 }
