@@ -32,6 +32,13 @@ const benchToken = "bench-token-0123456789abcdef"
 // a loadtarget server and serves it; it returns the WebSocket URL.
 func benchProxy(b *testing.B) string {
 	b.Helper()
+	return benchProxyWith(b, nil)
+}
+
+// benchProxyWith is benchProxy with the handler's options set by
+// configure before it is provisioned.
+func benchProxyWith(b *testing.B, configure func(*Handler)) string {
+	b.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -59,6 +66,9 @@ func benchProxy(b *testing.B) string {
 	b.Cleanup(func() { _ = caddy.Stop() })
 	raw, _ := json.Marshal(map[string]string{"source": "file", "path": tokens})
 	h := &Handler{ConsoleOptions: ConsoleOptions{ResolverRaw: raw}}
+	if configure != nil {
+		configure(h)
+	}
 	ctx, cancel := caddy.NewContext(caddy.ActiveContext())
 	b.Cleanup(cancel)
 	if err := h.Provision(ctx); err != nil {

@@ -122,6 +122,7 @@ func (o *ConsoleOptions) consoleRecord(c *admission.Console) *console.Record {
 		Config: recording.Config{
 			Dir:          o.Record.Dir,
 			IncludeInput: o.Record.IncludeInput,
+			QueueWait:    recording.ProxyQueueWait,
 			Retention:    dirRetention(o.Record.Dir),
 		},
 		ContinueOnError: o.Record.OnError == onErrorContinue,

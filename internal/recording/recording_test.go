@@ -371,3 +371,77 @@ func TestServerNeverBlocksOnAStalledDisk(t *testing.T) {
 		t.Fatalf("Close: %v", err)
 	}
 }
+
+// With QueueWait, a disk slower than the console for a while (here a pipe
+// read in small sips) sets the pace instead of failing the recording; a
+// disk that stops taking data fails it once a call has waited QueueWait.
+func TestQueueWait(t *testing.T) {
+	start := func(t *testing.T) (*Recording, *os.File) {
+		rec, err := Start(Config{Dir: t.TempDir(), QueueBytes: 256 << 10, QueueWait: 500 * time.Millisecond}, Meta{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pr, pw, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec.fbs.Close()
+		rec.fbs = pw
+		return rec, pr
+	}
+	chunk := make([]byte, 32<<10)
+
+	t.Run("slow disk", func(t *testing.T) {
+		rec, pr := start(t)
+		var read int64
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			buf := make([]byte, 64<<10)
+			for {
+				n, err := pr.Read(buf)
+				read += int64(n)
+				if err != nil {
+					return
+				}
+				time.Sleep(2 * time.Millisecond)
+			}
+		}()
+		// 4 MiB through a 256 KiB queue: sixteen times what it holds.
+		for i := range 128 {
+			if err := rec.Server(chunk); err != nil {
+				t.Fatalf("call %d: %v", i, err)
+			}
+		}
+		// A pipe cannot be synced; everything else must have worked.
+		if err := rec.Close("client closed"); err != nil && !strings.Contains(err.Error(), "syncing recording") {
+			t.Fatal(err)
+		}
+		pr.Close()
+		<-done
+		if want := int64(128 * fbs.BlockSize(len(chunk))); read != want {
+			t.Fatalf("the disk got %d bytes, want %d", read, want)
+		}
+	})
+
+	t.Run("stalled disk", func(t *testing.T) {
+		rec, pr := start(t)
+		var err error
+		var last time.Duration
+		for i := 0; err == nil; i++ {
+			if i > 1000 {
+				t.Fatal("the queue never filled")
+			}
+			began := time.Now()
+			err = rec.Server(chunk)
+			last = time.Since(began)
+		}
+		if !errors.Is(err, ErrQueueFull) || last < 500*time.Millisecond {
+			t.Fatalf("the call that found the queue full returned %v after %v, want ErrQueueFull after QueueWait", err, last)
+		}
+		pr.Close()
+		if err := rec.Close("client closed"); !errors.Is(err, ErrQueueFull) {
+			t.Fatalf("Close: %v", err)
+		}
+	})
+}
