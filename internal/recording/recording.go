@@ -150,10 +150,10 @@ type Recording struct {
 	spare      [2]queue // emptied chunk lists handed back by the writer
 	// room, while a call waits for room in the queue, is closed by the
 	// writer when it has written a batch.
-	room chan struct{}
-	wake       chan struct{}
-	done       chan struct{}
-	waitErr    error
+	room    chan struct{}
+	wake    chan struct{}
+	done    chan struct{}
+	waitErr error
 }
 
 // Start creates the recording's files and its sidecar (complete: false)
