@@ -12,6 +12,8 @@
 #   HTTPS=1          serve https:// with a certificate from Caddy's internal CA
 #                    (the browser warns about it: the CA is not installed)
 #   VNC_PASSWORD=pw  make the demo VNC server ask for this password
+#   RECORD=1         record every console into the temporary directory and
+#                    serve the recordings with the player (player.html)
 set -euo pipefail
 
 usage() {
@@ -127,8 +129,18 @@ fi
 token="$(head -c 24 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
 printf '# token: target\n%s: %s\n' "$token" "$vnc_addr" >"$tmp/tokens"
 
-mkdir -p "$tmp/xdg-data" "$tmp/xdg-config"
-DEMO_SCHEME="$scheme" \
+mkdir -p "$tmp/xdg-data" "$tmp/xdg-config" "$tmp/recordings"
+# Recording is off unless RECORD=1: the handler imports this file.
+record="${RECORD:-}"
+if [ -n "$record" ] && [ "$record" != 0 ]; then
+	printf 'record %s\n' "$tmp/recordings" >"$tmp/record.caddy"
+else
+	record=""
+	printf '# recording off (RECORD=1 make demo turns it on)\n' >"$tmp/record.caddy"
+fi
+DEMO_RECORD_IMPORT="$tmp/record.caddy" \
+	DEMO_RECORD_DIR="$tmp/recordings" \
+	DEMO_SCHEME="$scheme" \
 	DEMO_PORT="$port" \
 	DEMO_DATA_DIR="$tmp" \
 	DEMO_TOKEN_FILE="$tmp/tokens" \
@@ -194,6 +206,12 @@ else
   A wrong token shows what a user gets for an invalid link:
                      $scheme://localhost:$port/?token=wrong
 EOF
+	if [ -n "$record" ]; then
+		cat <<EOF
+  Consoles are recorded (RECORD=1); once a console is closed, its recording
+  plays in:          $scheme://localhost:$port/player.html
+EOF
+	fi
 fi
 [ "$scheme" = https ] && echo "  (The certificate comes from Caddy's internal CA, which is not installed: expect a browser warning.)"
 cat <<EOF
