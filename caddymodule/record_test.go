@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/gorilla/websocket"
 
 	"github.com/vncgate/caddy-vnc-proxy/internal/admission"
@@ -469,5 +470,38 @@ func TestRecordingsAdminAndRetention(t *testing.T) {
 	}
 	if status, _ := adminCall(t, http.MethodDelete, api+"/"+secondID, ""); status != http.StatusMethodNotAllowed {
 		t.Errorf("DELETE: %d, want 405", status)
+	}
+}
+
+func TestRecordCaddyfileErrors(t *testing.T) {
+	cases := []struct {
+		name, record, want string
+	}{
+		{"no dir", "record", "record: dir is required"},
+		{"empty block", "record {\n}", "record: dir is required"},
+		{"two arguments", "record /a /b", "wrong argument count"},
+		{"dir twice", "record /a {\ndir /b\n}", "dir already specified"},
+		{"option twice", "record /a {\nopt_in on\nopt_in off\n}", "opt_in already specified"},
+		{"unknown option", "record /a {\ncompress on\n}", `unrecognized record option "compress"`},
+		{"bad opt_in", "record /a {\nopt_in maybe\n}", "opt_in"},
+		{"bad include_input", "record /a {\ninclude_input all\n}", "include_input"},
+		{"bad max_age", "record /a {\nmax_age forever\n}", "max_age: invalid duration"},
+		{"negative max_age", "record /a {\nmax_age -1h\n}", "negative"},
+		{"bad max_total", "record /a {\nmax_total lots\n}", `max_total: invalid size "lots"`},
+		{"bad on_error", "record /a {\non_error ignore\n}", `on_error "ignore": want end or continue`},
+		{"with protocol serial", "protocol serial\nrecord /a", "record needs protocol vnc, not serial"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var h Handler
+			input := "vnc_proxy {\nresolver file /x\n" + c.record + "\n}"
+			err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(input))
+			if err == nil {
+				t.Fatalf("no error for %q", input)
+			}
+			if !strings.Contains(err.Error(), c.want) {
+				t.Errorf("error %q, want it to contain %q", err, c.want)
+			}
+		})
 	}
 }
