@@ -152,6 +152,7 @@ func TestRecordedConsole(t *testing.T) {
 	}{
 		{"vncdemo", func(t *testing.T) string { addr, _ := startVNCDemo(t); return addr }},
 		{"Xvnc", func(t *testing.T) string { return testenv.StartXvnc(t) }},
+		{"QEMU", func(t *testing.T) string { return testenv.StartQEMU(t, testenv.QEMU{}) }},
 	}
 	for _, srv := range servers {
 		t.Run(srv.name, func(t *testing.T) {
@@ -503,5 +504,58 @@ func TestRecordCaddyfileErrors(t *testing.T) {
 				t.Errorf("error %q, want it to contain %q", err, c.want)
 			}
 		})
+	}
+}
+
+// TestRecordedNativeConsole: a native viewer's console on the native
+// listener is recorded the same way: the recording replays as a
+// security-None console whose stream after ServerInit is what the viewer
+// got after its own (VeNCrypt) handshake.
+func TestRecordedNativeConsole(t *testing.T) {
+	demo, _ := startVNCDemo(t)
+	nc := startNativeCaddy(t)
+	recDir := filepath.Join(nc.dir, "recordings")
+	tokens := writeTokenFile(t, nc.dir, nativeGood+": "+demo)
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	nc.load(fmt.Sprintf("vnc_proxy {\n\t\tlisten %s\n\t\tserver_name %s\n\t\tresolver file %s\n\t\trecord %s\n\t}", addr, nativeServerName, tokens, recDir))
+	nc.ready(addr)
+
+	c, err := nc.dial(addr, nativeGood)
+	if err != nil {
+		t.Fatalf("console: %v\n%s", err, nc.logs())
+	}
+	var got bytes.Buffer
+	rw := struct {
+		io.Reader
+		io.Writer
+	}{io.TeeReader(c, &got), c}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if err := rfb.SetPixelFormat32(rw); err != nil {
+		t.Fatal(err)
+	}
+	if err := rfb.SetEncodings(rw, rfb.EncodingRaw); err != nil {
+		t.Fatal(err)
+	}
+	if err := rfb.RequestUpdate(rw, false, 0, 0, uint16(c.ServerInit.Width), uint16(c.ServerInit.Height)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rfb.ReadFramebufferUpdate(rw, rfb.PixelFormat32); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+
+	side := waitRecordings(t, recDir, 1)[0]
+	if !side.Complete || side.Reason != "browser closed" || side.TokenHash != admission.TokenHash(nativeGood) || len(side.PixelFormats) != 1 {
+		t.Fatalf("sidecar %+v", side)
+	}
+	var replay bytes.Buffer
+	for _, blk := range readBlocks(t, filepath.Join(recDir, side.ID+".fbs")) {
+		replay.Write(blk.Data)
+	}
+	si := c.ServerInit
+	head := recording.Handshake(recording.ServerInit(si.Width, si.Height, si.PixelFormat, si.Name))
+	if !bytes.HasPrefix(replay.Bytes(), head) || !bytes.Equal(replay.Bytes()[len(head):], got.Bytes()) {
+		t.Fatalf("the recording (%d bytes) is not the handshake and ServerInit (%d bytes) and the %d bytes the viewer got",
+			replay.Len(), len(head), got.Len())
 	}
 }
