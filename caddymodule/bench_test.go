@@ -126,7 +126,15 @@ func BenchmarkRelayToBrowser(b *testing.B) {
 	if err := ws.WriteMessage(websocket.BinaryMessage, sizedCmd('s', n)); err != nil {
 		b.Fatal(err)
 	}
-	var got, msgs int64
+	msgs := readBytes(b, ws, n)
+	b.StopTimer()
+	b.ReportMetric(float64(msgs)/float64(b.N), "msgs/op")
+}
+
+// readBytes reads n bytes of binary messages from ws and returns in how
+// many messages they came.
+func readBytes(b *testing.B, ws *websocket.Conn, n int64) (msgs int64) {
+	var got int64
 	for got < n {
 		_, r, err := ws.NextReader()
 		if err != nil {
@@ -139,8 +147,7 @@ func BenchmarkRelayToBrowser(b *testing.B) {
 		got += k
 		msgs++
 	}
-	b.StopTimer()
-	b.ReportMetric(float64(msgs)/float64(b.N), "msgs/op")
+	return msgs
 }
 
 // BenchmarkRelayToTarget: the browser sends one 64 KiB message per op; the

@@ -60,18 +60,7 @@ func BenchmarkRecordedRelayToBrowser(b *testing.B) {
 			if err := ws.WriteMessage(websocket.BinaryMessage, sizedCmd('s', n)); err != nil {
 				b.Fatal(err)
 			}
-			var got int64
-			for got < n {
-				_, r, err := ws.NextReader()
-				if err != nil {
-					b.Fatalf("after %d of %d bytes: %v", got, n, err)
-				}
-				k, err := io.Copy(io.Discard, r)
-				if err != nil {
-					b.Fatal(err)
-				}
-				got += k
-			}
+			readBytes(b, ws, n)
 			b.StopTimer()
 			ws.Close()
 			if dir := recordingsDir; dir != "" {

@@ -119,26 +119,11 @@ func waitRecordings(t *testing.T, dir string, n int) []recording.Sidecar {
 // readBlocks reads every block of an FBS file.
 func readBlocks(t *testing.T, path string) []fbs.Block {
 	t.Helper()
-	f, err := os.Open(path)
+	blocks, err := fbs.ReadFile(path)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%s after %d blocks: %v", path, len(blocks), err)
 	}
-	defer f.Close()
-	r, err := fbs.NewReader(f, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var blocks []fbs.Block
-	for {
-		b, err := r.Next()
-		if err == io.EOF {
-			return blocks
-		}
-		if err != nil {
-			t.Fatalf("%s after %d blocks: %v", path, len(blocks), err)
-		}
-		blocks = append(blocks, fbs.Block{Data: bytes.Clone(b.Data), Time: b.Time})
-	}
+	return blocks
 }
 
 // TestRecordedConsole: a console to a real VNC server through Caddy is

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import {
-  noBrowser, canvasInfo, launchBrowser, openPage, screenshot, waitForPixels, waitForState, withSteps,
+  noBrowser, canvasHash, canvasInfo, launchBrowser, openPage, screenshot, waitForPixels, waitForState, withSteps,
 } from './lib/browser.js';
 import { newToken, startCaddy } from './lib/caddy.js';
 import { tempDir } from './lib/processes.js';
@@ -33,19 +33,6 @@ async function playerState(page, want, timeoutMs = 30_000) {
     return s && new Function('s', `return ${w};`)(s);
   }, want, { timeout: timeoutMs, polling: 50 });
   return page.evaluate(() => ({ ...window.playerState, meta: null }));
-}
-
-// canvasHash is a hash of every canvas pixel.
-async function canvasHash(page) {
-  return page.evaluate(() => {
-    const c = document.querySelector('#screen canvas');
-    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-    let h = 0x811c9dc5;
-    for (let i = 0; i < d.length; i++) {
-      h = Math.imul(h ^ d[i], 0x01000193);
-    }
-    return (h >>> 0).toString(16);
-  });
 }
 
 describe('a console recorded by the proxy, played in the browser', { timeout: 240_000, skip: noBrowser }, () => {
