@@ -58,6 +58,7 @@ func (s *Session) endOnBrowserError(err error) {
 // dropped at once. Either way both pumps return promptly, and the last one
 // closes the browser's connection (pumpDone).
 func (s *Session) end(reason string, code int, text string, err error) {
+	reason, code, text = s.spiceEndAs(reason, code, text)
 	s.mu.Lock()
 	if s.ended {
 		s.mu.Unlock()
@@ -77,7 +78,8 @@ func (s *Session) end(reason string, code int, text string, err error) {
 	s.mu.Unlock()
 	defer s.writers.Done()
 
-	s.target.Close()
+	s.spiceEnded(reason, code, text, err)
+	s.stopTarget()
 	if code != 0 {
 		// The close frame goes after the data frame being written.
 		if code == websocket.CloseGoingAway {
@@ -219,7 +221,7 @@ func (s *Session) pumpDone() {
 	stopTimer(s.closeTimer)
 	reason, err, stall := s.reason, s.endErr, s.closeStall
 	s.mu.Unlock()
-	s.target.Close()
+	s.closeTarget()
 	s.writers.Wait()
 	if s.bc.closeSent.Load() {
 		// After a close frame, or a write that failed (then lingerClose
@@ -230,6 +232,11 @@ func (s *Session) pumpDone() {
 	}
 	s.endRecording(reason)
 	Sessions.remove(s)
+	if s.spice != nil {
+		s.spiceFinished(reason, err)
+		close(s.done)
+		return
+	}
 	if s.release != nil {
 		s.release()
 	}

@@ -75,6 +75,10 @@ type Session struct {
 	record *Record
 	rec    *sessionRecording
 
+	// spice is a SPICE channel's part in its console (NewSPICE); nil for
+	// any other console.
+	spice *spiceChannel
+
 	// endAt is when the session ends by itself, with endReason; zero for
 	// never. release runs once it has ended.
 	endAt     time.Time
@@ -252,6 +256,13 @@ func (s *Session) Start(greeting []byte) error {
 		s.target.Close()
 		return err
 	}
+	if s.spice != nil {
+		if err := s.spice.console.add(s); err != nil {
+			s.browser.Close()
+			s.target.Close()
+			return err
+		}
+	}
 	s.heard.Store(time.Now().UnixNano())
 	s.side.start(s)
 
@@ -271,7 +282,20 @@ func (s *Session) Start(greeting []byte) error {
 	if s.rec != nil {
 		fields = append(fields, zap.String("recording", s.rec.rec.ID()))
 	}
-	s.logger.Info("session started", fields...)
+	if s.spice != nil {
+		link := s.spice.client
+		l, _ := link.Link()
+		fields = append(fields, zap.Stringer("spice_channel", l.Channel))
+		if !s.spice.main {
+			// One console, one "session started": its later channels
+			// are the main channel's.
+			s.logger.Debug("SPICE channel joined", append(fields, zap.String("console", s.spice.console.main.id))...)
+			fields = nil
+		}
+	}
+	if fields != nil {
+		s.logger.Info("session started", fields...)
+	}
 
 	s.mu.Lock()
 	s.progressAt = s.started
