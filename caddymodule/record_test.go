@@ -18,6 +18,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/gorilla/websocket"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/vncgate/caddy-vnc-proxy/internal/admission"
 	"github.com/vncgate/caddy-vnc-proxy/internal/fbs"
@@ -353,6 +354,10 @@ func recordDiskFullChild(t *testing.T, policy string) {
 	}
 	if n := strings.Count(logs, "recording failed, the console goes on unrecorded"); policy == "continue" && n != 1 {
 		t.Errorf("the failure was logged %d times, want once", n)
+	}
+	var m dto.Metric
+	if err := recordingFailures.WithLabelValues("srv0").Write(&m); err != nil || m.GetCounter().GetValue() != 1 {
+		t.Errorf("caddy_vnc_proxy_recording_failures_total is %v (%v), want 1", m.GetCounter().GetValue(), err)
 	}
 	fmt.Println("child ok")
 }

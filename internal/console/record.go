@@ -77,6 +77,9 @@ func (r *sessionRecording) fail(err error) {
 	if !r.failed.CompareAndSwap(false, true) {
 		return
 	}
+	if c := r.s.metrics.RecordingFailures; c != nil {
+		c.Inc()
+	}
 	if r.cont {
 		fields := []zap.Field{zap.String("session", r.s.id), zap.Error(err)}
 		if r.rec != nil {

@@ -189,6 +189,8 @@ type Metrics struct {
 	BytesToTarget  prometheus.Counter
 	Active         prometheus.Gauge
 	Duration       prometheus.Observer
+	// RecordingFailures counts failed recordings; nil: not counted.
+	RecordingFailures prometheus.Counter
 }
 
 // New makes the session of a browser's WebSocket, whose connection is a
