@@ -380,7 +380,7 @@ func TestRecordingsAdminAndRetention(t *testing.T) {
 	site := func(maxTotal string) string {
 		return fmt.Sprintf("vnc_proxy /websockify {\n\t\tresolver file %s\n\t\trecord {\n\t\t\tdir %s\n\t\t\tmax_total %s\n\t\t}\n\t}", tokens, recDir, maxTotal)
 	}
-	addrSite, _ := startCaddyProcessAdmin(t, dir, admin, site("100MB"))
+	addrSite, proc := startCaddyProcessAdmin(t, dir, admin, site("100MB"))
 	url := "ws://" + addrSite + "/websockify?token=" + secretToken
 	api := "http://" + admin + "/vnc_proxy/recordings"
 
@@ -461,6 +461,21 @@ func TestRecordingsAdminAndRetention(t *testing.T) {
 	}
 	if status, _ := adminCall(t, http.MethodDelete, api+"/"+secondID, ""); status != http.StatusMethodNotAllowed {
 		t.Errorf("DELETE: %d, want 405", status)
+	}
+
+	// Caddy stopping ends a recorded console with 1001, and its recording
+	// is complete on disk before the process exits.
+	third := openRecordingBrowser(t, url)
+	third.frame(false)
+	proc.Stop()
+	// (Retention may have deleted the second recording meanwhile: the
+	// three are over 4 MB.)
+	list, err = recording.List(recDir)
+	if err != nil || len(list) == 0 || list[len(list)-1].ID == secondID {
+		t.Fatalf("no recording of the third console after the stop (%v): %+v", err, list)
+	}
+	if last := list[len(list)-1]; !last.Complete || last.Reason != "server shutting down" || last.Bytes < int64(third.got.Len()) {
+		t.Fatalf("the recording of the console Caddy's stop ended: %+v (the browser got %d bytes)", last, third.got.Len())
 	}
 }
 
