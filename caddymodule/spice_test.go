@@ -194,10 +194,16 @@ func TestSPICEConsole(t *testing.T) {
 			}
 			return false
 		}
-		ws.Close()
+		defer ws.Close()
+		// The place is this request's until it is refused.
+		if err := ws.WriteMessage(websocket.BinaryMessage, link(spice.ChannelDisplay, main.SessionID)); err != nil {
+			t.Fatal(err)
+		}
+		if code, text := closeText(t, ws, 10*time.Second); code != websocket.ClosePolicyViolation || text != console.ReasonUnknownSPICESession {
+			t.Fatalf("a channel of the ended session: closed %d %q", code, text)
+		}
 		return true
 	})
-	refusedChannel(t, url, link(spice.ChannelDisplay, main.SessionID), console.ReasonUnknownSPICESession)
 	again, second := spiceChannel(t, url, spice.ChannelMain, 0, false)
 	if second.SessionID == 0 {
 		t.Fatal("no session id from the second MAIN_INIT")
