@@ -255,8 +255,11 @@ func quote(s string) string {
 // or Unix seconds as a number or a string of digits), "password" and
 // "username" (the VNC server's credentials, for the RFB-aware mode) and
 // "view_only" (true or false). nova's answer, {"console": {"host": ...,
-// "port": ..., "internal_access_path": null}}, is read too. Other JSON
-// fields are ignored. Values over MaxValueSize bytes are rejected.
+// "port": ..., "internal_access_path": null}}, is read too, for every
+// console type (novnc, spice-html5, serial: the answer does not say
+// which); its "tls_port" (microversion 2.99, SPICE) is not used, and a
+// console with a tls_port but no port is refused. Other JSON fields are
+// ignored. Values over MaxValueSize bytes are rejected.
 //
 // ParseValue does not judge expiry: the caller compares the result with its
 // clock through Target.Expired. Its errors say what is wrong, never what
@@ -292,6 +295,7 @@ func parseJSONValue(b []byte, outer bool) (Target, error) {
 		ViewOnly           json.RawMessage `json:"view_only"`
 		Console            json.RawMessage `json:"console"`
 		InternalAccessPath json.RawMessage `json:"internal_access_path"`
+		TLSPort            json.RawMessage `json:"tls_port"`
 	}
 	if err := json.Unmarshal(b, &v); err != nil {
 		var se *json.SyntaxError
@@ -313,6 +317,12 @@ func parseJSONValue(b []byte, outer bool) (Target, error) {
 	}
 	if !outer && !isNull(v.InternalAccessPath) {
 		return Target{}, errors.New(`nova's console has an "internal_access_path", which this proxy does not serve (it is for consoles behind a hypervisor-side proxy)`)
+	}
+	if !outer && isNull(v.Port) && !isNull(v.TLSPort) {
+		// The proxy speaks plain TCP to the hypervisor, as
+		// nova-spicehtml5proxy does; a SPICE server that only listens
+		// for TLS needs a client that does TLS itself.
+		return Target{}, errors.New(`nova's console has only a "tls_port", and this proxy does not speak TLS to the hypervisor's SPICE server`)
 	}
 
 	var t Target
