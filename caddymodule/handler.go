@@ -79,8 +79,11 @@ type Handler struct {
 	// and view-only work), "serial" (a serial console's TCP port: raw
 	// bytes both ways, text messages from the browser relayed as their
 	// UTF-8 bytes, and one console per target in the whole process: a
-	// second is refused 409 "console in use"), "raw" (any byte stream,
-	// nothing checked) or "spice" (not yet supported). Default: "vnc".
+	// second is refused 409 "console in use"), "spice" (spice-html5's
+	// channels, one WebSocket each: nothing is read from the target before
+	// the upgrade; the browser's link message and the server's answer are
+	// checked, and a session's channels are one console) or "raw" (any
+	// byte stream, nothing checked). Default: "vnc".
 	Protocol string `json:"protocol,omitempty"`
 
 	// The old spelling of protocol: false is protocol "raw", true is
@@ -131,9 +134,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.protocol, err = h.targetProtocol()
 	if err != nil {
 		return err
-	}
-	if h.protocol == admission.ProtocolSPICE {
-		return errors.New("protocol spice is not yet supported")
 	}
 	cfg.Protocol = h.protocol
 	cfg.AllowedOrigins = h.AllowedOrigins
@@ -222,11 +222,27 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		h.pipeline.Refused(req, ref)
 		return h.refuse(w, r, ref)
 	}
+	if h.protocol == admission.ProtocolSPICE {
+		return h.serveSPICE(w, r, req)
+	}
 	c, ref := h.pipeline.Admit(r.Context(), req)
 	if ref != nil {
 		return h.refuse(w, r, ref)
 	}
+	ws, stream, ok := h.upgradeEither(w, r, req, c.Conn)
+	if !ok {
+		c.Release()
+		return nil
+	}
+	s := console.New(ws, c.Conn, h.sessionConfig(r, req, c))
+	return h.run(s, req, stream, c.Greeting, c.Release)
+}
 
+// upgradeEither upgrades the request: an HTTP/1.1 upgrade, or an
+// extended CONNECT over HTTP/2 or HTTP/3, whose stream lives as long as
+// the request. When it fails, the browser has had its answer or left, and
+// target is closed.
+func (h *Handler) upgradeEither(w http.ResponseWriter, r *http.Request, req admission.Request, target net.Conn) (*websocket.Conn, *console.Stream, bool) {
 	var (
 		ws     *websocket.Conn
 		stream *console.Stream
@@ -238,14 +254,39 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		ws, err = h.upgrade(w, r)
 	}
 	if err != nil {
-		// The browser has had its answer, or left.
-		c.Abandon()
+		target.Close()
 		sessionsTotal.WithLabelValues(req.Server, "bad_request").Inc()
 		h.logger.Debug("upgrade failed", zap.String("client", req.Client), zap.Error(err))
+		return nil, nil, false
+	}
+	return ws, stream, true
+}
+
+// run starts an upgraded console's session and, for a stream, serves it
+// until the session ends.
+func (h *Handler) run(s *console.Session, req admission.Request, stream *console.Stream, greeting []byte, release func()) error {
+	if err := s.Start(greeting); err != nil {
+		if release != nil {
+			release()
+		}
+		sessionsTotal.WithLabelValues(req.Server, "client_gone").Inc()
+		h.logger.Debug("session did not start", zap.String("session", s.ID()), zap.Error(err))
 		return nil
 	}
+	if s.Listed() {
+		// A SPICE console's later channels are not consoles of their own.
+		sessionsTotal.WithLabelValues(req.Server, "started").Inc()
+	}
+	if stream != nil {
+		// The stream lives as long as this request.
+		stream.Serve()
+	}
+	return nil
+}
 
-	s := console.New(ws, c.Conn, console.Config{
+// sessionConfig is the console.Config of an admitted console.
+func (h *Handler) sessionConfig(r *http.Request, req admission.Request, c *admission.Console) console.Config {
+	return console.Config{
 		Logger:           h.logger,
 		PingInterval:     h.pingInterval,
 		IdleTimeout:      time.Duration(h.IdleTimeout),
@@ -264,19 +305,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		EndAt:            c.EndAt,
 		EndReason:        c.EndReason,
 		Release:          c.Release,
-	})
-	if err := s.Start(c.Greeting); err != nil {
-		c.Release()
-		sessionsTotal.WithLabelValues(req.Server, "client_gone").Inc()
-		h.logger.Debug("session did not start", zap.String("session", s.ID()), zap.Error(err))
-		return nil
 	}
-	sessionsTotal.WithLabelValues(req.Server, "started").Inc()
-	if stream != nil {
-		// The stream lives as long as this request.
-		stream.Serve()
-	}
-	return nil
 }
 
 // transportName is how the browser opened the console, for the admin

@@ -171,7 +171,7 @@ func TestProtocolProvision(t *testing.T) {
 		handler map[string]any
 		want    string
 	}{
-		{map[string]any{"protocol": "spice"}, "protocol spice is not yet supported"},
+		{map[string]any{"protocol": "spice", "view_only": true}, "view_only needs protocol vnc, not spice"},
 		{map[string]any{"protocol": "vnc", "check_rfb": false}, "check_rfb off contradicts protocol vnc"},
 		{map[string]any{"protocol": "serial", "view_only": true}, "view_only needs protocol vnc, not serial"},
 		{map[string]any{"check_rfb": false, "vnc_auth": map[string]any{"password": "{env.X}"}}, "vnc_auth needs protocol vnc, not raw"},

@@ -253,15 +253,24 @@ func (p *Pipeline) Admit(ctx context.Context, req Request) (*Console, *Refusal) 
 	return c, nil
 }
 
-func (p *Pipeline) admit(ctx context.Context, req Request) (*Console, *Refusal) {
+// check is the pipeline's first steps, which need no lookup: the Origin,
+// the token's presence and the client's failed-token rate.
+func (p *Pipeline) check(req Request) *Refusal {
 	if !p.originAllowed(req.Origin, req.SelfOrigin) {
-		return nil, &Refusal{Status: http.StatusForbidden, Reason: "origin not allowed", Result: "origin_refused"}
+		return &Refusal{Status: http.StatusForbidden, Reason: "origin not allowed", Result: "origin_refused"}
 	}
 	if req.Token == "" {
-		return nil, &Refusal{Status: http.StatusUnauthorized, Reason: "missing token", Result: "no_token"}
+		return &Refusal{Status: http.StatusUnauthorized, Reason: "missing token", Result: "no_token"}
 	}
 	if wait := p.state.failedTokens.retryAfter(req.ClientIP); wait > 0 {
-		return nil, &Refusal{Status: http.StatusTooManyRequests, Reason: "too many failed tokens", Result: "rate_limited", RetryAfter: wait}
+		return &Refusal{Status: http.StatusTooManyRequests, Reason: "too many failed tokens", Result: "rate_limited", RetryAfter: wait}
+	}
+	return nil
+}
+
+func (p *Pipeline) admit(ctx context.Context, req Request) (*Console, *Refusal) {
+	if ref := p.check(req); ref != nil {
+		return nil, ref
 	}
 	hash := TokenHash(req.Token)
 	release, err := p.state.counts.reserve(hash, p.cfg.MaxSessions, p.cfg.MaxSessionsPerToken)
@@ -337,6 +346,12 @@ func (p *Pipeline) admit(ctx context.Context, req Request) (*Console, *Refusal) 
 		TokenHash: hash,
 		ExpiresAt: target.ExpiresAt,
 		release:   release,
+	}
+	if p.cfg.Protocol == ProtocolSPICE {
+		c.redial = func(ctx context.Context) (net.Conn, error) {
+			conn, _, _, err := p.dial(ctx, target, false)
+			return conn, err
+		}
 	}
 	c.EndAt, c.EndReason = p.sessionEnd(time.Now(), target.ExpiresAt)
 	return c, nil
@@ -450,6 +465,10 @@ type Console struct {
 	EndReason string
 
 	release func()
+	// redial connects to the same target again, through the same
+	// allow_targets and dial bound: for the later channels of a SPICE
+	// console (nil for other protocols).
+	redial func(ctx context.Context) (net.Conn, error)
 }
 
 // Release gives back the console's place in the limits; the session calls

@@ -77,7 +77,8 @@ func (s *Session) end(reason string, code int, text string, err error) {
 	s.mu.Unlock()
 	defer s.writers.Done()
 
-	s.target.Close()
+	s.stopTarget()
+	s.spiceEnded(reason, code, text, err)
 	if code != 0 {
 		// The close frame goes after the data frame being written.
 		if code == websocket.CloseGoingAway {
@@ -219,7 +220,7 @@ func (s *Session) pumpDone() {
 	stopTimer(s.closeTimer)
 	reason, err, stall := s.reason, s.endErr, s.closeStall
 	s.mu.Unlock()
-	s.target.Close()
+	s.closeTarget()
 	s.writers.Wait()
 	if s.bc.closeSent.Load() {
 		// After a close frame, or a write that failed (then lingerClose
@@ -229,6 +230,11 @@ func (s *Session) pumpDone() {
 		s.browser.Close()
 	}
 	Sessions.remove(s)
+	if s.spice != nil {
+		s.spiceFinished(reason, err)
+		close(s.done)
+		return
+	}
 	if s.release != nil {
 		s.release()
 	}

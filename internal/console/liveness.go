@@ -149,6 +149,11 @@ func (c *stallCheck) stalled(busy bool, moved int64, now time.Time, bound time.D
 func (s *Session) checkIdle() {
 	now := time.Now()
 	moved := s.toBrowser.Load() + s.toTarget.Load()
+	if s.spice != nil {
+		// A SPICE console is idle when none of its channels moves.
+		toBrowser, toTarget, _ := s.spice.console.totals()
+		moved = toBrowser + toTarget
+	}
 	s.mu.Lock()
 	if s.ended {
 		s.mu.Unlock()

@@ -24,17 +24,22 @@ func (r *registry) add(s *Session) {
 	r.mu.Lock()
 	r.m[s] = struct{}{}
 	r.mu.Unlock()
-	s.metrics.Active.Inc()
+	if s.Listed() {
+		s.metrics.Active.Inc()
+	}
 }
 
 func (r *registry) remove(s *Session) {
 	r.mu.Lock()
 	delete(r.m, s)
 	r.mu.Unlock()
-	s.metrics.Active.Dec()
+	if s.Listed() {
+		s.metrics.Active.Dec()
+	}
 }
 
-// Len is how many sessions are live.
+// Len is how many sessions are live, each channel of a SPICE console
+// counted.
 func (r *registry) Len() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -79,7 +84,7 @@ func (r *registry) EndMatching(match func(*Session) bool, reason string) int {
 	n := 0
 	var ending sync.WaitGroup
 	for _, s := range r.snapshot() {
-		if !match(s) || s.isEnded() {
+		if !s.Listed() || !match(s) || s.isEnded() {
 			continue
 		}
 		n++
@@ -92,7 +97,7 @@ func (r *registry) EndMatching(match func(*Session) bool, reason string) int {
 // Find returns the live session with this id, or nil.
 func (r *registry) Find(id string) *Session {
 	for _, s := range r.snapshot() {
-		if s.id == id && !s.isEnded() {
+		if s.id == id && s.Listed() && !s.isEnded() {
 			return s
 		}
 	}
@@ -104,7 +109,7 @@ func (r *registry) List() []Info {
 	live := r.snapshot()
 	out := make([]Info, 0, len(live))
 	for _, s := range live {
-		if !s.isEnded() {
+		if s.Listed() && !s.isEnded() {
 			out = append(out, s.Info())
 		}
 	}
@@ -131,6 +136,9 @@ type Info struct {
 	BytesToTarget  int64      `json:"bytes_to_target"`
 	ViewOnly       bool       `json:"view_only"`
 	ExpiresAt      *time.Time `json:"expires_at"`
+	// Channels is a SPICE console's live channels, the main one included;
+	// 0 (left out) for other consoles.
+	Channels int `json:"channels,omitempty"`
 }
 
 // Info describes the session.
@@ -150,6 +158,9 @@ func (s *Session) Info() Info {
 	if !s.expiresAt.IsZero() {
 		at := s.expiresAt.UTC()
 		i.ExpiresAt = &at
+	}
+	if s.spice != nil {
+		i.BytesToBrowser, i.BytesToTarget, i.Channels = s.spice.console.totals()
 	}
 	return i
 }

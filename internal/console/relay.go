@@ -68,6 +68,9 @@ func (s *Session) pumpToBrowser(greeting []byte) {
 		}
 		s.countToBrowser(len(greeting))
 	}
+	if s.spice != nil && !s.watchSPICE() {
+		return
+	}
 	if s.spliceToBrowser() {
 		return
 	}
@@ -152,6 +155,13 @@ func (s *Session) pumpToTarget() {
 	defer s.recoverPanic()
 	if s.login != nil && s.acceptBrowser() != nil {
 		return
+	}
+	if s.spice != nil && len(s.spice.pending) > 0 {
+		pending := s.spice.pending
+		s.spice.pending = nil
+		if s.sendToTarget(pending) != nil {
+			return
+		}
 	}
 	s.side.pumpToTarget(s)
 }

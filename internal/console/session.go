@@ -71,6 +71,10 @@ type Session struct {
 	filter           *rfbproxy.ViewOnlyFilter
 	filtered         []byte
 
+	// spice is a SPICE channel's part in its console (NewSPICE); nil for
+	// any other console.
+	spice *spiceChannel
+
 	// endAt is when the session ends by itself, with endReason; zero for
 	// never. release runs once it has ended.
 	endAt     time.Time
@@ -244,6 +248,13 @@ func (s *Session) Start(greeting []byte) error {
 		s.target.Close()
 		return err
 	}
+	if s.spice != nil {
+		if err := s.spice.console.add(s); err != nil {
+			s.browser.Close()
+			s.target.Close()
+			return err
+		}
+	}
 	s.heard.Store(time.Now().UnixNano())
 	s.side.start(s)
 
@@ -259,7 +270,20 @@ func (s *Session) Start(greeting []byte) error {
 	if s.login != nil {
 		fields = append(fields, zap.Stringer("vnc_security", s.login), zap.Bool("view_only", s.filter != nil))
 	}
-	s.logger.Info("session started", fields...)
+	if s.spice != nil {
+		link := s.spice.client
+		l, _ := link.Link()
+		fields = append(fields, zap.Stringer("spice_channel", l.Channel))
+		if !s.spice.main {
+			// One console, one "session started": its later channels
+			// are the main channel's.
+			s.logger.Debug("SPICE channel joined", append(fields, zap.String("console", s.spice.console.main.id))...)
+			fields = nil
+		}
+	}
+	if fields != nil {
+		s.logger.Info("session started", fields...)
+	}
 
 	s.mu.Lock()
 	s.progressAt = s.started

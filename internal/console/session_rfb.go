@@ -76,6 +76,18 @@ func (s *Session) writeToTarget(p []byte) error {
 			return nil
 		}
 	}
+	if s.spice != nil {
+		out, err := s.spiceFilter(p)
+		if err != nil || len(out) == 0 {
+			return err
+		}
+		p = out
+	}
+	return s.sendToTarget(p)
+}
+
+// sendToTarget writes p to the VNC (or SPICE, serial...) server as it is.
+func (s *Session) sendToTarget(p []byte) error {
 	s.toTargetBusy.Store(true)
 	_, err := s.target.Write(p)
 	s.toTargetBusy.Store(false)
