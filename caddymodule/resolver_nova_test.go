@@ -20,6 +20,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/gorilla/websocket"
 
+	"github.com/vncgate/caddy-vnc-proxy/internal/spice"
 	"github.com/vncgate/caddy-vnc-proxy/internal/testenv"
 	"github.com/vncgate/caddy-vnc-proxy/tokenresolver"
 )
@@ -118,6 +119,21 @@ func novaAccessLog(dir string) string {
 	}`, dir)
 }
 
+// checkNovaPage fails the test unless url answers want: the console page
+// nova links users to.
+func checkNovaPage(t *testing.T, url, want string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != want {
+		t.Errorf("the page: %s %q", resp.Status, body)
+	}
+}
+
 // checkNovaLogs fails the test if Caddy's log or access log in dir holds
 // the console token, the credential's secret or the Keystone token.
 func checkNovaLogs(t *testing.T, dir, consoleToken string) string {
@@ -166,15 +182,7 @@ func TestNovaThroughCaddy(t *testing.T) {
 	site, dir, api := startNovaSite(t, consoleToken, vnc, novaSite)
 
 	// The page nova links to is served at /vnc_lite.html?path=...
-	resp, err := http.Get("http://" + site + "/vnc_lite.html?path=%3Ftoken%3D" + consoleToken)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if string(body) != "the noVNC page" {
-		t.Errorf("the page: %s %q", resp.Status, body)
-	}
+	checkNovaPage(t, "http://"+site+"/vnc_lite.html?path=%3Ftoken%3D"+consoleToken, "the noVNC page")
 	// Its WebSocket at /?token=<token> reaches the VNC server.
 	stream, si := rfbThroughProxy(t, "ws://"+site+"/?token="+consoleToken)
 	if si.Width != 800 || si.Height != 600 {
@@ -315,6 +323,65 @@ func TestNovaSerialThroughCaddy(t *testing.T) {
 
 	if ws3, status, _ := dialWS(t, "ws://"+site+"/?token="+consoleToken, http.Header{"Origin": {"https://elsewhere.example.com"}}); ws3 != nil || status != http.StatusForbidden {
 		t.Errorf("another origin: %d, want 403", status)
+	}
+	checkNovaLogs(t, dir, consoleToken)
+}
+
+// novaSPICESite is the README's nova-spicehtml5proxy Caddyfile, less TLS:
+// spice_auto.html?token=<token> is served at /, and its WebSockets, one per
+// SPICE channel, come to /websockify with the token in a cookie.
+func novaSPICESite(dir, api string) string {
+	return novaAccessLog(dir) + fmt.Sprintf(`
+	handle /websockify {
+		vnc_proxy {
+			resolver nova %[1]s/v2.1 {
+				keystone %[1]s/v3
+				application_credential {env.NOVA_APP_CRED_ID} {env.NOVA_APP_CRED_SECRET}
+			}
+			protocol spice
+			allow_targets 127.0.0.1
+		}
+	}
+	handle {
+		respond "the spice-html5 page"
+	}`, api)
+}
+
+// TestNovaSPICEThroughCaddy: nova-spicehtml5proxy's shape, through the real
+// binary and the nova resolver (nova answers for a spice-html5 token as for
+// a novnc one), to QEMU's SPICE server: four channels with the token in
+// spice_auto.html's cookie are one console, for which nova is asked once.
+func TestNovaSPICEThroughCaddy(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds cmd/caddy")
+	}
+	addr := testenv.StartQEMUSpice(t, testenv.QEMUSpice{})
+	const consoleToken = "c4a1f0e2-6b3d-4f5a-8e7c-9d2b1a0f3e4c"
+	site, dir, api := startNovaSite(t, consoleToken, addr, novaSPICESite)
+
+	// The page nova links to.
+	checkNovaPage(t, "http://"+site+"/spice_auto.html?token="+consoleToken, "the spice-html5 page")
+
+	url := "ws://" + site + "/websockify"
+	cookie := http.Header{"Cookie": {"token=" + consoleToken}}
+	mainWS, main := spiceChannelWith(t, url, cookie, spice.ChannelMain, 0, false)
+	defer mainWS.Close()
+	displayWS, display := spiceChannelWith(t, url, cookie, spice.ChannelDisplay, main.SessionID, false)
+	defer displayWS.Close()
+	if _, err := display.WaitFor(spice.MsgDisplayDrawCopy, 10000); err != nil {
+		t.Fatalf("display channel: no picture: %v", err)
+	}
+	for _, typ := range []spice.ChannelType{spice.ChannelInputs, spice.ChannelCursor} {
+		ws, _ := spiceChannelWith(t, url, cookie, typ, main.SessionID, false)
+		defer ws.Close()
+	}
+	if n := api.lookups.Load(); n != 1 {
+		t.Errorf("%d nova lookups for one four-channel console, want 1", n)
+	}
+
+	// Without the cookie there is no token.
+	if ws, status, _ := dialWS(t, url, nil); ws != nil || status != http.StatusUnauthorized {
+		t.Errorf("no cookie: %d, want 401", status)
 	}
 	checkNovaLogs(t, dir, consoleToken)
 }
