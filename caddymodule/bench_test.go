@@ -18,6 +18,8 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/vncgate/caddy-vnc-proxy/internal/loadtarget"
+	"github.com/vncgate/caddy-vnc-proxy/internal/spice"
+	"github.com/vncgate/caddy-vnc-proxy/internal/wsstream"
 )
 
 // The relay benchmarks run the handler in this process behind an
@@ -39,6 +41,13 @@ func benchProxy(b *testing.B) string {
 	target := &loadtarget.Server{}
 	go target.Serve(l)
 	b.Cleanup(func() { target.Close() })
+	return benchProxyTo(b, l.Addr().String(), "")
+}
+
+// benchProxyTo is benchProxy for a target of its own, with the handler's
+// protocol ("" for vnc).
+func benchProxyTo(b *testing.B, target, protocol string) string {
+	b.Helper()
 
 	dir := b.TempDir()
 	tokens := filepath.Join(dir, "tokens")
@@ -46,7 +55,7 @@ func benchProxy(b *testing.B) string {
 	for i := range 1000 {
 		fmt.Fprintf(&lines, "other-%d: 127.0.0.1:1\n", i)
 	}
-	fmt.Fprintf(&lines, "%s: %s\n", benchToken, l.Addr())
+	fmt.Fprintf(&lines, "%s: %s\n", benchToken, target)
 	if err := os.WriteFile(tokens, []byte(lines.String()), 0o600); err != nil {
 		b.Fatal(err)
 	}
@@ -58,7 +67,7 @@ func benchProxy(b *testing.B) string {
 	}
 	b.Cleanup(func() { _ = caddy.Stop() })
 	raw, _ := json.Marshal(map[string]string{"source": "file", "path": tokens})
-	h := &Handler{ConsoleOptions: ConsoleOptions{ResolverRaw: raw}}
+	h := &Handler{ConsoleOptions: ConsoleOptions{ResolverRaw: raw}, Protocol: protocol}
 	ctx, cancel := caddy.NewContext(caddy.ActiveContext())
 	b.Cleanup(cancel)
 	if err := h.Provision(ctx); err != nil {
@@ -217,4 +226,47 @@ func BenchmarkSessionOpen(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkSPICEConsoleOpen: a SPICE console as spice-html5 opens it, one
+// op: the main channel (a token lookup, MAIN_INIT's session id), then
+// display, inputs and cursor joining it by that id, each its own
+// WebSocket and link, against the SPICE stand-in; then the main channel
+// closes, which ends the others.
+func BenchmarkSPICEConsoleOpen(b *testing.B) {
+	standIn, err := spice.NewStandIn()
+	if err != nil {
+		b.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go standIn.Serve(l)
+	b.Cleanup(func() { standIn.Close() })
+	url := benchProxyTo(b, l.Addr().String(), "spice")
+	b.ReportAllocs()
+	link := func(typ spice.ChannelType, id uint32) (*websocket.Conn, *spice.Channel) {
+		ws, _, err := benchDialer.Dial(url, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ch, err := spice.LinkChannel(wsstream.New(ws), typ, id, "", false)
+		if err != nil {
+			b.Fatalf("%s channel: %v", typ, err)
+		}
+		return ws, ch
+	}
+	for b.Loop() {
+		mainWS, main := link(spice.ChannelMain, 0)
+		var others []*websocket.Conn
+		for _, typ := range []spice.ChannelType{spice.ChannelDisplay, spice.ChannelInputs, spice.ChannelCursor} {
+			ws, _ := link(typ, main.SessionID)
+			others = append(others, ws)
+		}
+		mainWS.Close()
+		for _, ws := range others {
+			ws.Close()
+		}
+	}
 }

@@ -270,3 +270,34 @@ func TestSPICEOneTimeAndRevocation(t *testing.T) {
 		return status == http.StatusForbidden
 	})
 }
+
+// TestSPICETransports: a SPICE session's channels over HTTP/1.1 (TLS), and
+// over HTTP/2 and HTTP/3 streams (extended CONNECT), as a browser that
+// has them opens them.
+func TestSPICETransports(t *testing.T) {
+	addr := testenv.StartQEMUSpice(t, testenv.QEMUSpice{})
+	token := "spice-" + secretToken
+	tokens := writeTokenFile(t, t.TempDir(), token+": "+addr)
+	for _, transport := range []string{"wss", "h2", "h3"} {
+		t.Run(transport, func(t *testing.T) {
+			tc := startCaddyOver(t, transport, fileSite(tokens, "protocol spice"))
+			url := tc.url("/websockify?token=" + token)
+			mainWS, main := spiceChannel(t, url, spice.ChannelMain, 0, false)
+			displayWS, display := spiceChannel(t, url, spice.ChannelDisplay, main.SessionID, false)
+			if _, err := display.WaitFor(spice.MsgSurfaceCreate, 1000); err != nil {
+				t.Fatalf("display channel: %v", err)
+			}
+			if listed := console.Sessions.List(); len(listed) != 1 || listed[0].Channels != 2 || listed[0].Transport != transport[:2] {
+				t.Fatalf("live consoles %+v, want one of 2 channels over %s", listed, transport)
+			}
+			// The browser closes the main channel: the display channel
+			// is closed with it.
+			_ = mainWS.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+			if code, _ := closeText(t, displayWS, 5*time.Second); code != websocket.CloseNormalClosure {
+				t.Fatalf("display channel closed %d, want 1000", code)
+			}
+			mainWS.Close()
+			waitFor(t, 10*time.Second, "the console to end", func() bool { return console.Sessions.Len() == 0 })
+		})
+	}
+}
