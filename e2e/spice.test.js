@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { after, before, describe, it } from 'node:test';
-import { launchBrowser, noBrowser, openPage, withSteps } from './lib/browser.js';
+import { launchBrowser, noBrowser, openPage, screenshot, withSteps } from './lib/browser.js';
 import { startCaddy } from './lib/caddy.js';
 import { inCI, skipUnlessInstalled } from './lib/processes.js';
 import { startQemuSpice } from './lib/targets.js';
@@ -78,6 +78,9 @@ describe('SPICE console with Debian\'s spice-html5', {
         const picture = await step('SeaBIOS is on the page\'s canvas: lit pixels in two colours or more', () =>
           spicePicture(page, 60_000), 70_000);
         t.diagnostic(`canvas ${picture.width}x${picture.height}, ${picture.lit} lit pixels, ${picture.colours} colours`);
+        // The page clears its screen when the console ends below: the
+        // picture is photographed now.
+        t.diagnostic(`screenshot of SeaBIOS: ${await screenshot(page, 'spice-html5 SeaBIOS')}`);
 
         await step('the page keeps the token in a cookie', async () => {
           const cookies = await browser.context.cookies(caddy.origin);
