@@ -410,6 +410,11 @@ func parseExpiresAt(raw json.RawMessage) (time.Time, error) {
 			return time.Time{}, errors.New(`JSON field "expires_at" must be an RFC 3339 string or Unix seconds`)
 		}
 		if t, err := time.Parse(time.RFC3339, text); err == nil {
+			// As for Unix seconds: a time at or before 1970 is a mistake,
+			// and 0001-01-01T00:00:00Z would read as no expiry at all.
+			if t.Unix() <= 0 {
+				return time.Time{}, errors.New(`JSON field "expires_at" must be after 1970`)
+			}
 			return t, nil
 		}
 		if !allDigits(text) {
