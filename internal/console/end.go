@@ -58,6 +58,7 @@ func (s *Session) endOnBrowserError(err error) {
 // dropped at once. Either way both pumps return promptly, and the last one
 // closes the browser's connection (pumpDone).
 func (s *Session) end(reason string, code int, text string, err error) {
+	reason, code, text = s.spiceEndAs(reason, code, text)
 	s.mu.Lock()
 	if s.ended {
 		s.mu.Unlock()
@@ -77,8 +78,8 @@ func (s *Session) end(reason string, code int, text string, err error) {
 	s.mu.Unlock()
 	defer s.writers.Done()
 
-	s.stopTarget()
 	s.spiceEnded(reason, code, text, err)
+	s.stopTarget()
 	if code != 0 {
 		// The close frame goes after the data frame being written.
 		if code == websocket.CloseGoingAway {

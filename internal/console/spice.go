@@ -52,17 +52,28 @@ type SPICEConsole struct {
 	opened   int  // channels ever admitted, the main one included
 	ending   bool // the main channel has ended: no channel joins
 	reason   string
+	code     int
+	text     string
 	endErr   error
 	// the bytes of the channels that have finished
 	goneToBrowser, goneToTarget int64
 }
 
+// spiceKey is how a later channel names its console: the token it came
+// with and the session id in its link. Session ids are the SPICE
+// server's, so two VMs may give the same one; a token names one VM.
+type spiceKey struct {
+	tokenHash string
+	id        uint32
+}
+
 // spiceConsoles are the live SPICE consoles of the process that have their
-// session id, by it.
+// session id.
 var spiceConsoles = struct {
-	mu   sync.Mutex
-	byID map[uint32]*SPICEConsole
-}{byID: make(map[uint32]*SPICEConsole)}
+	mu      sync.Mutex
+	byKey   map[spiceKey]*SPICEConsole
+	byToken map[string]map[*SPICEConsole]struct{}
+}{byKey: make(map[spiceKey]*SPICEConsole), byToken: make(map[string]map[*SPICEConsole]struct{})}
 
 // SPICEConsoleOfToken returns a live SPICE console whose main channel this
 // token (by its hash) opened and whose session id is known, or nil: a new
@@ -71,25 +82,21 @@ func SPICEConsoleOfToken(tokenHash string) *SPICEConsole {
 	spiceConsoles.mu.Lock()
 	defer spiceConsoles.mu.Unlock()
 	var newest *SPICEConsole
-	for _, c := range spiceConsoles.byID {
-		if c.tokenHash == tokenHash && (newest == nil || c.main.started.After(newest.main.started)) {
+	for c := range spiceConsoles.byToken[tokenHash] {
+		if newest == nil || c.main.started.After(newest.main.started) {
 			newest = c
 		}
 	}
 	return newest
 }
 
-// FindSPICEConsole returns the live SPICE console with this session id,
-// if its main channel was opened with this token (by its hash); nil
+// FindSPICEConsole returns the live SPICE console with this session id
+// whose main channel was opened with this token (by its hash); nil
 // otherwise, whether the id is unknown or another token's.
 func FindSPICEConsole(id uint32, tokenHash string) *SPICEConsole {
 	spiceConsoles.mu.Lock()
-	c := spiceConsoles.byID[id]
-	spiceConsoles.mu.Unlock()
-	if c == nil || c.tokenHash != tokenHash {
-		return nil
-	}
-	return c
+	defer spiceConsoles.mu.Unlock()
+	return spiceConsoles.byKey[spiceKey{tokenHash, id}]
 }
 
 // Target is the console's target, network:address.
@@ -109,18 +116,39 @@ func (c *SPICEConsole) register(id uint32) {
 	c.id = id
 	c.mu.Unlock()
 	spiceConsoles.mu.Lock()
-	if _, taken := spiceConsoles.byID[id]; !taken {
-		spiceConsoles.byID[id] = c
+	defer spiceConsoles.mu.Unlock()
+	key := spiceKey{c.tokenHash, id}
+	if old := spiceConsoles.byKey[key]; old != nil {
+		// The server gave a live console's id again: it ended that
+		// session (spice-server takes one client), so this one is it.
+		delete(spiceConsoles.byToken[c.tokenHash], old)
 	}
-	spiceConsoles.mu.Unlock()
+	spiceConsoles.byKey[key] = c
+	if spiceConsoles.byToken[c.tokenHash] == nil {
+		spiceConsoles.byToken[c.tokenHash] = make(map[*SPICEConsole]struct{})
+	}
+	spiceConsoles.byToken[c.tokenHash][c] = struct{}{}
 }
 
 func (c *SPICEConsole) unregister() {
-	spiceConsoles.mu.Lock()
-	if c.id != 0 && spiceConsoles.byID[c.id] == c {
-		delete(spiceConsoles.byID, c.id)
+	c.mu.Lock()
+	id := c.id
+	c.mu.Unlock()
+	if id == 0 {
+		return
 	}
-	spiceConsoles.mu.Unlock()
+	spiceConsoles.mu.Lock()
+	defer spiceConsoles.mu.Unlock()
+	key := spiceKey{c.tokenHash, id}
+	if spiceConsoles.byKey[key] == c {
+		delete(spiceConsoles.byKey, key)
+	}
+	if byToken := spiceConsoles.byToken[c.tokenHash]; byToken != nil {
+		delete(byToken, c)
+		if len(byToken) == 0 {
+			delete(spiceConsoles.byToken, c.tokenHash)
+		}
+	}
 }
 
 var errSPICEConsoleEnded = errors.New("the SPICE console has ended")
@@ -141,10 +169,12 @@ func (c *SPICEConsole) add(s *Session) error {
 }
 
 // mainEnded ends every other channel with the main channel's close code
-// and text; no channel joins from now on.
+// and text; no channel joins from now on. It runs before the main
+// channel's server side closes, which makes the SPICE server close the
+// others: their ends, however they come, are the console's.
 func (c *SPICEConsole) mainEnded(reason string, code int, text string, err error) {
 	c.mu.Lock()
-	c.ending, c.reason, c.endErr = true, reason, err
+	c.ending, c.reason, c.code, c.text, c.endErr = true, reason, code, text, err
 	others := make([]*Session, 0, len(c.channels))
 	for s := range c.channels {
 		if s != c.main {
@@ -153,11 +183,18 @@ func (c *SPICEConsole) mainEnded(reason string, code int, text string, err error
 	}
 	c.mu.Unlock()
 	c.unregister()
-	var ending sync.WaitGroup
 	for _, s := range others {
-		ending.Go(func() { s.end(reason, code, text, nil) })
+		// Each waits for its own browser, as any end does; the main
+		// channel goes on with its own.
+		go s.end(reason, code, text, nil)
 	}
-	ending.Wait()
+}
+
+// endedAs is how the console ended, once its main channel has.
+func (c *SPICEConsole) endedAs() (reason string, code int, text string, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.reason, c.code, c.text, c.ending
 }
 
 // remove lets go of a finished channel and reports whether it was the
@@ -401,6 +438,19 @@ func (s *Session) closeTarget() {
 	if err := spice.CloseServer(s.target, s.spice.client, &s.spice.server, s.handshakeTimeout); err != nil {
 		s.logger.Warn("closing a SPICE display channel early", zap.String("session", s.spice.console.main.id), zap.Error(err))
 	}
+}
+
+// spiceEndAs is how a SPICE console's later channel ends once the console
+// has: as the console did, whatever ended the channel itself (the SPICE
+// server closes it when the main channel goes).
+func (s *Session) spiceEndAs(reason string, code int, text string) (string, int, string) {
+	if s.spice == nil || s.spice.main {
+		return reason, code, text
+	}
+	if r, c, t, ok := s.spice.console.endedAs(); ok {
+		return r, c, t
+	}
+	return reason, code, text
 }
 
 // spiceEnded is the end of a SPICE channel's session: the main channel's
