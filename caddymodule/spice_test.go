@@ -23,7 +23,15 @@ import (
 // "binary") and links a channel of typ on it.
 func spiceChannel(t *testing.T, url string, typ spice.ChannelType, connectionID uint32, noDisplayInit bool) (*websocket.Conn, *spice.Channel) {
 	t.Helper()
-	ws, status, body := dialWS(t, url, http.Header{"Sec-WebSocket-Protocol": {"binary"}})
+	return spiceChannelWith(t, url, http.Header{}, typ, connectionID, noDisplayInit)
+}
+
+// spiceChannelWith is spiceChannel with more request headers (a Cookie).
+func spiceChannelWith(t *testing.T, url string, header http.Header, typ spice.ChannelType, connectionID uint32, noDisplayInit bool) (*websocket.Conn, *spice.Channel) {
+	t.Helper()
+	header = header.Clone()
+	header.Set("Sec-WebSocket-Protocol", "binary")
+	ws, status, body := dialWS(t, url, header)
 	if ws == nil {
 		t.Fatalf("%s channel: refused %d %s", typ, status, body)
 	}

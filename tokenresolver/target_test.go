@@ -221,6 +221,8 @@ func TestParseValueErrors(t *testing.T) {
 		{`{"host": "h:1", "expires_at": true}`, "must be an RFC 3339 string or Unix seconds"},
 		{`{"host": "h:1", "expires_at": 0}`, "must be positive"},
 		{`{"host": "h:1", "expires_at": -5}`, "must be positive"},
+		{`{"host": "h:1", "expires_at": "0001-01-01T00:00:00Z"}`, "after 1970"},
+		{`{"host": "h:1", "expires_at": "1969-12-31T23:59:59Z"}`, "after 1970"},
 		{`{"host": "h:1", "expires_at": 1893456000000}`, "milliseconds"},
 		{`{"host": "h:1", "password": 1234}`, `"password" must be a string`},
 		{`{"host": "h:1", "username": true}`, `"username" must be a string`},
