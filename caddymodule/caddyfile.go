@@ -50,6 +50,11 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			require_tls
 //		}
 //		view_only        on|off
+//		clipboard {
+//			copy     on|off
+//			paste    on|off
+//			max_size <size>
+//		}
 //		max_sessions           <n>
 //		max_sessions_per_token <n>
 //		end_at_expiry          on|off

@@ -306,6 +306,7 @@ func (h *Handler) sessionConfig(r *http.Request, req admission.Request, c *admis
 		Transport:        transportName(r),
 		Login:            c.Login,
 		ViewOnly:         c.ViewOnly,
+		Clipboard:        c.Clipboard,
 		Record:           h.consoleRecord(c),
 		EndAt:            c.EndAt,
 		EndReason:        c.EndReason,

@@ -300,6 +300,7 @@ func (l *NativeListener) serve(conn net.Conn, sock *nativeSocket) {
 		Server:           l.server,
 		Login:            c.Login,
 		ViewOnly:         c.ViewOnly,
+		Clipboard:        c.Clipboard,
 		Record:           l.consoleRecord(c),
 		EndAt:            c.EndAt,
 		EndReason:        c.EndReason,

@@ -64,6 +64,10 @@ type ConsoleOptions struct {
 	// makes one console view-only. Default: false.
 	ViewOnly bool `json:"view_only,omitempty"`
 
+	// The clipboard policy of every console: which way clipboard text may
+	// go, and how much of it. Default: both ways, as the VNC server allows.
+	Clipboard *ClipboardPolicy `json:"clipboard,omitempty"`
+
 	// How many consoles this handler relays at once; beyond it, a console
 	// request gets 503 "too many consoles" with Retry-After, before its
 	// token is looked up. Requests being opened count too, and so do the
@@ -122,6 +126,10 @@ func (o *ConsoleOptions) admissionConfig(ctx caddy.Context) (admission.Config, e
 	if err != nil {
 		return admission.Config{}, err
 	}
+	clipboard, err := o.Clipboard.policy()
+	if err != nil {
+		return admission.Config{}, err
+	}
 	if o.VNCAuth != nil {
 		warnLiteralSecrets(ctx.Logger(), []secretOption{{"vnc_auth password", o.VNCAuth.Password, "VNC_PASSWORD"}})
 	}
@@ -133,6 +141,7 @@ func (o *ConsoleOptions) admissionConfig(ctx caddy.Context) (admission.Config, e
 		VNCAuth:             o.VNCAuth != nil,
 		Credentials:         credentials,
 		ViewOnly:            o.ViewOnly,
+		Clipboard:           clipboard,
 		MaxSessions:         o.MaxSessions,
 		MaxSessionsPerToken: o.MaxSessionsPerToken,
 		EndAtExpiry:         o.EndAtExpiry,
@@ -203,6 +212,10 @@ func (o *ConsoleOptions) unmarshalOption(d *caddyfile.Dispenser) (bool, error) {
 		if err := o.VNCAuth.unmarshalCaddyfile(d); err != nil {
 			return true, err
 		}
+
+	case "clipboard":
+		o.Clipboard = new(ClipboardPolicy)
+		return true, o.Clipboard.unmarshalCaddyfile(d)
 
 	case "view_only", "end_at_expiry":
 		on, err := parseOnOff(d)

@@ -18,8 +18,9 @@ import (
 
 // JWT resolves a token that is itself a signed JSON Web Token carrying its
 // target in the claims "host" and "port" (websockify's JWTTokenApi), with the
-// optional claims "view_only", "record" and "username". "exp" and "nbf" are enforced
-// when present, "iss" and "aud" when Issuer and Audience are set.
+// optional claims "view_only", "clipboard", "record" and "username". "exp"
+// and "nbf" are enforced when present, "iss" and "aud" when Issuer and
+// Audience are set.
 //
 // A token with a "password" claim is refused: a JWT is signed, not
 // encrypted, so its holder can read every claim, and a VNC password in one
@@ -130,6 +131,8 @@ type consoleClaims struct {
 	Password *string `json:"password,omitempty"`
 	Username string  `json:"username,omitempty"`
 	ViewOnly bool    `json:"view_only,omitempty"`
+	// Clipboard is "both", "copy", "paste" or "none" (see Target).
+	Clipboard *string `json:"clipboard,omitempty"`
 	Record   bool    `json:"record,omitempty"`
 }
 
@@ -178,6 +181,11 @@ func targetFromClaims(c *consoleClaims) (Target, error) {
 	}
 	t.Username = c.Username
 	t.ViewOnly = c.ViewOnly
+	if c.Clipboard != nil {
+		if t.Clipboard, err = parseClipboard(*c.Clipboard); err != nil {
+			return Target{}, fmt.Errorf("%w: jwt: %w", ErrNotFound, err)
+		}
+	}
 	t.Record = c.Record
 	if c.ExpiresAt != nil {
 		t.ExpiresAt = c.ExpiresAt.Time

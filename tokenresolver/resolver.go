@@ -49,6 +49,10 @@ type Target struct {
 	Username string `json:"-"`
 	// ViewOnly makes this console view-only at the proxy.
 	ViewOnly bool `json:"view_only,omitempty"`
+	// Clipboard narrows the console's clipboard policy: "both", "copy"
+	// (server to browser only), "paste" (browser to server only) or
+	// "none"; empty when the record says nothing.
+	Clipboard string `json:"clipboard,omitempty"`
 	// Record asks for this console to be recorded where recording is
 	// opt_in.
 	Record bool `json:"record,omitempty"`

@@ -30,6 +30,7 @@ const state = {
   opened: false,    // whether the WebSocket was ever opened
   closeCode: 0,     // the WebSocket close code, once closed
   closeText: '',    // the close frame's text
+  clipboard: '',    // the remote machine's clipboard text, as noVNC last got it
 };
 window.consoleState = state;
 
@@ -92,7 +93,7 @@ let rfb = null;
 let sizeObserver = null;
 
 function connect() {
-  publish({ state: 'connecting', reason: '', name: '', width: 0, height: 0, opened: false, closeCode: 0, closeText: '' });
+  publish({ state: 'connecting', reason: '', name: '', width: 0, height: 0, opened: false, closeCode: 0, closeText: '', clipboard: '' });
 
   // The page opens the WebSocket itself, so that it knows whether the socket
   // ever opened and how it closed; noVNC reports neither.
@@ -121,6 +122,10 @@ function connect() {
     sizeObserver.observe(canvas, { attributes: true, attributeFilter: ['width', 'height'] });
     publish({ state: 'connected', ...readSize() });
     rfb.focus({ preventScroll: true });
+  });
+
+  rfb.addEventListener('clipboard', (e) => {
+    publish({ clipboard: e.detail.text });
   });
 
   rfb.addEventListener('desktopname', (e) => {
@@ -176,6 +181,10 @@ function connect() {
     }
   };
 }
+
+// consolePaste sends text to the remote machine's clipboard, as a page's
+// paste field would.
+window.consolePaste = (text) => rfb?.clipboardPasteFrom(text);
 
 ctrlAltDelButton.addEventListener('click', () => {
   if (rfb) {

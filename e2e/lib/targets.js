@@ -1,7 +1,7 @@
 // The VNC servers the browser reaches through the proxy: the project's
 // vncdemo, TigerVNC's Xvnc and QEMU's built-in VNC server, each on a free
-// loopback port; a Linux guest's serial console; and a minimal RFB client
-// that asks a server its size.
+// loopback port; QEMU's SPICE server; a Linux guest's serial console; and a
+// minimal RFB client that asks a server its size.
 import fs from 'node:fs';
 import net from 'node:net';
 import { Process, built, freePort, requireProgram, tempDir, waitForPort } from './processes.js';
@@ -18,7 +18,8 @@ export async function startVncdemo({ password, unix } = {}) {
   return { proc, addr: addr.replace(/^unix:/, 'unix_socket:'), stop: () => proc.stop() };
 }
 
-// startXvnc starts TigerVNC's Xvnc, 800x600 at depth 24, without security.
+// startXvnc starts TigerVNC's Xvnc, 800x600 at depth 24, without security;
+// display is its X display, for X clients such as xclip.
 export async function startXvnc() {
   const file = requireProgram('Xvnc', 'tigervnc-standalone-server');
   const port = await freePort();
@@ -29,7 +30,7 @@ export async function startXvnc() {
   ]);
   await waitForPort('127.0.0.1', port, 15_000, proc);
   // A plain SIGTERM lets Xvnc remove its /tmp/.X<n>-lock file.
-  return { proc, addr: `127.0.0.1:${port}`, stop: () => proc.stop(10_000) };
+  return { proc, addr: `127.0.0.1:${port}`, display: `:${display}`, stop: () => proc.stop(10_000) };
 }
 
 // An X display number with no lock file, above the range the Go tests use.
@@ -62,6 +63,19 @@ export async function startQemu({ password, tlsDir } = {}) {
     vnc += ',tls-creds=vnctls';
   }
   const proc = new Process('qemu', file, [...args, '-vnc', vnc]);
+  await waitForPort('127.0.0.1', port, 30_000, proc);
+  return { proc, addr: `127.0.0.1:${port}`, stop: () => proc.stop() };
+}
+
+// startQemuSpice starts a diskless x86 machine with a QXL card whose SPICE
+// server, without a password (disable-ticketing), shows SeaBIOS.
+export async function startQemuSpice() {
+  const file = requireProgram('qemu-system-x86_64', 'qemu-system-x86');
+  const port = await freePort();
+  const proc = new Process('qemu', file, [
+    '-display', 'none', '-m', '64', '-nodefaults', '-vga', 'qxl',
+    '-spice', `port=${port},addr=127.0.0.1,disable-ticketing=on`,
+  ]);
   await waitForPort('127.0.0.1', port, 30_000, proc);
   return { proc, addr: `127.0.0.1:${port}`, stop: () => proc.stop() };
 }

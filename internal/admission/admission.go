@@ -31,6 +31,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/vncgate/caddy-vnc-proxy/internal/rfb"
+	"github.com/vncgate/caddy-vnc-proxy/internal/rfbproxy"
 	"github.com/vncgate/caddy-vnc-proxy/tokenresolver"
 )
 
@@ -73,6 +74,9 @@ type Config struct {
 	Credentials rfb.Credentials
 	// ViewOnly makes every console view-only (RFB-aware).
 	ViewOnly bool
+	// Clipboard is every console's clipboard policy; one other than the
+	// default makes consoles RFB-aware, as a token's narrower grant does.
+	Clipboard rfbproxy.Clipboard
 	// AlwaysLogin makes every console RFB-aware: the proxy logs in to
 	// the VNC server itself, security None included. It is for doors
 	// whose clients authenticated to the proxy and never see the VNC
@@ -140,6 +144,9 @@ func New(cfg Config, state *State) (*Pipeline, error) {
 	cfg.Protocol = proto
 	if cfg.ViewOnly && !proto.speaksRFB() {
 		return nil, fmt.Errorf("view_only needs protocol vnc, not %s: the proxy speaks RFB with both sides", proto)
+	}
+	if cfg.Clipboard.Filtered() && !proto.speaksRFB() {
+		return nil, fmt.Errorf("clipboard needs protocol vnc, not %s: the proxy frames RFB both ways", proto)
 	}
 	if cfg.VNCAuth && !proto.speaksRFB() {
 		return nil, fmt.Errorf("vnc_auth needs protocol vnc, not %s: the proxy speaks RFB with the VNC server", proto)
@@ -322,6 +329,10 @@ func (p *Pipeline) admit(ctx context.Context, req Request) (*Console, *Refusal) 
 		return nil, &Refusal{Status: http.StatusForbidden, Reason: "view-only console not supported", Result: "view_only_unsupported",
 			Err: fmt.Errorf("the token's record is view_only, which protocol %s cannot enforce", p.cfg.Protocol), Target: target.String()}
 	}
+	if p.clipboardFor(target).Filtered() && !p.cfg.Protocol.speaksRFB() {
+		return nil, &Refusal{Status: http.StatusForbidden, Reason: "clipboard policy not supported", Result: "clipboard_unsupported",
+			Err: fmt.Errorf("the token's record narrows the clipboard, which protocol %s cannot enforce", p.cfg.Protocol), Target: target.String()}
+	}
 	if p.cfg.Protocol == ProtocolSerial {
 		inUse, err := serialConsoles.reserve(target)
 		if err != nil {
@@ -349,6 +360,7 @@ func (p *Pipeline) admit(ctx context.Context, req Request) (*Console, *Refusal) 
 		Greeting:  greeting,
 		Login:     login,
 		ViewOnly:  aware && (p.cfg.ViewOnly || target.ViewOnly),
+		Clipboard: p.clipboardFor(target),
 		Record:    p.recorded(target),
 		Target:    target.String(),
 		TokenHash: hash,
@@ -408,10 +420,17 @@ func tokenFields(token string) []zap.Field {
 
 // rfbAware reports whether the proxy terminates the RFB handshake for a
 // console to t: when the door always logs in, vnc_auth is configured, the
-// token's record carries a password, or the console is view-only or
-// recorded.
+// token's record carries a password, the console is view-only, has a
+// clipboard policy other than the default, or is recorded.
 func (p *Pipeline) rfbAware(t tokenresolver.Target) bool {
-	return p.cfg.Protocol.speaksRFB() && (p.cfg.AlwaysLogin || p.cfg.VNCAuth || t.Password != "" || p.cfg.ViewOnly || t.ViewOnly || p.recorded(t))
+	return p.cfg.Protocol.speaksRFB() && (p.cfg.AlwaysLogin || p.cfg.VNCAuth || t.Password != "" || p.cfg.ViewOnly || t.ViewOnly ||
+		p.clipboardFor(t).Filtered() || p.recorded(t))
+}
+
+// clipboardFor is the clipboard policy of a console to t: the door's,
+// narrowed by the token's record.
+func (p *Pipeline) clipboardFor(t tokenresolver.Target) rfbproxy.Clipboard {
+	return p.cfg.Clipboard.Narrow(t.Clipboard)
 }
 
 // recorded reports whether a console to t is recorded.
@@ -466,6 +485,9 @@ type Console struct {
 	Login *rfb.Result
 	// ViewOnly drops the client's input (RFB-aware consoles only).
 	ViewOnly bool
+	// Clipboard is the console's clipboard policy (RFB-aware consoles
+	// only, which every console with a policy other than the default is).
+	Clipboard rfbproxy.Clipboard
 	// Record: the console is to be recorded (it is RFB-aware).
 	Record bool
 	// Target is the VNC server, network:address, for logs and the admin

@@ -20,6 +20,7 @@ import (
 
 	"github.com/vncgate/caddy-vnc-proxy/internal/admission"
 	"github.com/vncgate/caddy-vnc-proxy/internal/rfb"
+	"github.com/vncgate/caddy-vnc-proxy/internal/rfbproxy"
 	"github.com/vncgate/caddy-vnc-proxy/internal/vncdemo"
 	"github.com/vncgate/caddy-vnc-proxy/tokenresolver"
 )
@@ -445,6 +446,10 @@ func TestRFBAware(t *testing.T) {
 			security: rfb.SecurityNone, viewOnly: true},
 		{name: "token's view_only", target: tokenresolver.Target{Network: "tcp", Address: open, ViewOnly: true},
 			security: rfb.SecurityNone, viewOnly: true},
+		{name: "clipboard", cfg: func(c *admission.Config) { c.Clipboard = rfbproxy.Clipboard{MaxSize: 100} }, target: tcp(open),
+			security: rfb.SecurityNone},
+		{name: "token's clipboard", target: tokenresolver.Target{Network: "tcp", Address: open, Clipboard: "none"},
+			security: rfb.SecurityNone},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -723,6 +728,7 @@ func TestNewRefusesBadConfigs(t *testing.T) {
 		"negative per token":        {Resolver: r, MaxSessionsPerToken: -1},
 		"vnc_auth for raw":          {Resolver: r, VNCAuth: true, Protocol: admission.ProtocolRaw},
 		"view_only for serial":      {Resolver: r, ViewOnly: true, Protocol: admission.ProtocolSerial},
+		"clipboard for raw":         {Resolver: r, Clipboard: rfbproxy.Clipboard{NoPaste: true}, Protocol: admission.ProtocolRaw},
 		"unknown protocol":          {Resolver: r, Protocol: "telnet"},
 		"bad origin":                {Resolver: r, AllowedOrigins: []string{"console.example.com"}},
 		"origin with a path":        {Resolver: r, AllowedOrigins: []string{"https://console.example.com/vnc"}},

@@ -217,22 +217,40 @@ func TestProtocolOptions(t *testing.T) {
 }
 
 // TestViewOnlyTokenRefusedWithoutRFB: a token whose record makes its
-// console view-only is refused by a pipeline that cannot enforce it,
-// before the target is dialed.
+// console view-only, or narrows its clipboard, is refused by a pipeline
+// that cannot enforce it, before the target is dialed; a record that
+// grants the whole clipboard is not.
 func TestViewOnlyTokenRefusedWithoutRFB(t *testing.T) {
 	addr, accepted := silentTarget(t)
-	target := tokenresolver.Target{Network: "tcp", Address: addr, ViewOnly: true}
-	for _, proto := range []Protocol{ProtocolSerial, ProtocolRaw} {
-		p, err := New(Config{Resolver: mapResolver{"a": target}, Protocol: proto}, NewState())
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, ref := p.Admit(context.Background(), Request{Token: "a"})
-		if ref == nil || ref.Status != http.StatusForbidden || ref.Result != "view_only_unsupported" {
-			t.Fatalf("%s: refusal %+v, want 403 view_only_unsupported", proto, ref)
+	for _, c := range []struct {
+		target tokenresolver.Target
+		result string
+	}{
+		{tokenresolver.Target{Network: "tcp", Address: addr, ViewOnly: true}, "view_only_unsupported"},
+		{tokenresolver.Target{Network: "tcp", Address: addr, Clipboard: "copy"}, "clipboard_unsupported"},
+	} {
+		for _, proto := range []Protocol{ProtocolSerial, ProtocolRaw} {
+			p, err := New(Config{Resolver: mapResolver{"a": c.target}, Protocol: proto}, NewState())
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, ref := p.Admit(context.Background(), Request{Token: "a"})
+			if ref == nil || ref.Status != http.StatusForbidden || ref.Result != c.result {
+				t.Fatalf("%s: refusal %+v, want 403 %s", proto, ref, c.result)
+			}
 		}
 	}
 	if n := accepted(); n != 0 {
 		t.Errorf("the target was dialed %d times", n)
+	}
+	p, err := New(Config{Resolver: mapResolver{"a": {Network: "tcp", Address: addr, Clipboard: "both"}}, Protocol: ProtocolRaw}, NewState())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if con, ref := p.Admit(context.Background(), Request{Token: "a"}); ref != nil {
+		t.Fatalf("a record granting the whole clipboard was refused: %+v", ref)
+	} else {
+		con.Release()
+		con.Conn.Close()
 	}
 }

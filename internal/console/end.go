@@ -253,8 +253,11 @@ func (s *Session) pumpDone() {
 		zap.Duration("duration", duration),
 		zap.String("reason", reason),
 	}
-	if s.filter != nil {
+	if s.filter != nil && s.filter.ViewOnly {
 		fields = append(fields, zap.Int64("dropped_input", s.filter.Dropped))
+	}
+	if s.serverFilter != nil {
+		fields = append(fields, zap.Int64("clipboard_dropped", s.clipboardDropped()))
 	}
 	if err != nil {
 		fields = append(fields, zap.Error(err))

@@ -71,6 +71,10 @@ func (s *Session) pumpToBrowser(greeting []byte) {
 	if s.spice != nil && !s.watchSPICE() {
 		return
 	}
+	if s.serverFilter != nil {
+		s.pumpFramedToBrowser()
+		return
+	}
 	if s.rec == nil && s.spliceToBrowser() {
 		return
 	}

@@ -65,11 +65,14 @@ type Session struct {
 
 	// RFB-aware sessions: how the proxy logged in to the VNC server, how
 	// long the browser has for its handshake, and for a view-only console
-	// the filter of its messages (used by pumpToTarget only).
+	// or one with a clipboard policy the filter of its messages (used by
+	// pumpToTarget only) and, with a clipboard policy, the filter of the
+	// server's stream (used by pumpToBrowser only).
 	login            *rfb.Result
 	handshakeTimeout time.Duration
-	filter           *rfbproxy.ViewOnlyFilter
+	filter           *rfbproxy.ClientFilter
 	filtered         []byte
+	serverFilter     *rfbproxy.ServerFilter
 	// record is how the console is to be recorded, rec its recording
 	// once started (nil: not recorded).
 	record *Record
@@ -172,6 +175,9 @@ type Config struct {
 	// itself); ViewOnly drops the browser's input (RFB-aware only).
 	Login    *rfb.Result
 	ViewOnly bool
+	// Clipboard is the console's clipboard policy (RFB-aware only); one
+	// other than the default frames both streams (pumpFramedToBrowser).
+	Clipboard rfbproxy.Clipboard
 	// Record, if set, records an RFB-aware console; the relay then copies
 	// the VNC server's bytes rather than splicing them.
 	Record *Record
@@ -242,8 +248,12 @@ func newSession(cl clientSide, bc *browserConn, target net.Conn, c Config) *Sess
 		record:           c.Record,
 		done:             make(chan struct{}),
 	}
-	if c.Login != nil && c.ViewOnly {
-		s.filter = &rfbproxy.ViewOnlyFilter{MaxLength: c.MaxMessageSize}
+	if c.Login != nil && (c.ViewOnly || c.Clipboard.Filtered()) {
+		s.filter = &rfbproxy.ClientFilter{ViewOnly: c.ViewOnly, MaxLength: c.MaxMessageSize}
+	}
+	if c.Login != nil && c.Clipboard.Filtered() {
+		s.serverFilter = rfbproxy.NewServerFilter(c.Clipboard)
+		s.filter.Clipboard, s.filter.Server = c.Clipboard, s.serverFilter
 	}
 	return s
 }
@@ -279,7 +289,10 @@ func (s *Session) Start(greeting []byte) error {
 		zap.String("transport", s.transport),
 	}
 	if s.login != nil {
-		fields = append(fields, zap.Stringer("vnc_security", s.login), zap.Bool("view_only", s.filter != nil))
+		fields = append(fields, zap.Stringer("vnc_security", s.login), zap.Bool("view_only", s.filter != nil && s.filter.ViewOnly))
+		if s.serverFilter != nil {
+			fields = append(fields, zap.Stringer("clipboard", s.filter.Clipboard))
+		}
 	}
 	if s.rec != nil {
 		fields = append(fields, zap.String("recording", s.rec.rec.ID()))

@@ -68,7 +68,7 @@ func (s *Session) writeToTarget(p []byte) error {
 		out, err := s.filter.Filter(s.filtered[:0], p)
 		s.filtered = out[:0]
 		if err != nil {
-			s.end(reasonRefusedMessage, websocket.ClosePolicyViolation, "message not allowed on a view-only console", err)
+			s.endOnFilterError(err)
 			return err
 		}
 		p = out

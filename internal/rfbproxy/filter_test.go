@@ -68,7 +68,7 @@ func TestViewOnlyFilter(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			// Whole, then split at every byte, then one byte at a time.
 			for split := 0; split <= len(c.in); split++ {
-				var f ViewOnlyFilter
+				f := ClientFilter{ViewOnly: true}
 				out, err := f.Filter(nil, c.in[:split])
 				if err != nil {
 					t.Fatal(err)
@@ -84,7 +84,7 @@ func TestViewOnlyFilter(t *testing.T) {
 					t.Fatalf("split at %d: dropped %d, want %d", split, f.Dropped, c.dropped)
 				}
 			}
-			var f ViewOnlyFilter
+			f := ClientFilter{ViewOnly: true}
 			var out []byte
 			for i := range c.in {
 				var err error
@@ -116,7 +116,7 @@ func TestViewOnlyFilterRefuses(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			var f ViewOnlyFilter
+			f := ClientFilter{ViewOnly: true}
 			if _, err := f.Filter(nil, c.in); !errors.Is(err, ErrRefusedMessage) {
 				t.Fatalf("error %v, want ErrRefusedMessage", err)
 			}
@@ -125,7 +125,7 @@ func TestViewOnlyFilterRefuses(t *testing.T) {
 }
 
 func TestViewOnlyFilterSkipsLargeClipboard(t *testing.T) {
-	f := ViewOnlyFilter{MaxLength: 8 << 20}
+	f := ClientFilter{ViewOnly: true, MaxLength: 8 << 20}
 	text := bytes.Repeat([]byte{'x'}, 5<<20)
 	in := cat([]byte{rfb.MsgClientCutText, 0, 0, 0}, be32(uint32(len(text))), text, updateRequest)
 	var out []byte
@@ -153,10 +153,10 @@ func FuzzViewOnlyFilter(f *testing.F) {
 	f.Add(cat(cutText, extClipboard, fence, xvpReboot, desktopSize, gii, giiLE, qemuKey, qemuAudioFmt), 3)
 	f.Add(cat(setEncodings(-316), pointerExt, continuous), 1)
 	f.Fuzz(func(t *testing.T, in []byte, split int) {
-		var whole ViewOnlyFilter
+		whole := ClientFilter{ViewOnly: true}
 		want, wantErr := whole.Filter(nil, in)
 
-		var parts ViewOnlyFilter
+		parts := ClientFilter{ViewOnly: true}
 		if split < 0 {
 			split = -split
 		}
@@ -238,7 +238,7 @@ func BenchmarkViewOnlyFilter(b *testing.B) {
 		b.Run(c.name, func(b *testing.B) {
 			in := bytes.Repeat(c.msg, (64<<10)/len(c.msg))
 			out := make([]byte, 0, len(in))
-			var f ViewOnlyFilter
+			f := ClientFilter{ViewOnly: true}
 			b.SetBytes(int64(len(in)))
 			for b.Loop() {
 				var err error
