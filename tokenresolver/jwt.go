@@ -133,7 +133,7 @@ type consoleClaims struct {
 	ViewOnly bool    `json:"view_only,omitempty"`
 	// Clipboard is "both", "copy", "paste" or "none" (see Target).
 	Clipboard *string `json:"clipboard,omitempty"`
-	Record   bool    `json:"record,omitempty"`
+	Record    bool    `json:"record,omitempty"`
 }
 
 // Resolve verifies the token and returns the target from its claims.
