@@ -93,7 +93,12 @@ func (b *recordingBrowser) close() {
 // recordSite is a site body with vnc_proxy, the file resolver and a
 // record block.
 func recordSite(tokenFile string, record ...string) string {
-	return fileSite(tokenFile, "record {\n\t\t\t\t"+strings.Join(record, "\n\t\t\t\t")+"\n\t\t\t}")
+	return fileSite(tokenFile, recordBlock(record...))
+}
+
+// recordBlock is vnc_proxy's record block with these lines.
+func recordBlock(lines ...string) string {
+	return "record {\n\t\t\t\t" + strings.Join(lines, "\n\t\t\t\t") + "\n\t\t\t}"
 }
 
 // waitRecordings waits until dir holds n finished recordings and returns
@@ -132,21 +137,25 @@ func readBlocks(t *testing.T, path string) []fbs.Block {
 // sidecar says whose console it was (without the token), and the input
 // file holds the browser's key and pointer events.
 func TestRecordedConsole(t *testing.T) {
+	vncdemo := func(t *testing.T) string { addr, _ := startVNCDemo(t); return addr }
 	servers := []struct {
-		name  string
-		start func(t *testing.T) string
+		name    string
+		start   func(t *testing.T) string
+		options string
 	}{
-		{"vncdemo", func(t *testing.T) string { addr, _ := startVNCDemo(t); return addr }},
-		{"Xvnc", func(t *testing.T) string { return testenv.StartXvnc(t) }},
-		{"QEMU", func(t *testing.T) string { return testenv.StartQEMU(t, testenv.QEMU{}) }},
+		{"vncdemo", vncdemo, ""},
+		// The server's stream framed by the clipboard filter.
+		{"vncdemo with a clipboard policy", vncdemo, "clipboard {\n\t\t\t\tcopy off\n\t\t\t}"},
+		{"Xvnc", func(t *testing.T) string { return testenv.StartXvnc(t) }, ""},
+		{"QEMU", func(t *testing.T) string { return testenv.StartQEMU(t, testenv.QEMU{}) }, ""},
 	}
 	for _, srv := range servers {
 		t.Run(srv.name, func(t *testing.T) {
 			addr := srv.start(t)
 			dir := t.TempDir()
 			recDir := filepath.Join(dir, "recordings")
-			tc := startCaddy(t, recordSite(writeTokenFile(t, dir, secretToken+": "+addr),
-				"dir "+recDir, "include_input on"))
+			tc := startCaddy(t, fileSite(writeTokenFile(t, dir, secretToken+": "+addr),
+				recordBlock("dir "+recDir, "include_input on"), srv.options))
 
 			b := openRecordingBrowser(t, tc.url("/websockify?token="+secretToken))
 			b.frame(false)
