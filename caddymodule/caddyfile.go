@@ -238,6 +238,24 @@ func (a *VNCAuth) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
+// eachBlockOption calls each with the name of every option in the block
+// the dispenser is at (the block of what, for errors); an option given
+// twice is an error.
+func eachBlockOption(d *caddyfile.Dispenser, what string, each func(opt string) error) error {
+	seen := make(map[string]bool)
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		if seen[opt] {
+			return d.Errf("%s: %s already specified", what, opt)
+		}
+		seen[opt] = true
+		if err := each(opt); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // parseDuration reads the one duration argument of the current option.
 func parseDuration(d *caddyfile.Dispenser) (caddy.Duration, error) {
 	opt := d.Val()

@@ -270,13 +270,7 @@ func (r *RecordOptions) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.ArgErr()
 		}
 	}
-	seen := make(map[string]bool)
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		opt := d.Val()
-		if seen[opt] {
-			return d.Errf("record: %s already specified", opt)
-		}
-		seen[opt] = true
+	err := eachBlockOption(d, "record", func(opt string) error {
 		switch opt {
 		case "dir":
 			if r.Dir != "" {
@@ -321,6 +315,10 @@ func (r *RecordOptions) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		default:
 			return d.Errf("unrecognized record option %q", opt)
 		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	if r.Dir == "" {
 		return d.Err("record: dir is required")
