@@ -20,7 +20,7 @@ test-deps:
 test-go:
 	CI=$${CI:-} $(GO) test -race -count=1 -timeout 20m ./...
 
-## test-e2e: noVNC and xterm.js in Chromium through Caddy over TLS to real VNC servers and a serial console
+## test-e2e: noVNC, xterm.js and spice-html5 in Chromium through Caddy over TLS to real VNC servers, a serial console and QEMU's SPICE server
 test-e2e: caddy vncdemo serialguest
 	cd demo && npm ci --no-audit --no-fund --loglevel=error
 	cd e2e && npm ci --no-audit --no-fund --loglevel=error && node --test --test-concurrency=1

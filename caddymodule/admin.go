@@ -24,6 +24,8 @@ func init() {
 //	GET    /vnc_proxy/sessions            the live consoles, as JSON
 //	DELETE /vnc_proxy/sessions/<id>       ends one (close 1008 "closed by administrator")
 //	POST   /vnc_proxy/sessions/close      {"token_hash": "..."} or {"target": "tcp:host:port"}: ends every match
+//	GET    /vnc_proxy/recordings          the recordings of every configured record dir: their sidecars, as JSON
+//	GET    /vnc_proxy/recordings/<id>     one recording's FBS file (Range requests answered); <id>.json: its sidecar
 //
 // The admin endpoint's own origin checks and access controls apply. The
 // list never contains a token or a VNC password.
@@ -42,6 +44,8 @@ func (a *AdminAPI) Routes() []caddy.AdminRoute {
 	return []caddy.AdminRoute{
 		{Pattern: "/vnc_proxy/sessions", Handler: caddy.AdminHandlerFunc(a.sessions)},
 		{Pattern: "/vnc_proxy/sessions/", Handler: caddy.AdminHandlerFunc(a.session)},
+		{Pattern: "/vnc_proxy/recordings", Handler: caddy.AdminHandlerFunc(a.recordings)},
+		{Pattern: "/vnc_proxy/recordings/", Handler: caddy.AdminHandlerFunc(a.recording)},
 	}
 }
 

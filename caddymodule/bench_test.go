@@ -34,6 +34,13 @@ const benchToken = "bench-token-0123456789abcdef"
 // a loadtarget server and serves it; it returns the WebSocket URL.
 func benchProxy(b *testing.B) string {
 	b.Helper()
+	return benchProxyWith(b, nil)
+}
+
+// benchProxyWith is benchProxy with the handler's options set by
+// configure before it is provisioned.
+func benchProxyWith(b *testing.B, configure func(*Handler)) string {
+	b.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -41,12 +48,12 @@ func benchProxy(b *testing.B) string {
 	target := &loadtarget.Server{}
 	go target.Serve(l)
 	b.Cleanup(func() { target.Close() })
-	return benchProxyTo(b, l.Addr().String(), "")
+	return benchProxyTo(b, l.Addr().String(), "", configure)
 }
 
 // benchProxyTo is benchProxy for a target of its own, with the handler's
-// protocol ("" for vnc).
-func benchProxyTo(b *testing.B, target, protocol string) string {
+// protocol ("" for vnc), and its options set by configure.
+func benchProxyTo(b *testing.B, target, protocol string, configure ...func(*Handler)) string {
 	b.Helper()
 
 	dir := b.TempDir()
@@ -68,6 +75,11 @@ func benchProxyTo(b *testing.B, target, protocol string) string {
 	b.Cleanup(func() { _ = caddy.Stop() })
 	raw, _ := json.Marshal(map[string]string{"source": "file", "path": tokens})
 	h := &Handler{ConsoleOptions: ConsoleOptions{ResolverRaw: raw}, Protocol: protocol}
+	for _, c := range configure {
+		if c != nil {
+			c(h)
+		}
+	}
 	ctx, cancel := caddy.NewContext(caddy.ActiveContext())
 	b.Cleanup(cancel)
 	if err := h.Provision(ctx); err != nil {
@@ -125,7 +137,15 @@ func BenchmarkRelayToBrowser(b *testing.B) {
 	if err := ws.WriteMessage(websocket.BinaryMessage, sizedCmd('s', n)); err != nil {
 		b.Fatal(err)
 	}
-	var got, msgs int64
+	msgs := readBytes(b, ws, n)
+	b.StopTimer()
+	b.ReportMetric(float64(msgs)/float64(b.N), "msgs/op")
+}
+
+// readBytes reads n bytes of binary messages from ws and returns in how
+// many messages they came.
+func readBytes(b *testing.B, ws *websocket.Conn, n int64) (msgs int64) {
+	var got int64
 	for got < n {
 		_, r, err := ws.NextReader()
 		if err != nil {
@@ -138,8 +158,7 @@ func BenchmarkRelayToBrowser(b *testing.B) {
 		got += k
 		msgs++
 	}
-	b.StopTimer()
-	b.ReportMetric(float64(msgs)/float64(b.N), "msgs/op")
+	return msgs
 }
 
 // BenchmarkRelayToTarget: the browser sends one 64 KiB message per op; the

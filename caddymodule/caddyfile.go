@@ -59,6 +59,14 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		max_sessions_per_token <n>
 //		end_at_expiry          on|off
 //		max_session_duration   <duration>
+//		record [<dir>] {
+//			dir           <path>
+//			opt_in        on|off
+//			max_age       <duration>
+//			max_total     <size>
+//			include_input on|off
+//			on_error      end|continue
+//		}
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	err := h.unmarshalBlock(d, "vnc_proxy", func(opt string) (bool, error) {
@@ -226,6 +234,24 @@ func (a *VNCAuth) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 	if a.RequireTLS && a.TLS == nil {
 		return d.Err("vnc_auth: require_tls needs a tls block")
+	}
+	return nil
+}
+
+// eachBlockOption calls each with the name of every option in the block
+// the dispenser is at (the block of what, for errors); an option given
+// twice is an error.
+func eachBlockOption(d *caddyfile.Dispenser, what string, each func(opt string) error) error {
+	seen := make(map[string]bool)
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		if seen[opt] {
+			return d.Errf("%s: %s already specified", what, opt)
+		}
+		seen[opt] = true
+		if err := each(opt); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -191,6 +191,9 @@ func (h *Handler) targetProtocol() (admission.Protocol, error) {
 		if h.ViewOnly {
 			return "", fmt.Errorf("view_only needs protocol vnc, not %s", p)
 		}
+		if h.Record != nil {
+			return "", fmt.Errorf("record needs protocol vnc, not %s", p)
+		}
 	}
 	return p, nil
 }
@@ -199,6 +202,7 @@ func (h *Handler) targetProtocol() (admission.Protocol, error) {
 // on across a config reload (they get their 1001 when the process exits).
 func (h *Handler) Cleanup() error {
 	releaseState(h.stateKey)
+	h.releaseRecording()
 	return nil
 }
 
@@ -303,6 +307,7 @@ func (h *Handler) sessionConfig(r *http.Request, req admission.Request, c *admis
 		Login:            c.Login,
 		ViewOnly:         c.ViewOnly,
 		Clipboard:        c.Clipboard,
+		Record:           h.consoleRecord(c),
 		EndAt:            c.EndAt,
 		EndReason:        c.EndReason,
 		Release:          c.Release,

@@ -53,6 +53,13 @@ var (
 		Help:      "Malformed lines the last load of each token file left out.",
 	}, []string{"path"})
 
+	recordingFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy",
+		Subsystem: "vnc_proxy",
+		Name:      "recording_failures_total",
+		Help:      "Console recordings that failed (a full disk, a disk that stalled), whether the console then ended or went on unrecorded.",
+	}, []string{"server"})
+
 	sessionDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: "caddy",
 		Subsystem: "vnc_proxy",
@@ -68,7 +75,7 @@ func registerMetrics(reg prometheus.Registerer) error {
 	if reg == nil {
 		return nil
 	}
-	for _, c := range []prometheus.Collector{sessionsTotal, sessionsActive, bytesTotal, resolveDuration, sessionDuration, tokenFileSkipped} {
+	for _, c := range []prometheus.Collector{sessionsTotal, sessionsActive, bytesTotal, resolveDuration, sessionDuration, tokenFileSkipped, recordingFailures} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {
@@ -90,10 +97,11 @@ var pipelineMetrics = admission.Metrics{
 // sessionMetrics are the collectors a console of server counts in.
 func sessionMetrics(server string) console.Metrics {
 	return console.Metrics{
-		BytesToBrowser: bytesTotal.WithLabelValues(server, "to_browser"),
-		BytesToTarget:  bytesTotal.WithLabelValues(server, "to_target"),
-		Active:         sessionsActive.WithLabelValues(server),
-		Duration:       sessionDuration.WithLabelValues(server),
+		BytesToBrowser:    bytesTotal.WithLabelValues(server, "to_browser"),
+		BytesToTarget:     bytesTotal.WithLabelValues(server, "to_target"),
+		Active:            sessionsActive.WithLabelValues(server),
+		Duration:          sessionDuration.WithLabelValues(server),
+		RecordingFailures: recordingFailures.WithLabelValues(server),
 	}
 }
 

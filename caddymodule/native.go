@@ -225,6 +225,7 @@ func (a *NativeApp) Cleanup() error {
 		if l.pipeline != nil {
 			releaseState(l.server)
 		}
+		l.releaseRecording()
 		for _, s := range l.sockets {
 			_, _ = nativeSockets.Delete(s.key)
 		}
@@ -300,6 +301,7 @@ func (l *NativeListener) serve(conn net.Conn, sock *nativeSocket) {
 		Login:            c.Login,
 		ViewOnly:         c.ViewOnly,
 		Clipboard:        c.Clipboard,
+		Record:           l.consoleRecord(c),
 		EndAt:            c.EndAt,
 		EndReason:        c.EndReason,
 		Release: func() {

@@ -92,6 +92,10 @@ type ConsoleOptions struct {
 	// A console ends, with close code 1008 "session time limit", this long
 	// after it opened. Default: 0 (no limit).
 	MaxSessionDuration caddy.Duration `json:"max_session_duration,omitempty"`
+
+	// Consoles are recorded (see RecordOptions), which makes them
+	// RFB-aware. Default: none.
+	Record *RecordOptions `json:"record,omitempty"`
 }
 
 // admissionConfig loads the resolver and checks the options; the door
@@ -129,7 +133,7 @@ func (o *ConsoleOptions) admissionConfig(ctx caddy.Context) (admission.Config, e
 	if o.VNCAuth != nil {
 		warnLiteralSecrets(ctx.Logger(), []secretOption{{"vnc_auth password", o.VNCAuth.Password, "VNC_PASSWORD"}})
 	}
-	return admission.Config{
+	cfg := admission.Config{
 		Resolver:            resolver,
 		AllowTargets:        o.AllowTargets,
 		FailedTokenRate:     rate,
@@ -144,7 +148,11 @@ func (o *ConsoleOptions) admissionConfig(ctx caddy.Context) (admission.Config, e
 		MaxSessionDuration:  time.Duration(o.MaxSessionDuration),
 		Logger:              ctx.Logger(),
 		Metrics:             pipelineMetrics,
-	}, nil
+	}
+	if err := o.provisionRecording(ctx, &cfg); err != nil {
+		return admission.Config{}, err
+	}
+	return cfg, nil
 }
 
 // unmarshalOption reads one console option from a Caddyfile block: the
@@ -218,6 +226,12 @@ func (o *ConsoleOptions) unmarshalOption(d *caddyfile.Dispenser) (bool, error) {
 			o.ViewOnly = on
 		} else {
 			o.EndAtExpiry = on
+		}
+
+	case "record":
+		o.Record = new(RecordOptions)
+		if err := o.Record.unmarshalCaddyfile(d); err != nil {
+			return true, err
 		}
 
 	case "max_sessions", "max_sessions_per_token":

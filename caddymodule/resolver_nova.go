@@ -23,7 +23,9 @@ func init() {
 // asking nova's compute API (GET /os-console-auth-tokens/{token},
 // microversion 2.31) with a Keystone v3 token it gets and renews itself.
 // nova's 404 (unknown or expired token) is the browser's 403; a Keystone or
-// nova failure or timeout, 503.
+// nova failure or timeout, 503. It serves nova's novnc, spice-html5 and
+// serial tokens alike (nova's answer does not say which type a token is):
+// use it with protocol vnc, spice or serial.
 type NovaResolver struct {
 	// The compute API's endpoint, e.g. https://nova.internal:8774/v2.1.
 	// Required.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -17,7 +18,10 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/gorilla/websocket"
 
+	"github.com/vncgate/caddy-vnc-proxy/internal/spice"
+	"github.com/vncgate/caddy-vnc-proxy/internal/testenv"
 	"github.com/vncgate/caddy-vnc-proxy/tokenresolver"
 )
 
@@ -82,8 +86,29 @@ func (s *keystoneAndNova) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // open the page at /vnc_lite.html?path=%3Ftoken%3D<token>, whose WebSocket
 // is /?token=<token>; the upgrade goes to vnc_proxy by a matcher.
 func novaSite(dir, api string) string {
+	return novaAccessLog(dir) + fmt.Sprintf(`
+	@console {
+		header Connection *Upgrade*
+		header Upgrade websocket
+	}
+	handle @console {
+		vnc_proxy {
+			resolver nova %[1]s/v2.1 {
+				keystone %[1]s/v3
+				application_credential {env.NOVA_APP_CRED_ID} {env.NOVA_APP_CRED_SECRET}
+			}
+		}
+	}
+	handle {
+		respond "the noVNC page"
+	}`, api)
+}
+
+// novaAccessLog is the README's nova access log: to dir/access.log, without
+// the token (nor noVNC's path, which holds it) or the Referer.
+func novaAccessLog(dir string) string {
 	return fmt.Sprintf(`log {
-		output file %[1]s/access.log
+		output file %s/access.log
 		format filter {
 			request>uri query {
 				delete token
@@ -91,22 +116,59 @@ func novaSite(dir, api string) string {
 			}
 			request>headers>Referer delete
 		}
+	}`, dir)
+}
+
+// checkNovaPage fails the test unless url answers want: the console page
+// nova links users to.
+func checkNovaPage(t *testing.T, url, want string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
 	}
-	@console {
-		header Connection *Upgrade*
-		header Upgrade websocket
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != want {
+		t.Errorf("the page: %s %q", resp.Status, body)
 	}
-	handle @console {
-		vnc_proxy {
-			resolver nova %[2]s/v2.1 {
-				keystone %[2]s/v3
-				application_credential {env.NOVA_APP_CRED_ID} {env.NOVA_APP_CRED_SECRET}
-			}
+}
+
+// checkNovaLogs fails the test if Caddy's log or access log in dir holds
+// the console token, the credential's secret or the Keystone token.
+func checkNovaLogs(t *testing.T, dir, consoleToken string) string {
+	t.Helper()
+	time.Sleep(200 * time.Millisecond) // the access log's last lines
+	logs := ""
+	for _, f := range []string{"caddy.log", "access.log"} {
+		b, _ := os.ReadFile(filepath.Join(dir, f))
+		logs += string(b)
+	}
+	for _, secret := range []string{consoleToken, "ac-secret-2f9e", "gAAAAAB-ks-token"} {
+		if strings.Contains(logs, secret) {
+			t.Errorf("a secret (%.6s...) is in Caddy's logs", secret)
 		}
 	}
-	handle {
-		respond "the noVNC page"
-	}`, dir, api)
+	return logs
+}
+
+// startNovaSite starts the Keystone and nova stand-in, with consoleToken
+// for a console at target (host:port), and the real binary with the site
+// siteFor(dir, the stand-in's URL) makes; it returns the site's address,
+// Caddy's folder and the stand-in.
+func startNovaSite(t *testing.T, consoleToken, target string, siteFor func(dir, api string) string) (string, string, *keystoneAndNova) {
+	t.Helper()
+	host, port, _ := net.SplitHostPort(target)
+	api := &keystoneAndNova{consoles: map[string]string{
+		consoleToken: fmt.Sprintf(`{"instance_uuid": "0b5c2a1e-0000-4000-8000-000000000001", "host": %q, "port": %s, "internal_access_path": null}`, host, port),
+	}}
+	srv := httptest.NewServer(api)
+	t.Cleanup(srv.Close)
+	t.Setenv("NOVA_APP_CRED_ID", "ac-id-1")
+	t.Setenv("NOVA_APP_CRED_SECRET", "ac-secret-2f9e")
+	dir := t.TempDir()
+	site, _ := startCaddyProcess(t, dir, siteFor(dir, srv.URL))
+	return site, dir, api
 }
 
 // TestNovaThroughCaddy: nova's URL shape, through the real binary and the
@@ -117,27 +179,10 @@ func TestNovaThroughCaddy(t *testing.T) {
 	}
 	vnc, _ := startVNCDemo(t)
 	const consoleToken = "7f3c9e2a-5b1d-4e8f-a6c2-1d9b8e7f6a5c"
-	api := &keystoneAndNova{consoles: map[string]string{
-		consoleToken: fmt.Sprintf(`{"instance_uuid": "0b5c2a1e-0000-4000-8000-000000000001", "host": %q, "port": %s, "internal_access_path": null}`,
-			strings.Split(vnc, ":")[0], strings.Split(vnc, ":")[1]),
-	}}
-	srv := httptest.NewServer(api)
-	t.Cleanup(srv.Close)
-	t.Setenv("NOVA_APP_CRED_ID", "ac-id-1")
-	t.Setenv("NOVA_APP_CRED_SECRET", "ac-secret-2f9e")
-	dir := t.TempDir()
-	site, _ := startCaddyProcess(t, dir, novaSite(dir, srv.URL))
+	site, dir, api := startNovaSite(t, consoleToken, vnc, novaSite)
 
 	// The page nova links to is served at /vnc_lite.html?path=...
-	resp, err := http.Get("http://" + site + "/vnc_lite.html?path=%3Ftoken%3D" + consoleToken)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if string(body) != "the noVNC page" {
-		t.Errorf("the page: %s %q", resp.Status, body)
-	}
+	checkNovaPage(t, "http://"+site+"/vnc_lite.html?path=%3Ftoken%3D"+consoleToken, "the noVNC page")
 	// Its WebSocket at /?token=<token> reaches the VNC server.
 	stream, si := rfbThroughProxy(t, "ws://"+site+"/?token="+consoleToken)
 	if si.Width != 800 || si.Height != 600 {
@@ -161,19 +206,8 @@ func TestNovaThroughCaddy(t *testing.T) {
 		t.Errorf("an unknown token: %d %q, want 403", status, body2)
 	}
 
-	time.Sleep(200 * time.Millisecond) // the access log's last lines
-	logs := ""
-	for _, f := range []string{"caddy.log", "access.log"} {
-		b, _ := os.ReadFile(filepath.Join(dir, f))
-		logs += string(b)
-	}
-	if !strings.Contains(logs, `"session started"`) {
+	if logs := checkNovaLogs(t, dir, consoleToken); !strings.Contains(logs, `"session started"`) {
 		t.Errorf("no session in the log:\n%s", logs)
-	}
-	for _, secret := range []string{consoleToken, "ac-secret-2f9e", "gAAAAAB-ks-token"} {
-		if strings.Contains(logs, secret) {
-			t.Errorf("a secret (%.6s...) is in Caddy's logs", secret)
-		}
 	}
 }
 
@@ -236,4 +270,118 @@ func TestNovaPrivateCA(t *testing.T) {
 			t.Errorf("without ca: %v, want ErrUnavailable", err)
 		}
 	}
+}
+
+// novaSerialSite is the README's nova-serialproxy Caddyfile, less TLS:
+// vnc_proxy serves the whole site, so nova's serial URL,
+// <[serial_console] base_url>?token=<token>, is /?token=<token>.
+func novaSerialSite(dir, api string) string {
+	return novaAccessLog(dir) + fmt.Sprintf(`
+	vnc_proxy {
+		resolver nova %[1]s/v2.1 {
+			keystone %[1]s/v3
+			application_credential {env.NOVA_APP_CRED_ID} {env.NOVA_APP_CRED_SECRET}
+		}
+		protocol serial
+		allowed_origins https://dashboard.example.com
+		allow_targets 127.0.0.1
+	}`, api)
+}
+
+// TestNovaSerialThroughCaddy: nova-serialproxy's URL shape, through the
+// real binary and the nova resolver (nova answers for a serial token as
+// for a novnc one), to a real Linux guest's serial console, typed into as
+// Horizon's serial page does: subprotocols "binary, base64", keystrokes as
+// text messages, from the dashboard's origin.
+func TestNovaSerialThroughCaddy(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds cmd/caddy and boots a guest")
+	}
+	guest := testenv.StartSerialGuest(t)
+	const consoleToken = "3e9d1c7b-8a2f-4c6e-b5d4-2f1a0e9c8b7d"
+	site, dir, _ := startNovaSite(t, consoleToken, guest, novaSerialSite)
+
+	header := http.Header{"Sec-WebSocket-Protocol": {"binary, base64"}, "Origin": {"https://dashboard.example.com"}}
+	ws, status, body := dialWS(t, "ws://"+site+"/?token="+consoleToken, header)
+	if ws == nil {
+		t.Fatalf("nova's serial URL: %d %q", status, body)
+	}
+	if ws.Subprotocol() != "binary" {
+		t.Errorf("subprotocol %q, want binary", ws.Subprotocol())
+	}
+	conn := serialOverWS(t, ws)
+	conn.sendText()
+	testenv.WaitForSerialShell(t, conn, 3*time.Minute)
+	runInGuest(t, conn, "echo nova-$((6*7))", "nova-42")
+
+	// The port serves one console: a second is refused 409.
+	if ws2, status, _ := dialWS(t, "ws://"+site+"/?token="+consoleToken, nil); ws2 != nil || status != http.StatusConflict {
+		t.Errorf("a second console: %d, want 409", status)
+	}
+	_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
+	ws.Close()
+
+	if ws3, status, _ := dialWS(t, "ws://"+site+"/?token="+consoleToken, http.Header{"Origin": {"https://elsewhere.example.com"}}); ws3 != nil || status != http.StatusForbidden {
+		t.Errorf("another origin: %d, want 403", status)
+	}
+	checkNovaLogs(t, dir, consoleToken)
+}
+
+// novaSPICESite is the README's nova-spicehtml5proxy Caddyfile, less TLS:
+// spice_auto.html?token=<token> is served at /, and its WebSockets, one per
+// SPICE channel, come to /websockify with the token in a cookie.
+func novaSPICESite(dir, api string) string {
+	return novaAccessLog(dir) + fmt.Sprintf(`
+	handle /websockify {
+		vnc_proxy {
+			resolver nova %[1]s/v2.1 {
+				keystone %[1]s/v3
+				application_credential {env.NOVA_APP_CRED_ID} {env.NOVA_APP_CRED_SECRET}
+			}
+			protocol spice
+			allow_targets 127.0.0.1
+		}
+	}
+	handle {
+		respond "the spice-html5 page"
+	}`, api)
+}
+
+// TestNovaSPICEThroughCaddy: nova-spicehtml5proxy's shape, through the real
+// binary and the nova resolver (nova answers for a spice-html5 token as for
+// a novnc one), to QEMU's SPICE server: four channels with the token in
+// spice_auto.html's cookie are one console, for which nova is asked once.
+func TestNovaSPICEThroughCaddy(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds cmd/caddy")
+	}
+	addr := testenv.StartQEMUSpice(t, testenv.QEMUSpice{})
+	const consoleToken = "c4a1f0e2-6b3d-4f5a-8e7c-9d2b1a0f3e4c"
+	site, dir, api := startNovaSite(t, consoleToken, addr, novaSPICESite)
+
+	// The page nova links to.
+	checkNovaPage(t, "http://"+site+"/spice_auto.html?token="+consoleToken, "the spice-html5 page")
+
+	url := "ws://" + site + "/websockify"
+	cookie := http.Header{"Cookie": {"token=" + consoleToken}}
+	mainWS, main := spiceChannelWith(t, url, cookie, spice.ChannelMain, 0, false)
+	defer mainWS.Close()
+	displayWS, display := spiceChannelWith(t, url, cookie, spice.ChannelDisplay, main.SessionID, false)
+	defer displayWS.Close()
+	if _, err := display.WaitFor(spice.MsgDisplayDrawCopy, 10000); err != nil {
+		t.Fatalf("display channel: no picture: %v", err)
+	}
+	for _, typ := range []spice.ChannelType{spice.ChannelInputs, spice.ChannelCursor} {
+		ws, _ := spiceChannelWith(t, url, cookie, typ, main.SessionID, false)
+		defer ws.Close()
+	}
+	if n := api.lookups.Load(); n != 1 {
+		t.Errorf("%d nova lookups for one four-channel console, want 1", n)
+	}
+
+	// Without the cookie there is no token.
+	if ws, status, _ := dialWS(t, url, nil); ws != nil || status != http.StatusUnauthorized {
+		t.Errorf("no cookie: %d, want 401", status)
+	}
+	checkNovaLogs(t, dir, consoleToken)
 }

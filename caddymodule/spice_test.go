@@ -23,7 +23,15 @@ import (
 // "binary") and links a channel of typ on it.
 func spiceChannel(t *testing.T, url string, typ spice.ChannelType, connectionID uint32, noDisplayInit bool) (*websocket.Conn, *spice.Channel) {
 	t.Helper()
-	ws, status, body := dialWS(t, url, http.Header{"Sec-WebSocket-Protocol": {"binary"}})
+	return spiceChannelWith(t, url, http.Header{}, typ, connectionID, noDisplayInit)
+}
+
+// spiceChannelWith is spiceChannel with more request headers (a Cookie).
+func spiceChannelWith(t *testing.T, url string, header http.Header, typ spice.ChannelType, connectionID uint32, noDisplayInit bool) (*websocket.Conn, *spice.Channel) {
+	t.Helper()
+	header = header.Clone()
+	header.Set("Sec-WebSocket-Protocol", "binary")
+	ws, status, body := dialWS(t, url, header)
 	if ws == nil {
 		t.Fatalf("%s channel: refused %d %s", typ, status, body)
 	}
@@ -194,10 +202,16 @@ func TestSPICEConsole(t *testing.T) {
 			}
 			return false
 		}
-		ws.Close()
+		defer ws.Close()
+		// The place is this request's until it is refused.
+		if err := ws.WriteMessage(websocket.BinaryMessage, link(spice.ChannelDisplay, main.SessionID)); err != nil {
+			t.Fatal(err)
+		}
+		if code, text := closeText(t, ws, 10*time.Second); code != websocket.ClosePolicyViolation || text != console.ReasonUnknownSPICESession {
+			t.Fatalf("a channel of the ended session: closed %d %q", code, text)
+		}
 		return true
 	})
-	refusedChannel(t, url, link(spice.ChannelDisplay, main.SessionID), console.ReasonUnknownSPICESession)
 	again, second := spiceChannel(t, url, spice.ChannelMain, 0, false)
 	if second.SessionID == 0 {
 		t.Fatal("no session id from the second MAIN_INIT")

@@ -8,10 +8,15 @@
 #                    booted by QEMU with its shell on a serial port (needs the
 #                    Debian packages qemu-system-x86, busybox-static and
 #                    linux-image-amd64)
+#   CONSOLE=spice    a SPICE console instead: Debian's spice-html5 page
+#                    (package spice-html5) on QEMU's SPICE server, a diskless
+#                    machine showing its BIOS screen (package qemu-system-x86)
 #   PORT=8080        the port Caddy serves the console page on (localhost only)
 #   HTTPS=1          serve https:// with a certificate from Caddy's internal CA
 #                    (the browser warns about it: the CA is not installed)
 #   VNC_PASSWORD=pw  make the demo VNC server ask for this password
+#   RECORD=1         record every console into the temporary directory and
+#                    serve the recordings with the player (player.html)
 set -euo pipefail
 
 usage() {
@@ -31,9 +36,12 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 port="${PORT:-8080}"
 console="${CONSOLE:-vnc}"
 case "$console" in
-vnc | serial) ;;
-*) echo "demo: CONSOLE=$console: want vnc or serial" >&2; exit 2 ;;
+vnc | serial | spice) ;;
+*) echo "demo: CONSOLE=$console: want vnc, serial or spice" >&2; exit 2 ;;
 esac
+# Debian's spice-html5 package (CONSOLE=spice), as nova-spicehtml5proxy
+# serves it.
+spice_html5=/usr/share/spice-html5
 scheme=http
 [ -n "$https" ] && [ "$https" != 0 ] && scheme=https
 
@@ -62,14 +70,28 @@ if [ "$console" = serial ]; then
 		exit 1
 	fi
 	target=serialguest
+elif [ "$console" = spice ]; then
+	missing=()
+	command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
+	[ -f "$spice_html5/spice_auto.html" ] || missing+=(spice-html5)
+	if [ ${#missing[@]} -gt 0 ]; then
+		echo "demo: CONSOLE=spice shows QEMU's SPICE console in Debian's spice-html5 page; install the Debian package(s) ${missing[*]}" >&2
+		echo "      (sudo apt-get install ${missing[*]})" >&2
+		exit 1
+	fi
+	target=qemu
 else
 	target=vncdemo
 fi
 
 cd "$root"
-echo "demo: building bin/caddy and bin/$target"
+if [ "$target" = qemu ]; then
+	echo "demo: building bin/caddy"
+else
+	echo "demo: building bin/caddy and bin/$target"
+	go build -o "bin/$target" "./cmd/$target"
+fi
 go build -o bin/caddy ./cmd/caddy
-go build -o "bin/$target" "./cmd/$target"
 
 # noVNC and xterm.js, pinned by demo/package-lock.json; reinstalled only when
 # the lock changed.
@@ -96,7 +118,23 @@ cleanup() {
 trap cleanup EXIT
 trap 'echo; echo "demo: stopping"; exit 0' INT TERM
 
-if [ "$target" = serialguest ]; then
+if [ "$target" = qemu ]; then
+	# A diskless machine with a QXL card, its SPICE server on a free
+	# loopback port without a password (the token is the credential). QEMU
+	# prints nothing when it is ready: wait until the port accepts.
+	spice_port="$(node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); });')"
+	qemu-system-x86_64 -display none -m 64 -nodefaults -vga qxl \
+		-spice "port=$spice_port,addr=127.0.0.1,disable-ticketing=on" >"$tmp/$target.log" 2>&1 &
+	pids+=($!)
+	for _ in $(seq 300); do
+		if (exec 3<>"/dev/tcp/127.0.0.1/$spice_port") 2>/dev/null; then
+			echo "qemu listening on 127.0.0.1:$spice_port" >>"$tmp/$target.log"
+			break
+		fi
+		kill -0 "${pids[0]}" 2>/dev/null || break
+		sleep 0.1
+	done
+elif [ "$target" = serialguest ]; then
 	# The guest: QEMU with the machine's first serial port on a TCP chardev
 	# at a free port (serialguest prints it, then becomes QEMU).
 	bin/serialguest -listen 127.0.0.1:0 -dir "$tmp" >"$tmp/$target.log" 2>&1 &
@@ -127,14 +165,25 @@ fi
 token="$(head -c 24 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
 printf '# token: target\n%s: %s\n' "$token" "$vnc_addr" >"$tmp/tokens"
 
-mkdir -p "$tmp/xdg-data" "$tmp/xdg-config"
-DEMO_SCHEME="$scheme" \
+mkdir -p "$tmp/xdg-data" "$tmp/xdg-config" "$tmp/recordings"
+# Recording is off unless RECORD=1: the handler imports this file.
+record="${RECORD:-}"
+if [ -n "$record" ] && [ "$record" != 0 ]; then
+	printf 'record %s\n' "$tmp/recordings" >"$tmp/record.caddy"
+else
+	record=""
+	printf '# recording off (RECORD=1 make demo turns it on)\n' >"$tmp/record.caddy"
+fi
+DEMO_RECORD_IMPORT="$tmp/record.caddy" \
+	DEMO_RECORD_DIR="$tmp/recordings" \
+	DEMO_SCHEME="$scheme" \
 	DEMO_PORT="$port" \
 	DEMO_DATA_DIR="$tmp" \
 	DEMO_TOKEN_FILE="$tmp/tokens" \
 	DEMO_SITE_DIR="$root/demo/site" \
 	DEMO_NOVNC_DIR="$root/demo/node_modules/@novnc/novnc" \
 	DEMO_XTERM_DIR="$root/demo/node_modules/@xterm/xterm" \
+	DEMO_SPICE_HTML5_DIR="$spice_html5" \
 	XDG_DATA_HOME="$tmp/xdg-data" \
 	XDG_CONFIG_HOME="$tmp/xdg-config" \
 	bin/caddy run --adapter caddyfile --config demo/Caddyfile >"$tmp/caddy.log" 2>&1 &
@@ -165,7 +214,22 @@ if [ -z "$ready" ]; then
 	exit 1
 fi
 
-if [ "$target" = serialguest ]; then
+if [ "$target" = qemu ]; then
+	url="$scheme://localhost:$port/spice/spice_auto.html?token=$token&path=spice/websockify"
+	cat <<EOF
+
+  caddy-vnc-proxy demo: SPICE console
+
+  Open the console:  $url
+
+  Caddy ($root/bin/caddy, config demo/Caddyfile) serves Debian's spice-html5
+  page from $spice_html5 at /spice/, and proxies /spice/websockify
+  (protocol spice) to the SPICE server of a QEMU machine at $vnc_addr for
+  that token. The page keeps the token in a cookie and opens one WebSocket
+  per SPICE channel (main, display, inputs, cursor...): one console for the
+  proxy. The machine has no disk: it shows its BIOS screen.
+EOF
+elif [ "$target" = serialguest ]; then
 	url="$scheme://localhost:$port/serial.html?token=$token"
 	cat <<EOF
 
@@ -194,6 +258,12 @@ else
   A wrong token shows what a user gets for an invalid link:
                      $scheme://localhost:$port/?token=wrong
 EOF
+	if [ -n "$record" ]; then
+		cat <<EOF
+  Consoles are recorded (RECORD=1); once a console is closed, its recording
+  plays in:          $scheme://localhost:$port/player.html
+EOF
+	fi
 fi
 [ "$scheme" = https ] && echo "  (The certificate comes from Caddy's internal CA, which is not installed: expect a browser warning.)"
 cat <<EOF

@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import {
-  noBrowser, launchBrowser, openPage, screenshot, waitForPixels, withSteps,
+  noBrowser, canvasHash, launchBrowser, openPage, screenshot, waitForPixels, withSteps,
 } from './lib/browser.js';
 import { startCaddy } from './lib/caddy.js';
 import { Process, repoRoot, requireProgram, skipUnlessInstalled, tempDir } from './lib/processes.js';
@@ -136,19 +136,6 @@ function captureRecording(dir, capture) {
     }],
   }), { mode: 0o600 });
   return id;
-}
-
-// canvasHash is a hash of every canvas pixel.
-async function canvasHash(page) {
-  return page.evaluate(() => {
-    const c = document.querySelector('#screen canvas');
-    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-    let h = 0x811c9dc5;
-    for (let i = 0; i < d.length; i++) {
-      h = Math.imul(h ^ d[i], 0x01000193);
-    }
-    return `${c.width}x${c.height}:${(h >>> 0).toString(16)}`;
-  });
 }
 
 // seek moves the timeline as a person does (the value, then "change") and

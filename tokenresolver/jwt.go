@@ -18,8 +18,9 @@ import (
 
 // JWT resolves a token that is itself a signed JSON Web Token carrying its
 // target in the claims "host" and "port" (websockify's JWTTokenApi), with the
-// optional claims "view_only", "clipboard" and "username". "exp" and "nbf"
-// are enforced when present, "iss" and "aud" when Issuer and Audience are set.
+// optional claims "view_only", "clipboard", "record" and "username". "exp"
+// and "nbf" are enforced when present, "iss" and "aud" when Issuer and
+// Audience are set.
 //
 // A token with a "password" claim is refused: a JWT is signed, not
 // encrypted, so its holder can read every claim, and a VNC password in one
@@ -132,6 +133,7 @@ type consoleClaims struct {
 	ViewOnly bool    `json:"view_only,omitempty"`
 	// Clipboard is "both", "copy", "paste" or "none" (see Target).
 	Clipboard *string `json:"clipboard,omitempty"`
+	Record    bool    `json:"record,omitempty"`
 }
 
 // Resolve verifies the token and returns the target from its claims.
@@ -184,6 +186,7 @@ func targetFromClaims(c *consoleClaims) (Target, error) {
 			return Target{}, fmt.Errorf("%w: jwt: %w", ErrNotFound, err)
 		}
 	}
+	t.Record = c.Record
 	if c.ExpiresAt != nil {
 		t.ExpiresAt = c.ExpiresAt.Time
 	}

@@ -134,6 +134,7 @@ func TestJWTClaims(t *testing.T) {
 		{"view_only and username", jwt.MapClaims{"host": "h", "port": 5900, "view_only": true, "username": "u"}, Target{Network: "tcp", Address: "h:5900", ViewOnly: true, Username: "u"}, nil},
 		{"clipboard", jwt.MapClaims{"host": "h", "port": 5900, "clipboard": "paste"}, Target{Network: "tcp", Address: "h:5900", Clipboard: "paste"}, nil},
 		{"unknown clipboard grant", jwt.MapClaims{"host": "h", "port": 5900, "clipboard": "all"}, Target{}, ErrNotFound},
+		{"record", jwt.MapClaims{"host": "h", "port": 5900, "record": true}, Target{Network: "tcp", Address: "h:5900", Record: true}, nil},
 		// A JWT's holder can read its claims: a VNC password must not be one.
 		{"password refused", jwt.MapClaims{"host": "h", "port": 5900, "password": "pw"}, Target{}, ErrNotFound},
 		{"empty password refused", jwt.MapClaims{"host": "h", "port": 5900, "password": ""}, Target{}, ErrNotFound},

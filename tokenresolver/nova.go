@@ -15,8 +15,10 @@ import (
 )
 
 // NovaMicroversion is the compute API microversion the nova resolver asks
-// for: 2.31 is the first that answers os-console-auth-tokens for noVNC
-// consoles.
+// for: 2.31 is the first that answers os-console-auth-tokens for every
+// console type (novnc, spice-html5, serial). A later one would add nothing
+// the proxy uses (2.99 adds the tls_port of spice-direct consoles) and
+// would shut out the clouds that do not offer it.
 const NovaMicroversion = "2.31"
 
 // keystoneRenewal is how long before its expiry a Keystone token is
@@ -30,10 +32,21 @@ const keystoneRenewal = time.Minute
 //
 // nova's answer {"console": {"host": ..., "port": ...}} is the target; 404
 // (unknown or expired token) is ErrNotFound; 401 renews the Keystone token
-// once; any other answer, a timeout, a Keystone failure or a console with an
-// internal_access_path (which this proxy does not serve) is ErrUnavailable.
-// Lookups of the same token share one request. Errors never contain the
-// console token, the Keystone token or a credential.
+// once; any other answer, a timeout, a Keystone failure, a console with an
+// internal_access_path (which this proxy does not serve) or with a tls_port
+// and no port (SPICE over TLS only, which it does not speak to the
+// hypervisor) is ErrUnavailable. Lookups of the same token share one
+// request. Errors never contain the console token, the Keystone token or a
+// credential.
+//
+// novnc, spice-html5 and serial tokens are looked up alike. nova's answer
+// has the console's host and port but not its type, so the resolver cannot
+// tell a novnc token from a serial one. (nova's own proxies do not compare
+// a token's type with their own either: they check its port against the
+// instance's console of the token's type, over nova's internal RPC.) The
+// handler's protocol check tells consoles apart where the protocol has one
+// (the RFB greeting, SPICE's REDQ); allow_targets with nova's serial
+// port_range keeps a serial endpoint to serial ports.
 //
 // Configure the exported fields, then call Init once before the first
 // Resolve, and Close when done.

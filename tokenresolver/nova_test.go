@@ -99,6 +99,42 @@ func TestNovaResolve(t *testing.T) {
 	})
 }
 
+// TestNovaConsoleTypes: nova answers os-console-auth-tokens alike for
+// novnc, spice-html5 and serial tokens, with the console's host and port
+// and not its type, so each resolves to its host and port. From
+// microversion 2.99 a spice-direct console's answer also has a tls_port:
+// the port is used; with no port, the console is refused, since the proxy
+// does not speak TLS to the hypervisor.
+func TestNovaConsoleTypes(t *testing.T) {
+	s := newNovaStandIn()
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+	nova := newNova(t, srv, &Nova{ApplicationCredentialID: s.appCredID, ApplicationCredentialSecret: s.appCredSecret})
+	const uuid = `"instance_uuid": "5d3c2b1a-0000-4000-8000-00000000000a"`
+	for _, c := range []struct {
+		consoleType, answer, want string
+	}{
+		{"novnc", `{` + uuid + `, "host": "10.0.0.5", "port": 5900, "internal_access_path": null}`, "10.0.0.5:5900"},
+		{"spice-html5", `{` + uuid + `, "host": "10.0.0.5", "port": 5901, "internal_access_path": null}`, "10.0.0.5:5901"},
+		{"serial", `{` + uuid + `, "host": "10.0.0.5", "port": 10000, "internal_access_path": null}`, "10.0.0.5:10000"},
+		{"spice-direct, 2.99", `{` + uuid + `, "host": "10.0.0.5", "port": 5902, "internal_access_path": null, "tls_port": 5903}`, "10.0.0.5:5902"},
+		{"spice-direct, 2.99, no TLS port", `{` + uuid + `, "host": "10.0.0.5", "port": 5904, "internal_access_path": null, "tls_port": null}`, "10.0.0.5:5904"},
+	} {
+		token := "console-" + strings.ReplaceAll(c.consoleType, " ", "")
+		s.addConsole(token, c.answer)
+		got, err := nova.Resolve(context.Background(), Query{Token: token})
+		if err != nil || got.Network != "tcp" || got.Address != c.want {
+			t.Errorf("%s token: %+v, %v; want tcp:%s", c.consoleType, got, err, c.want)
+		}
+	}
+
+	s.addConsole("tls-only", `{`+uuid+`, "host": "10.0.0.5", "port": null, "internal_access_path": null, "tls_port": 5903}`)
+	_, err := nova.Resolve(context.Background(), Query{Token: "tls-only"})
+	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "tls_port") {
+		t.Errorf("a console with only a tls_port: %v, want ErrUnavailable naming tls_port", err)
+	}
+}
+
 func TestNovaRefused(t *testing.T) {
 	s := newNovaStandIn()
 	s.addConsole(novaConsoleToken, `{"instance_uuid": "x", "host": "10.0.0.5", "port": 5901, "internal_access_path": null}`)
@@ -161,6 +197,12 @@ func TestParseValueNovaShape(t *testing.T) {
 	}
 	if _, err := ParseValue([]byte(`{"console": {"host": "10.0.0.5", "port": 5901, "internal_access_path": "/x"}}`)); err == nil {
 		t.Error("internal_access_path accepted")
+	}
+	if got, err := ParseValue([]byte(`{"console": {"host": "10.0.0.5", "port": 5901, "internal_access_path": null, "tls_port": 5902}}`)); err != nil || got.Address != "10.0.0.5:5901" {
+		t.Errorf("tls_port beside port: %+v, %v; want the port", got, err)
+	}
+	if _, err := ParseValue([]byte(`{"console": {"host": "10.0.0.5", "internal_access_path": null, "tls_port": 5902}}`)); err == nil || !strings.Contains(err.Error(), "tls_port") {
+		t.Errorf("only a tls_port: %v, want an error naming it", err)
 	}
 	if _, err := ParseValue([]byte(`{"console": {"console": {"host": "h", "port": 1}}}`)); err == nil {
 		t.Error("a console inside a console accepted")

@@ -14,7 +14,8 @@ import (
 // describe them: the token in X-Subject-Token with its expires_at in the
 // body; 401 for a missing, expired or revoked Keystone token; 404 for an
 // unknown console token; the console as {"console": {...}} for
-// microversion 2.31 or later.
+// microversion 2.31 or later, in one shape for every console type (novnc,
+// spice-html5, serial: the answer does not name the type).
 type novaStandIn struct {
 	mu       sync.Mutex
 	logins   int

@@ -53,6 +53,9 @@ type Target struct {
 	// (server to browser only), "paste" (browser to server only) or
 	// "none"; empty when the record says nothing.
 	Clipboard string `json:"clipboard,omitempty"`
+	// Record asks for this console to be recorded where recording is
+	// opt_in.
+	Record bool `json:"record,omitempty"`
 	// ExpiresAt is when the token stops being valid; zero when the resolver
 	// knows of no expiry.
 	ExpiresAt time.Time `json:"expires_at,omitzero"`

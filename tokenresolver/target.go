@@ -254,10 +254,13 @@ func quote(s string) string {
 // string of digits), with the optional fields "expires_at" (RFC 3339 string,
 // or Unix seconds as a number or a string of digits), "password" and
 // "username" (the VNC server's credentials, for the RFB-aware mode) and
-// "view_only" (true or false) and "clipboard" ("both", "copy", "paste" or
-// "none"). nova's answer, {"console": {"host": ...,
-// "port": ..., "internal_access_path": null}}, is read too. Other JSON
-// fields are ignored. Values over MaxValueSize bytes are rejected.
+// "view_only" and "record" (true or false) and "clipboard" ("both", "copy",
+// "paste" or "none"). nova's answer, {"console": {"host": ...,
+// "port": ..., "internal_access_path": null}}, is read too, for every
+// console type (novnc, spice-html5, serial: the answer does not say
+// which); its "tls_port" (microversion 2.99, SPICE) is not used, and a
+// console with a tls_port but no port is refused. Other JSON fields are
+// ignored. Values over MaxValueSize bytes are rejected.
 //
 // ParseValue does not judge expiry: the caller compares the result with its
 // clock through Target.Expired. Its errors say what is wrong, never what
@@ -292,8 +295,10 @@ func parseJSONValue(b []byte, outer bool) (Target, error) {
 		Username           json.RawMessage `json:"username"`
 		ViewOnly           json.RawMessage `json:"view_only"`
 		Clipboard          json.RawMessage `json:"clipboard"`
+		Record             json.RawMessage `json:"record"`
 		Console            json.RawMessage `json:"console"`
 		InternalAccessPath json.RawMessage `json:"internal_access_path"`
+		TLSPort            json.RawMessage `json:"tls_port"`
 	}
 	if err := json.Unmarshal(b, &v); err != nil {
 		var se *json.SyntaxError
@@ -315,6 +320,12 @@ func parseJSONValue(b []byte, outer bool) (Target, error) {
 	}
 	if !outer && !isNull(v.InternalAccessPath) {
 		return Target{}, errors.New(`nova's console has an "internal_access_path", which this proxy does not serve (it is for consoles behind a hypervisor-side proxy)`)
+	}
+	if !outer && isNull(v.Port) && !isNull(v.TLSPort) {
+		// The proxy speaks plain TCP to the hypervisor, as
+		// nova-spicehtml5proxy does; a SPICE server that only listens
+		// for TLS needs a client that does TLS itself.
+		return Target{}, errors.New(`nova's console has only a "tls_port", and this proxy does not speak TLS to the hypervisor's SPICE server`)
 	}
 
 	var t Target
@@ -351,6 +362,11 @@ func parseJSONValue(b []byte, outer bool) (Target, error) {
 	if !isNull(v.ViewOnly) {
 		if err := json.Unmarshal(v.ViewOnly, &t.ViewOnly); err != nil {
 			return Target{}, errors.New(`JSON field "view_only" must be true or false`)
+		}
+	}
+	if !isNull(v.Record) {
+		if err := json.Unmarshal(v.Record, &t.Record); err != nil {
+			return Target{}, errors.New(`JSON field "record" must be true or false`)
 		}
 	}
 	clipboard, err := jsonString(v.Clipboard, "clipboard")
@@ -420,6 +436,11 @@ func parseExpiresAt(raw json.RawMessage) (time.Time, error) {
 			return time.Time{}, errors.New(`JSON field "expires_at" must be an RFC 3339 string or Unix seconds`)
 		}
 		if t, err := time.Parse(time.RFC3339, text); err == nil {
+			// As for Unix seconds: a time at or before 1970 is a mistake,
+			// and 0001-01-01T00:00:00Z would read as no expiry at all.
+			if t.Unix() <= 0 {
+				return time.Time{}, errors.New(`JSON field "expires_at" must be after 1970`)
+			}
 			return t, nil
 		}
 		if !allDigits(text) {

@@ -178,6 +178,7 @@ func TestParseValue(t *testing.T) {
 		{`{"host": "h:1", "clipboard": "copy"}`, Target{Network: "tcp", Address: "h:1", Clipboard: "copy"}},
 		{`{"host": "h:1", "clipboard": "none", "view_only": true}`, Target{Network: "tcp", Address: "h:1", Clipboard: "none", ViewOnly: true}},
 		{`{"host": "h:1", "clipboard": null}`, Target{Network: "tcp", Address: "h:1"}},
+		{`{"host": "h:1", "record": true}`, Target{Network: "tcp", Address: "h:1", Record: true}},
 		{`{"host": "h", "port": 1, "user": "ignored", "nested": {"a": [1]}}`, Target{Network: "tcp", Address: "h:1"}},
 	}
 	for _, tt := range tests {
@@ -221,12 +222,15 @@ func TestParseValueErrors(t *testing.T) {
 		{`{"host": "h:1", "expires_at": true}`, "must be an RFC 3339 string or Unix seconds"},
 		{`{"host": "h:1", "expires_at": 0}`, "must be positive"},
 		{`{"host": "h:1", "expires_at": -5}`, "must be positive"},
+		{`{"host": "h:1", "expires_at": "0001-01-01T00:00:00Z"}`, "after 1970"},
+		{`{"host": "h:1", "expires_at": "1969-12-31T23:59:59Z"}`, "after 1970"},
 		{`{"host": "h:1", "expires_at": 1893456000000}`, "milliseconds"},
 		{`{"host": "h:1", "password": 1234}`, `"password" must be a string`},
 		{`{"host": "h:1", "username": true}`, `"username" must be a string`},
 		{`{"host": "h:1", "view_only": "yes"}`, `"view_only" must be true or false`},
 		{`{"host": "h:1", "clipboard": "off"}`, `"clipboard" must be "both", "copy", "paste" or "none"`},
 		{`{"host": "h:1", "clipboard": false}`, `"clipboard" must be a string`},
+		{`{"host": "h:1", "record": 1}`, `"record" must be true or false`},
 		{strings.Repeat(" ", MaxValueSize+1), "value too large"},
 	}
 	for _, tt := range tests {

@@ -474,11 +474,38 @@ function showFacts(meta) {
   set('fact-complete', complete);
 }
 
+// listRecordings links the recordings of the directory served next to the
+// page at recordings/ (Caddy's file_server with browse answers JSON), newest
+// first, when the page was opened without one.
+async function listRecordings() {
+  const dir = new URL('recordings/', window.location.href);
+  let entries;
+  try {
+    const response = await fetch(dir, { headers: { Accept: 'application/json' }, cache: 'no-store' });
+    entries = response.ok ? await response.json() : [];
+  } catch {
+    return;
+  }
+  const names = (Array.isArray(entries) ? entries : []).map((e) => e.name).filter((n) => /^[\w-]+\.fbs$/.test(n)).sort().reverse();
+  const facts = document.getElementById('facts');
+  for (const name of names) {
+    const dt = document.createElement('dt');
+    dt.textContent = 'Recording';
+    const dd = document.createElement('dd');
+    const a = document.createElement('a');
+    a.href = `?src=${encodeURIComponent(new URL(name, dir).pathname)}`;
+    a.textContent = name.replace(/\.fbs$/, '');
+    dd.append(a);
+    facts.append(dt, dd);
+  }
+}
+
 async function load() {
   const params = new URLSearchParams(window.location.search);
   const src = params.get('src');
   if (!src) {
     publish({ state: 'error', error: 'No recording: open this page with ?src=<recording>.fbs in its address.' });
+    listRecordings();
     return;
   }
   let steps;

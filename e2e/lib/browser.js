@@ -278,3 +278,17 @@ export async function waitForPicture(page, minColours, timeoutMs) {
   }
   return colourCount(page);
 }
+
+// canvasHash is a hash of every pixel of the page's #screen canvas, with
+// its size.
+export async function canvasHash(page) {
+  return page.evaluate(() => {
+    const c = document.querySelector('#screen canvas');
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    let h = 0x811c9dc5;
+    for (let i = 0; i < d.length; i++) {
+      h = Math.imul(h ^ d[i], 0x01000193);
+    }
+    return `${c.width}x${c.height}:${(h >>> 0).toString(16)}`;
+  });
+}

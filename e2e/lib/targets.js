@@ -1,7 +1,7 @@
 // The VNC servers the browser reaches through the proxy: the project's
 // vncdemo, TigerVNC's Xvnc and QEMU's built-in VNC server, each on a free
-// loopback port; a Linux guest's serial console; and a minimal RFB client
-// that asks a server its size.
+// loopback port; QEMU's SPICE server; a Linux guest's serial console; and a
+// minimal RFB client that asks a server its size.
 import fs from 'node:fs';
 import net from 'node:net';
 import { Process, built, freePort, requireProgram, tempDir, waitForPort } from './processes.js';
@@ -63,6 +63,19 @@ export async function startQemu({ password, tlsDir } = {}) {
     vnc += ',tls-creds=vnctls';
   }
   const proc = new Process('qemu', file, [...args, '-vnc', vnc]);
+  await waitForPort('127.0.0.1', port, 30_000, proc);
+  return { proc, addr: `127.0.0.1:${port}`, stop: () => proc.stop() };
+}
+
+// startQemuSpice starts a diskless x86 machine with a QXL card whose SPICE
+// server, without a password (disable-ticketing), shows SeaBIOS.
+export async function startQemuSpice() {
+  const file = requireProgram('qemu-system-x86_64', 'qemu-system-x86');
+  const port = await freePort();
+  const proc = new Process('qemu', file, [
+    '-display', 'none', '-m', '64', '-nodefaults', '-vga', 'qxl',
+    '-spice', `port=${port},addr=127.0.0.1,disable-ticketing=on`,
+  ]);
   await waitForPort('127.0.0.1', port, 30_000, proc);
   return { proc, addr: `127.0.0.1:${port}`, stop: () => proc.stop() };
 }

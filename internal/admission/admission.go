@@ -83,6 +83,10 @@ type Config struct {
 	// server's security (native viewers): there a transparent relay
 	// would hand the viewer a second, unexpected handshake.
 	AlwaysLogin bool
+	// Record: consoles are recorded, which makes them RFB-aware; with
+	// RecordOptIn, only those whose token's record says "record": true.
+	Record      bool
+	RecordOptIn bool
 	// Console limits and ends.
 	MaxSessions         int
 	MaxSessionsPerToken int
@@ -146,6 +150,9 @@ func New(cfg Config, state *State) (*Pipeline, error) {
 	}
 	if cfg.VNCAuth && !proto.speaksRFB() {
 		return nil, fmt.Errorf("vnc_auth needs protocol vnc, not %s: the proxy speaks RFB with the VNC server", proto)
+	}
+	if cfg.Record && !proto.speaksRFB() {
+		return nil, fmt.Errorf("record needs protocol vnc, not %s: a recording is the RFB stream the proxy serves", proto)
 	}
 	if cfg.AlwaysLogin && !proto.speaksRFB() {
 		return nil, fmt.Errorf("a door whose clients log in to the proxy needs protocol vnc, not %s: the proxy speaks RFB with the VNC server", proto)
@@ -354,6 +361,7 @@ func (p *Pipeline) admit(ctx context.Context, req Request) (*Console, *Refusal) 
 		Login:     login,
 		ViewOnly:  aware && (p.cfg.ViewOnly || target.ViewOnly),
 		Clipboard: p.clipboardFor(target),
+		Record:    p.recorded(target),
 		Target:    target.String(),
 		TokenHash: hash,
 		ExpiresAt: target.ExpiresAt,
@@ -412,17 +420,22 @@ func tokenFields(token string) []zap.Field {
 
 // rfbAware reports whether the proxy terminates the RFB handshake for a
 // console to t: when the door always logs in, vnc_auth is configured, the
-// token's record carries a password, the console is view-only or has a
-// clipboard policy other than the default.
+// token's record carries a password, the console is view-only, has a
+// clipboard policy other than the default, or is recorded.
 func (p *Pipeline) rfbAware(t tokenresolver.Target) bool {
 	return p.cfg.Protocol.speaksRFB() && (p.cfg.AlwaysLogin || p.cfg.VNCAuth || t.Password != "" || p.cfg.ViewOnly || t.ViewOnly ||
-		p.clipboardFor(t).Filtered())
+		p.clipboardFor(t).Filtered() || p.recorded(t))
 }
 
 // clipboardFor is the clipboard policy of a console to t: the door's,
 // narrowed by the token's record.
 func (p *Pipeline) clipboardFor(t tokenresolver.Target) rfbproxy.Clipboard {
 	return p.cfg.Clipboard.Narrow(t.Clipboard)
+}
+
+// recorded reports whether a console to t is recorded.
+func (p *Pipeline) recorded(t tokenresolver.Target) bool {
+	return p.cfg.Protocol.speaksRFB() && p.cfg.Record && (!p.cfg.RecordOptIn || t.Record)
 }
 
 // credentialsFor are the configured credentials with the token's own in
@@ -475,6 +488,8 @@ type Console struct {
 	// Clipboard is the console's clipboard policy (RFB-aware consoles
 	// only, which every console with a policy other than the default is).
 	Clipboard rfbproxy.Clipboard
+	// Record: the console is to be recorded (it is RFB-aware).
+	Record bool
 	// Target is the VNC server, network:address, for logs and the admin
 	// list.
 	Target string

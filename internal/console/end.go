@@ -230,6 +230,7 @@ func (s *Session) pumpDone() {
 	} else {
 		s.browser.Close()
 	}
+	s.endRecording(reason)
 	Sessions.remove(s)
 	if s.spice != nil {
 		s.spiceFinished(reason, err)

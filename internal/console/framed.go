@@ -79,6 +79,9 @@ func (s *Session) forwardFramed(buf []byte, n int) ([]byte, error) {
 	for base < end {
 		kept, used, ferr := s.serverFilter.Filter(buf[base:end])
 		if kept > 0 {
+			if !s.recordServer(buf[base : base+kept]) {
+				return nil, errNotRecorded
+			}
 			// The room in front of base held bytes already sent or
 			// dropped.
 			if err := s.writeData(buf[base-frameHeaderRoom:], kept); err != nil {
@@ -88,6 +91,9 @@ func (s *Session) forwardFramed(buf []byte, n int) ([]byte, error) {
 			s.countToBrowser(kept)
 		}
 		if h := s.serverFilter.Held(); h != nil {
+			if !s.recordServer(h) {
+				return nil, errNotRecorded
+			}
 			msg := make([]byte, frameHeaderRoom+len(h))
 			copy(msg[frameHeaderRoom:], h)
 			if err := s.writeData(msg, len(h)); err != nil {

@@ -139,6 +139,8 @@ type Info struct {
 	// Channels is a SPICE console's live channels, the main one included;
 	// 0 (left out) for other consoles.
 	Channels int `json:"channels,omitempty"`
+	// Recording is the id of the console's recording, if it is recorded.
+	Recording string `json:"recording,omitempty"`
 }
 
 // Info describes the session.
@@ -154,6 +156,9 @@ func (s *Session) Info() Info {
 		BytesToBrowser: s.toBrowser.Load(),
 		BytesToTarget:  s.toTarget.Load(),
 		ViewOnly:       s.filter != nil,
+	}
+	if s.rec != nil {
+		i.Recording = s.rec.rec.ID()
 	}
 	if !s.expiresAt.IsZero() {
 		at := s.expiresAt.UTC()

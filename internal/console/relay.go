@@ -75,7 +75,7 @@ func (s *Session) pumpToBrowser(greeting []byte) {
 		s.pumpFramedToBrowser()
 		return
 	}
-	if s.spliceToBrowser() {
+	if s.rec == nil && s.spliceToBrowser() {
 		return
 	}
 	// The bigger buffers only where none is held while the server is
@@ -87,7 +87,7 @@ func (s *Session) pumpToBrowser(greeting []byte) {
 	read := pooledReader(s.target, buffers)
 	for {
 		bp, n, rerr := read()
-		if n > 0 {
+		if n > 0 && s.recordServer((*bp)[frameHeaderRoom:frameHeaderRoom+n]) {
 			if werr := s.writeData(*bp, n); werr != nil {
 				buffers.Put(bp)
 				s.end(reasonBrowserGone, 0, "", werr)

@@ -73,6 +73,10 @@ type Session struct {
 	filter           *rfbproxy.ClientFilter
 	filtered         []byte
 	serverFilter     *rfbproxy.ServerFilter
+	// record is how the console is to be recorded, rec its recording
+	// once started (nil: not recorded).
+	record *Record
+	rec    *sessionRecording
 
 	// spice is a SPICE channel's part in its console (NewSPICE); nil for
 	// any other console.
@@ -174,6 +178,9 @@ type Config struct {
 	// Clipboard is the console's clipboard policy (RFB-aware only); one
 	// other than the default frames both streams (pumpFramedToBrowser).
 	Clipboard rfbproxy.Clipboard
+	// Record, if set, records an RFB-aware console; the relay then copies
+	// the VNC server's bytes rather than splicing them.
+	Record *Record
 	// EndAt ends the session by itself, with close 1008 and EndReason as
 	// the reason and the close frame's text; zero: never.
 	EndAt     time.Time
@@ -188,6 +195,8 @@ type Metrics struct {
 	BytesToTarget  prometheus.Counter
 	Active         prometheus.Gauge
 	Duration       prometheus.Observer
+	// RecordingFailures counts failed recordings; nil: not counted.
+	RecordingFailures prometheus.Counter
 }
 
 // New makes the session of a browser's WebSocket, whose connection is a
@@ -236,6 +245,7 @@ func newSession(cl clientSide, bc *browserConn, target net.Conn, c Config) *Sess
 		endAt:            c.EndAt,
 		endReason:        c.EndReason,
 		release:          c.Release,
+		record:           c.Record,
 		done:             make(chan struct{}),
 	}
 	if c.Login != nil && (c.ViewOnly || c.Clipboard.Filtered()) {
@@ -268,6 +278,7 @@ func (s *Session) Start(greeting []byte) error {
 	s.heard.Store(time.Now().UnixNano())
 	s.side.start(s)
 
+	recordingFailed := s.startRecording(s.record)
 	s.pumps.Store(2)
 	Sessions.add(s)
 	fields := []zap.Field{
@@ -282,6 +293,9 @@ func (s *Session) Start(greeting []byte) error {
 		if s.serverFilter != nil {
 			fields = append(fields, zap.Stringer("clipboard", s.filter.Clipboard))
 		}
+	}
+	if s.rec != nil {
+		fields = append(fields, zap.String("recording", s.rec.rec.ID()))
 	}
 	if s.spice != nil {
 		link := s.spice.client
@@ -312,6 +326,9 @@ func (s *Session) Start(greeting []byte) error {
 	}
 	s.mu.Unlock()
 
+	if recordingFailed != nil {
+		recordingFailed()
+	}
 	go s.pumpToBrowser(greeting)
 	go s.pumpToTarget()
 	return nil

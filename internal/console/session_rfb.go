@@ -83,6 +83,9 @@ func (s *Session) writeToTarget(p []byte) error {
 		}
 		p = out
 	}
+	if err := s.recordClient(p); err != nil {
+		return err
+	}
 	return s.sendToTarget(p)
 }
 

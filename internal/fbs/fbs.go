@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 )
 
 // Header is the first thing in every FBS 001.000 file.
@@ -151,6 +152,32 @@ func (r *Reader) Next() (Block, error) {
 	b := r.buf.Bytes()
 	r.offset += 4 + total
 	return Block{Data: b[:length], Time: binary.BigEndian.Uint32(b[total-4:])}, nil
+}
+
+// ReadFile returns every block of the FBS file at path, each with a copy
+// of its data: for tools and tests that look at a whole recording. An
+// error after some blocks comes with those blocks.
+func ReadFile(path string) ([]Block, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	r, err := NewReader(f, 0)
+	if err != nil {
+		return nil, err
+	}
+	var blocks []Block
+	for {
+		b, err := r.Next()
+		if err == io.EOF {
+			return blocks, nil
+		}
+		if err != nil {
+			return blocks, err
+		}
+		blocks = append(blocks, Block{Data: bytes.Clone(b.Data), Time: b.Time})
+	}
 }
 
 // Offset is the file offset just past the last whole block returned.

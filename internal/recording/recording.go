@@ -49,6 +49,8 @@ const (
 	DefaultQueueBytes = 8 << 20
 	// DefaultQueueBlocks bounds the blocks (Server and Input calls) queued.
 	DefaultQueueBlocks = 8192
+	// ProxyQueueWait is the QueueWait the proxy records consoles with.
+	ProxyQueueWait = time.Second
 	// maxPixelFormats bounds the sidecar's list; a browser that changes
 	// its pixel format more often is not a viewer.
 	maxPixelFormats = 256
@@ -86,15 +88,27 @@ type Config struct {
 	// Default: DefaultQueueBytes, DefaultQueueBlocks.
 	QueueBytes  int
 	QueueBlocks int
+	// QueueWait is how long a Server or Input call waits for room in a
+	// full queue before the queue's being full is an error: a console
+	// faster than the disk for a moment (a full-screen update) then goes
+	// at the disk's pace, and a disk that stalls still fails the
+	// recording within this bound. Default: 0 (a full queue is an error
+	// at once).
+	QueueWait time.Duration
 	// OnError, if set, is called once with the error that made the
 	// recording incomplete (a full queue, a failed write), from the
 	// recording's writer goroutine, so it may end the console without
 	// deadlocking the relay. The same error is returned by every later
 	// Server and Input call and by Err.
 	OnError func(error)
-	// Retention, if set, is run when the recording has ended.
-	Retention *Retention
+	// Retention, if set, is triggered when the recording has finished: a
+	// *Retention, or anything that passes the word on to the retention
+	// of the directory.
+	Retention Trigger
 }
+
+// Trigger is told when a recording has finished; Retention is one.
+type Trigger interface{ Trigger() }
 
 // Meta is who and what a recording is of; it goes into the sidecar.
 type Meta struct {
@@ -134,9 +148,12 @@ type Recording struct {
 	client     clientFramer // Client's state; its goroutine only
 	lastMs     uint32
 	spare      [2]queue // emptied chunk lists handed back by the writer
-	wake       chan struct{}
-	done       chan struct{}
-	waitErr    error
+	// room, while a call waits for room in the queue, is closed by the
+	// writer when it has written a batch.
+	room    chan struct{}
+	wake    chan struct{}
+	done    chan struct{}
+	waitErr error
 }
 
 // Start creates the recording's files and its sidecar (complete: false)
@@ -342,7 +359,23 @@ func (r *Recording) admit(n int) error {
 		return ErrEnded
 	}
 	size := fbs.BlockSize(n)
-	if r.queued+size > r.cfg.QueueBytes || r.blocks+1 > r.cfg.QueueBlocks {
+	var deadline time.Time
+	for r.queued+size > r.cfg.QueueBytes || r.blocks+1 > r.cfg.QueueBlocks {
+		// A block bigger than the whole queue never fits.
+		if r.cfg.QueueWait > 0 && r.blocks > 0 && size <= r.cfg.QueueBytes {
+			if deadline.IsZero() {
+				deadline = time.Now().Add(r.cfg.QueueWait)
+			}
+			if r.waitRoom(deadline) {
+				if r.err != nil {
+					return r.err
+				}
+				if r.ending {
+					return ErrEnded
+				}
+				continue
+			}
+		}
 		r.err = fmt.Errorf("%w: %d bytes in %d blocks not yet written", ErrQueueFull, r.queued, r.blocks)
 		r.signal()
 		return r.err
@@ -360,6 +393,27 @@ func (r *Recording) take(i int, q *queue) *queue {
 		q.chunks, r.spare[i].chunks = r.spare[i].chunks[:0], nil
 	}
 	return q
+}
+
+// waitRoom waits, with mu let go meanwhile, until the writer has written a
+// batch or deadline passes; false at the deadline. The caller holds mu.
+func (r *Recording) waitRoom(deadline time.Time) bool {
+	if r.room == nil {
+		r.room = make(chan struct{})
+	}
+	room := r.room
+	r.signal()
+	r.mu.Unlock()
+	t := time.NewTimer(time.Until(deadline))
+	var ok bool
+	select {
+	case <-room:
+		ok = true
+	case <-t.C:
+	}
+	t.Stop()
+	r.mu.Lock()
+	return ok
 }
 
 func (r *Recording) signal() {
@@ -426,6 +480,10 @@ func (r *Recording) run() {
 		r.queued -= queued
 		r.blocks -= blocks
 		r.spare[0], r.spare[1] = server, input
+		if r.room != nil {
+			close(r.room)
+			r.room = nil
+		}
 		failure := r.err
 		r.mu.Unlock()
 		if failure != nil && !reported {

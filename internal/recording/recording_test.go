@@ -38,26 +38,11 @@ func message(f func(w io.Writer) error) []byte {
 // block boundary.
 func readFBS(t *testing.T, path string) []fbs.Block {
 	t.Helper()
-	f, err := os.Open(path)
+	blocks, err := fbs.ReadFile(path)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%s after %d blocks: %v", path, len(blocks), err)
 	}
-	defer f.Close()
-	r, err := fbs.NewReader(f, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var blocks []fbs.Block
-	for {
-		b, err := r.Next()
-		if err == io.EOF {
-			return blocks
-		}
-		if err != nil {
-			t.Fatalf("%s: %v", path, err)
-		}
-		blocks = append(blocks, fbs.Block{Data: bytes.Clone(b.Data), Time: b.Time})
-	}
+	return blocks
 }
 
 func joined(blocks []fbs.Block) []byte {
@@ -327,11 +312,13 @@ func (r *Recording) pending() int {
 	return r.queued
 }
 
-// A disk that stops taking data (here a pipe nobody reads) never holds up
-// the relay: every Server call returns at once, and the queue's limit
-// turns into ErrQueueFull.
-func TestServerNeverBlocksOnAStalledDisk(t *testing.T) {
-	rec, err := Start(Config{Dir: t.TempDir(), QueueBytes: 1 << 20}, Meta{})
+// startOnPipe starts a recording whose FBS stream goes into a pipe (without
+// the file header) instead of its file, for a test to read as slowly as
+// it likes; it returns the pipe's reading end.
+func startOnPipe(t *testing.T, cfg Config) (*Recording, *os.File) {
+	t.Helper()
+	cfg.Dir = t.TempDir()
+	rec, err := Start(cfg, Meta{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -341,6 +328,14 @@ func TestServerNeverBlocksOnAStalledDisk(t *testing.T) {
 	}
 	rec.fbs.Close()
 	rec.fbs = pw // before the first Server call, so before the writer looks
+	return rec, pr
+}
+
+// A disk that stops taking data (here a pipe nobody reads) never holds up
+// the relay: every Server call returns at once, and the queue's limit
+// turns into ErrQueueFull.
+func TestServerNeverBlocksOnAStalledDisk(t *testing.T) {
+	rec, pr := startOnPipe(t, Config{QueueBytes: 1 << 20})
 	chunk := make([]byte, 16<<10)
 	var slowest time.Duration
 	calls := 0
@@ -370,4 +365,70 @@ func TestServerNeverBlocksOnAStalledDisk(t *testing.T) {
 	if err := rec.Close("client closed"); !errors.Is(err, ErrQueueFull) {
 		t.Fatalf("Close: %v", err)
 	}
+}
+
+// With QueueWait, a disk slower than the console for a while (here a pipe
+// read in small sips) sets the pace instead of failing the recording; a
+// disk that stops taking data fails it once a call has waited QueueWait.
+func TestQueueWait(t *testing.T) {
+	start := func(t *testing.T) (*Recording, *os.File) {
+		return startOnPipe(t, Config{QueueBytes: 256 << 10, QueueWait: 500 * time.Millisecond})
+	}
+	chunk := make([]byte, 32<<10)
+
+	t.Run("slow disk", func(t *testing.T) {
+		rec, pr := start(t)
+		var read int64
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			buf := make([]byte, 64<<10)
+			for {
+				n, err := pr.Read(buf)
+				read += int64(n)
+				if err != nil {
+					return
+				}
+				time.Sleep(2 * time.Millisecond)
+			}
+		}()
+		// 4 MiB through a 256 KiB queue: sixteen times what it holds.
+		for i := range 128 {
+			if err := rec.Server(chunk); err != nil {
+				t.Fatalf("call %d: %v", i, err)
+			}
+		}
+		// A pipe cannot be synced; everything else must have worked.
+		if err := rec.Close("client closed"); err != nil && !strings.Contains(err.Error(), "syncing recording") {
+			t.Fatal(err)
+		}
+		// The recording closed the pipe's writing end: the reader gets
+		// what is left, then EOF.
+		<-done
+		pr.Close()
+		if want := int64(128 * fbs.BlockSize(len(chunk))); read != want {
+			t.Fatalf("the disk got %d bytes, want %d", read, want)
+		}
+	})
+
+	t.Run("stalled disk", func(t *testing.T) {
+		rec, pr := start(t)
+		var err error
+		var last time.Duration
+		for i := 0; err == nil; i++ {
+			if i > 1000 {
+				t.Fatal("the queue never filled")
+			}
+			began := time.Now()
+			err = rec.Server(chunk)
+			last = time.Since(began)
+		}
+		if !errors.Is(err, ErrQueueFull) || last < 500*time.Millisecond {
+			t.Fatalf("the call that found the queue full returned %v after %v, want ErrQueueFull after QueueWait", err, last)
+		}
+		pr.Close()
+		if err := rec.Close("client closed"); !errors.Is(err, ErrQueueFull) {
+			t.Fatalf("Close: %v", err)
+		}
+	})
 }
