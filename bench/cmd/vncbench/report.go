@@ -448,7 +448,7 @@ func (rep *report) footnotes() []string {
 	}
 	o := rep.Config
 	n = append(n, "ours = vnc_proxy over plain ws; the targets are the project's, for plain WebSocket on loopback.")
-	n = append(n, fmt.Sprintf("Medians of %v runs; a fresh proxy process per run. Throughput: %v MiB down, %v MiB up in 64 KiB messages (websockify capped at %v MiB); round trip: %v echoes; open rate: %v concurrent openers for %v, each session a full WebSocket upgrade, token lookup and RFB greeting read.",
+	n = append(n, fmt.Sprintf("Medians of %v runs; a fresh proxy process per run. Throughput: %v MiB down, %v MiB up in 64 KiB messages (websockify capped at %v MiB); round trip: %v echoes; open rate: %v concurrent openers for %v, each session a full WebSocket upgrade (native: the viewer's handshake, TLS included), token lookup and RFB greeting read.",
 		o["runs"], o["down_mib"], o["up_mib"], o["websockify_mib"], o["rtt_echoes"], o["openers"], o["open_duration"]))
 	return n
 }
