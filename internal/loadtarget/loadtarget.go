@@ -21,6 +21,15 @@
 // is taken as ClientFence messages whose payloads, joined, carry the
 // commands and their bytes: the only client messages with free payload that
 // a view-only console forwards.
+//
+// A Server with Framed set speaks, after such a login, as a VNC server
+// does, for a proxy that frames the server's stream (a console with a
+// clipboard policy, or one whose recording is cut at message boundaries):
+// it sends a ServerInit (see FramedWidth, FramedHeight and
+// rfb.PixelFormat32) before reading the command, 's' sends the stream as
+// the pixels of FramebufferUpdate messages of one Raw rectangle each (see
+// FramedReader), and what 'e' echoes and 'v' answers goes out in
+// ServerFence messages. A client that does not log in sees no difference.
 package loadtarget
 
 import (
@@ -67,6 +76,9 @@ func Stream(p []byte, off int64) {
 type Server struct {
 	// Password makes RFB clients log in with VNC authentication.
 	Password string
+	// Framed: after an RFB client's login, speak as a VNC server (see the
+	// package doc).
+	Framed bool
 
 	wg    sync.WaitGroup
 	mu    sync.Mutex
@@ -141,6 +153,9 @@ func (s *Server) handle(c net.Conn) error {
 	if cmd == 'R' {
 		if err := s.login(c, r); err != nil {
 			return err
+		}
+		if s.Framed {
+			return s.handleFramed(c, r)
 		}
 		if next, err := r.Peek(1); err == nil && next[0] == msgClientFence {
 			r = bufio.NewReaderSize(&fenceReader{r: r}, 64<<10)
@@ -237,10 +252,14 @@ func (f *fenceReader) Read(p []byte) (int, error) {
 
 // AppendFences appends p as ClientFence messages, 64 payload bytes at most
 // each, the form a fenced client (see the package doc) sends.
-func AppendFences(dst, p []byte) []byte {
+func AppendFences(dst, p []byte) []byte { return appendFences(dst, p, msgClientFence) }
+
+// appendFences appends p as fence messages of type typ (ClientFence and
+// ServerFence are laid out alike), 64 payload bytes at most each.
+func appendFences(dst, p []byte, typ byte) []byte {
 	for len(p) > 0 {
 		n := min(len(p), 64)
-		dst = append(dst, msgClientFence, 0, 0, 0, 0, 0, 0, 0, byte(n))
+		dst = append(dst, typ, 0, 0, 0, 0, 0, 0, 0, byte(n))
 		dst = append(dst, p[:n]...)
 		p = p[n:]
 	}
