@@ -19,6 +19,9 @@ const (
 	vOursView   = "vnc_proxy_view"   // RFB-aware and view-only: every message framed
 	vOursNative = "vnc_proxy_native" // the native listener: RFB 3.8, VeNCrypt X509Plain, TLS
 	vOursSerial = "vnc_proxy_serial" // protocol serial: a raw relay, one console per target
+	vOursClip   = "vnc_proxy_clip"   // a clipboard policy: the server's stream framed as RFB messages
+	vOursRec    = "vnc_proxy_rec"    // a recorded console (record), RFB-aware
+	vOursSPICE  = "vnc_proxy_spice"  // protocol spice: a console of four channels
 	vWebsockify = "websockify"
 )
 
@@ -30,6 +33,25 @@ const (
 	caddyProxy                  // bin/caddy with the Caddyfile built from the columns' snippets
 	websockifyProxy
 	relayProxy
+)
+
+// targetKind is the server a column's consoles go to.
+type targetKind int
+
+const (
+	// loadTarget: internal/loadtarget (greeting, then commands).
+	loadTarget targetKind = iota
+	// serialTarget: the load targets' loopback aliases, one address each:
+	// a serial target serves one console at a time, so that every
+	// measurement, open rate and idle sessions included, needs a target
+	// of its own per console.
+	serialTarget
+	// framedTarget: loadtarget's Framed server, which speaks as a VNC
+	// server after the login (ServerInit, then server messages), for
+	// routes that frame the server's stream.
+	framedTarget
+	// spiceTarget: internal/spice's StandIn.
+	spiceTarget
 )
 
 // column is one column of the table: one way from the client to the load
@@ -63,11 +85,12 @@ type column struct {
 	// idle: memory per idle session is measured (a proxy process that
 	// can hold thousands of sessions).
 	idle bool
-	// serial: the consoles go to the serial stand-ins, one address each:
-	// a serial target serves one console at a time, so that every
-	// measurement, open rate and idle sessions included, needs a target
-	// of its own per console.
-	serial bool
+	// target is the server the consoles go to.
+	target targetKind
+	// conns is how many WebSockets a console opens (0: one): the idle
+	// measurement opens that many times fewer consoles, as many
+	// connections as for the other columns.
+	conns int
 	// only lists the metrics measured (nil: all of them).
 	only []string
 	// note, when set, explains the column under the table.
@@ -154,9 +177,44 @@ var columns = []column{
 		},
 	},
 	{
+		// A clipboard policy: the proxy frames both streams as RFB
+		// messages, so the stand-in speaks as a VNC server.
+		name: vOursClip, label: "clipboard filtered ws", short: "clip", color: rgb(0xbcbd22), proxy: caddyProxy, idle: true, target: framedTarget,
+		compare: []string{vOurs, vOursRFB},
+		note:    "clipboard filtered ws: an RFB-aware console (vnc_auth) with clipboard { copy off; paste off }: the proxy frames the VNC server's stream as RFB messages (to drop its clipboard) and the browser's as client messages. Its stand-in (loadtarget's Framed) speaks as a VNC server after the login: a ServerInit (1024×768, 32 bpp), the stream down as the pixels of FramebufferUpdates of one Raw rectangle each (1024×16, 64 KiB), which the client takes apart and checks byte by byte; echoes and the up answer in ServerFences; the client's command and bytes up in ClientFences of 64 bytes (as for view-only ws, so up throughput and round trip are those of fenced input).",
+		http: `vnc_proxy /clipboard {
+		resolver file {{.TokenFile}}
+		vnc_auth {
+			password {{.Password}}
+		}
+		clipboard {
+			copy off
+			paste off
+		}
+	}`,
+		dial: framedRoute("/clipboard", true),
+	},
+	{
+		// A recorded console: RFB-aware, every chunk of the server's
+		// stream copied to the recording's queue.
+		name: vOursRec, label: "recorded ws", short: "rec", color: rgb(0x17becf), proxy: caddyProxy, idle: true, target: framedTarget,
+		compare: []string{vOurs, vOursRFB},
+		note:    "recorded ws: an RFB-aware console (vnc_auth) recorded with record <dir> { max_total 2GiB } to the harness's temporary directory (the machine's disk): its stream is copied (never spliced) and every chunk queued for the recording's writer; recording after recording accumulates there during a run, max_total deleting the oldest.",
+		http: `vnc_proxy /recorded {
+		resolver file {{.TokenFile}}
+		vnc_auth {
+			password {{.Password}}
+		}
+		record {{.Dir}}/recordings {
+			max_total 2GiB
+		}
+	}`,
+		dial: framedRoute("/recorded", true),
+	},
+	{
 		// A serial console: raw bytes both ways, to a TCP port that
 		// serves one console at a time (a QEMU chardev's shape).
-		name: vOursSerial, label: "serial ws", short: "serial", color: rgb(0x8c564b), proxy: caddyProxy, idle: true, serial: true,
+		name: vOursSerial, label: "serial ws", short: "serial", color: rgb(0x8c564b), proxy: caddyProxy, idle: true, target: serialTarget,
 		compare: []string{vDirect, vWebsockify, vOurs},
 		note:    "serial ws: protocol serial, binary messages; the proxy keeps one console per serial target, so every console goes to a stand-in address of its own (127.1.x.y, the same echoing stand-in). The figures are the proxy's path; a real QEMU chardev adds its own (small) latency.",
 		http: `vnc_proxy /serial {
@@ -164,6 +222,20 @@ var columns = []column{
 		protocol serial
 	}`,
 		dial: wsRoute("ws", "/serial"),
+	},
+	{
+		// A SPICE console: four channels, each a WebSocket and a SPICE
+		// link, to the SPICE stand-in, which echoes after the link.
+		name: vOursSPICE, label: "SPICE console (4 channels)", short: "spice", color: rgb(0xe377c2), proxy: caddyProxy, idle: true,
+		target: spiceTarget, conns: spiceChannels,
+		only:    []string{mIdle, mOpen, mOpenCPU, mRTT50, mRTT99},
+		compare: []string{vOurs},
+		note:    "SPICE console (4 channels): protocol spice to internal/spice's StandIn (which links every channel as spice-server does, sends MAIN_INIT with a session id, answers DISPLAY_INIT and then echoes). A console is what spice-html5 opens: the main channel, then display, inputs and cursor with main's session id, so each open is 4 WebSockets and 4 SPICE links (the ticket RSA-encrypted by the client), and its open rate is consoles/s; memory is per idle console of four channels (a quarter as many consoles as idle sessions for ws, the same number of WebSockets); the round trip is a 16-byte message on the main channel, echoed. No throughput: the stand-in only echoes.",
+		http: `vnc_proxy /spice {
+		resolver file {{.TokenFile}}
+		protocol spice
+	}`,
+		dial: spiceRoute("/spice"),
 	},
 	{
 		name: vWebsockify, label: "websockify 0.10", short: "websockify", color: rgb(0xff7f0e), proxy: websockifyProxy, idle: true,
@@ -207,6 +279,23 @@ func streamRoute(h3 bool, path string) func(*benchEnv, *proxyProc, string, int) 
 func rfbRoute(path string, fenced bool) func(*benchEnv, *proxyProc, string, int) dialFunc {
 	return func(_ *benchEnv, pp *proxyProc, token string, bufSize int) dialFunc {
 		return dialWSRFB(pp.url("ws", path, token), bufSize, fenced)
+	}
+}
+
+// framedRoute dials an RFB-aware route whose console frames the server's
+// stream, to a Framed load target; fenced for one that frames the
+// client's messages too.
+func framedRoute(path string, fenced bool) func(*benchEnv, *proxyProc, string, int) dialFunc {
+	return func(_ *benchEnv, pp *proxyProc, token string, bufSize int) dialFunc {
+		return dialWSFramed(pp.url("ws", path, token), bufSize, fenced)
+	}
+}
+
+// spiceRoute dials a protocol spice route: a console of spiceChannels
+// channels.
+func spiceRoute(path string) func(*benchEnv, *proxyProc, string, int) dialFunc {
+	return func(_ *benchEnv, pp *proxyProc, token string, bufSize int) dialFunc {
+		return dialSPICE(pp.url("ws", path, token), bufSize)
 	}
 }
 

@@ -61,6 +61,8 @@ type options struct {
 	relayTarget    string
 	targetListen   string
 	targetAliases  int
+	framedListen   string
+	spiceListen    string
 	keep           bool
 
 	requestedSessions int
@@ -82,6 +84,10 @@ type benchEnv struct {
 	serialAddrs       []string // the serial stand-ins' addresses, one console each
 	serialTokenFile   string
 	serialTokens      []string // one per serial stand-in address
+	framedAddrs       []string // the Framed load targets, one per target process
+	framedTokens      []string
+	spiceAddrs        []string // the SPICE stand-ins
+	spiceTokens       []string
 	columns           []column // the columns measured
 	caddyRoots        *rootCA  // Caddy's local CA, which the native client trusts
 	seq               int
@@ -114,10 +120,19 @@ func main() {
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (configs, logs) for a look afterwards")
 	flag.StringVar(&o.targetListen, "target-listen", "", "internal: run as the VNC server stand-in, listening here")
 	flag.IntVar(&o.targetAliases, "target-aliases", 0, "internal: the stand-in also listens on this many loopback addresses 127.1.x.y at its port")
+	flag.StringVar(&o.framedListen, "target-framed-listen", "", "internal: the stand-in also serves as a VNC server that frames its stream (loadtarget's Framed) here")
+	flag.StringVar(&o.spiceListen, "spice-listen", "", "internal: run as the SPICE stand-in, listening here")
 	flag.Parse()
 	if o.targetListen != "" {
-		if err := serveTarget(o.targetListen, o.targetAliases); err != nil {
+		if err := serveTarget(o.targetListen, o.targetAliases, o.framedListen); err != nil {
 			fmt.Fprintln(os.Stderr, "vncbench target:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if o.spiceListen != "" {
+		if err := serveSPICE(o.spiceListen); err != nil {
+			fmt.Fprintln(os.Stderr, "vncbench SPICE stand-in:", err)
 			os.Exit(1)
 		}
 		return
@@ -198,17 +213,32 @@ func run(ctx context.Context, o options) error {
 	// A serial column needs a target address per console: each process
 	// also listens on loopback aliases (127.1.x.y) at its port.
 	aliases := 0
+	framed, needSPICE := false, false
 	for _, c := range env.columns {
-		if c.serial {
+		switch c.target {
+		case serialTarget:
 			aliases = (o.idleSessions + targetProcesses - 1) / targetProcesses
+		case framedTarget:
+			framed = true
+		case spiceTarget:
+			needSPICE = true
 		}
 	}
 	for range targetProcesses {
-		target, err := startTarget(ctx, env, aliases)
+		target, err := startTarget(ctx, env, aliases, framed)
 		if err != nil {
 			return err
 		}
 		defer target.stop()
+	}
+	if needSPICE {
+		// One process: a SPICE console's channels must reach the same
+		// server (the session id is the server's).
+		p, err := startSPICE(ctx, env)
+		if err != nil {
+			return err
+		}
+		defer p.stop()
 	}
 	env.targetAddr = env.targetAddrs[0]
 
@@ -303,8 +333,9 @@ func selectVariants(o options, env *benchEnv) ([]string, error) {
 }
 
 // writeTokenFile writes a websockify-format token file with a hundred
-// unrelated tokens and one for each target process, and one for the
-// serial column with a token per serial stand-in address.
+// unrelated tokens and one for each target process, Framed target and
+// SPICE stand-in, and one for the serial column with a token per serial
+// stand-in address.
 func writeTokenFile(env *benchEnv) error {
 	newToken := func() string {
 		var k [16]byte
@@ -322,6 +353,16 @@ func writeTokenFile(env *benchEnv) error {
 		fmt.Fprintf(&b, "%s: %s\n", tok, addr)
 	}
 	env.token = env.tokens[0]
+	for _, addr := range env.framedAddrs {
+		tok := newToken()
+		env.framedTokens = append(env.framedTokens, tok)
+		fmt.Fprintf(&b, "%s: %s\n", tok, addr)
+	}
+	for _, addr := range env.spiceAddrs {
+		tok := newToken()
+		env.spiceTokens = append(env.spiceTokens, tok)
+		fmt.Fprintf(&b, "%s: %s\n", tok, addr)
+	}
 	env.tokenFile = filepath.Join(env.dir, "tokens")
 	if err := os.WriteFile(env.tokenFile, []byte(b.String()), 0o600); err != nil {
 		return err
@@ -357,11 +398,16 @@ func measureVariant(ctx context.Context, env *benchEnv, v string, res *results) 
 		return err
 	}
 	tokens := env.tokens
-	if col.serial {
-		if len(env.serialTokens) == 0 {
-			return errors.New("no serial stand-in addresses")
-		}
+	switch col.target {
+	case serialTarget:
 		tokens = env.serialTokens
+	case framedTarget:
+		tokens = env.framedTokens
+	case spiceTarget:
+		tokens = env.spiceTokens
+	}
+	if len(tokens) == 0 {
+		return fmt.Errorf("no target addresses for %s", col.label)
 	}
 	// Idle sessions spread over the tokens, one console each.
 	var idleDials []dialFunc
@@ -369,7 +415,7 @@ func measureVariant(ctx context.Context, env *benchEnv, v string, res *results) 
 		idleDials = append(idleDials, col.dial(env, pp, tok, 1024))
 	}
 	dial := col.dial(env, pp, tokens[0], 64<<10)
-	if col.serial {
+	if col.target == serialTarget {
 		// Each console a target of its own, as the proxy refuses a
 		// second one for a target still in use: the next measurement
 		// may open before the last one's console has ended.
@@ -386,8 +432,12 @@ func measureVariant(ctx context.Context, env *benchEnv, v string, res *results) 
 	case col.proxy == websockifyProxy:
 		idleN = o.wsIdleSessions
 		limitMiB = int64(o.websockifyMiB)
-	case col.serial:
+	case col.target == serialTarget:
 		idleN = min(idleN, len(tokens))
+	}
+	if col.conns > 1 {
+		// As many connections as for the other columns.
+		idleN /= col.conns
 	}
 	if pp != nil {
 		defer pp.proc.stop()

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/vncgate/caddy-vnc-proxy/internal/loadtarget"
+	"github.com/vncgate/caddy-vnc-proxy/internal/spice"
 )
 
 // process is a program the harness started, in its own process group so that
@@ -291,7 +292,11 @@ func startRelay(ctx context.Context, env *benchEnv) (*proxyProc, error) {
 // (internal/loadtarget) and adds its address to env.targetAddrs, and the
 // addresses of its aliases to env.serialAddrs: it also listens, at the same
 // port, on that many loopback addresses 127.1.x.y.
-func startTarget(ctx context.Context, env *benchEnv, aliases int) (*process, error) {
+//
+// With framed, it also listens on a port of its own as a Framed load target
+// (a VNC server's messages after the login), whose address goes to
+// env.framedAddrs.
+func startTarget(ctx context.Context, env *benchEnv, aliases int, framed bool) (*process, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
@@ -301,10 +306,26 @@ func startTarget(ctx context.Context, env *benchEnv, aliases int) (*process, err
 		return nil, err
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	p, err := startProcess("target", filepath.Join(env.dir, "target.log"), nil,
-		self, "-target-listen", addr, "-target-aliases", strconv.Itoa(aliases))
+	argv := []string{self, "-target-listen", addr, "-target-aliases", strconv.Itoa(aliases)}
+	framedAddr := ""
+	if framed {
+		fp, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		framedAddr = fmt.Sprintf("127.0.0.1:%d", fp)
+		argv = append(argv, "-target-framed-listen", framedAddr)
+	}
+	p, err := startProcess("target", filepath.Join(env.dir, fmt.Sprintf("target-%d.log", len(env.targetAddrs))), nil, argv...)
 	if err != nil {
 		return nil, err
+	}
+	if framedAddr != "" {
+		if err := waitDial(ctx, p, framedAddr, 10*time.Second); err != nil {
+			p.stop()
+			return nil, err
+		}
+		env.framedAddrs = append(env.framedAddrs, framedAddr)
 	}
 	aliasAddrs := targetAliases(port, aliases)
 	if len(aliasAddrs) > 0 {
@@ -334,8 +355,8 @@ func targetAliases(port, n int) []string {
 }
 
 // serveTarget serves the load target on listen and its aliases, which it
-// binds first.
-func serveTarget(listen string, aliases int) error {
+// binds first, and a Framed one on framedListen when it is set.
+func serveTarget(listen string, aliases int, framedListen string) error {
 	_, portStr, err := net.SplitHostPort(listen)
 	if err != nil {
 		return err
@@ -352,6 +373,18 @@ func serveTarget(listen string, aliases int) error {
 		}
 		ls = append(ls, l)
 	}
+	if framedListen != "" {
+		fl, err := net.Listen("tcp", framedListen)
+		if err != nil {
+			return err
+		}
+		go func() {
+			if err := (&loadtarget.Server{Password: targetPassword, Framed: true}).Serve(fl); err != nil {
+				fmt.Fprintln(os.Stderr, "vncbench target:", err)
+				os.Exit(1)
+			}
+		}()
+	}
 	l, err := net.Listen("tcp", listen)
 	if err != nil {
 		return err
@@ -365,6 +398,44 @@ func serveTarget(listen string, aliases int) error {
 		}()
 	}
 	return (&loadtarget.Server{Password: targetPassword}).Serve(l)
+}
+
+// startSPICE starts this program again as the SPICE stand-in
+// (spice.StandIn) and adds its address to env.spiceAddrs.
+func startSPICE(ctx context.Context, env *benchEnv) (*process, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	p, err := startProcess("SPICE stand-in", filepath.Join(env.dir, fmt.Sprintf("spice-%d.log", len(env.spiceAddrs))), nil,
+		self, "-spice-listen", addr)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitDial(ctx, p, addr, 10*time.Second); err != nil {
+		p.stop()
+		return nil, err
+	}
+	env.spiceAddrs = append(env.spiceAddrs, addr)
+	return p, nil
+}
+
+// serveSPICE is the SPICE stand-in's process.
+func serveSPICE(listen string) error {
+	s, err := spice.NewStandIn()
+	if err != nil {
+		return err
+	}
+	l, err := net.Listen("tcp", listen)
+	if err != nil {
+		return err
+	}
+	return s.Serve(l)
 }
 
 // serveRelay is the tcp_relay variant's process. It spreads connections
