@@ -8,6 +8,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/vncgate/caddy-vnc-proxy/internal/console"
 	"github.com/vncgate/caddy-vnc-proxy/internal/loadtarget"
 	"github.com/vncgate/caddy-vnc-proxy/internal/recording"
 	"github.com/vncgate/caddy-vnc-proxy/internal/wsstream"
@@ -15,9 +16,10 @@ import (
 
 // BenchmarkRecordedRelayToBrowser: BenchmarkRelayToBrowser's 64 KiB per op
 // from the VNC server to the browser, through a transparent console (the
-// splice relay), an RFB-aware one (the proxy logs in and copies) and a
-// recorded one (RFB-aware, every chunk queued for the recording and
-// written to a file in a temporary directory):
+// splice relay), an RFB-aware one (the proxy logs in, then splices too),
+// the same through the copy relay a recorded console has, and a recorded
+// one (RFB-aware, every chunk queued for the recording and written to a
+// file in a temporary directory):
 //
 //	go test -run '^$' -bench RecordedRelayToBrowser ./caddymodule/
 func BenchmarkRecordedRelayToBrowser(b *testing.B) {
@@ -27,6 +29,13 @@ func BenchmarkRecordedRelayToBrowser(b *testing.B) {
 	}{
 		{"transparent", nil},
 		{"rfb-aware", func(_ *testing.B, h *Handler) { h.VNCAuth = &VNCAuth{} }},
+		{"rfb-aware-copy", func(b *testing.B, h *Handler) {
+			// The copy relay a recorded console has (no splice), without
+			// the recording.
+			console.CopyRelayOnly.Store(true)
+			b.Cleanup(func() { console.CopyRelayOnly.Store(false) })
+			h.VNCAuth = &VNCAuth{}
+		}},
 		{"recorded", func(b *testing.B, h *Handler) {
 			h.Record = &RecordOptions{Dir: filepath.Join(b.TempDir(), "recordings")}
 		}},

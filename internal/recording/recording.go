@@ -150,8 +150,12 @@ type Recording struct {
 	spare      [2]queue // emptied chunk lists handed back by the writer
 	// room, while a call waits for room in the queue, is closed by the
 	// writer when it has written a batch.
-	room    chan struct{}
-	wake    chan struct{}
+	room chan struct{}
+	wake chan struct{}
+	// hurry cuts the writer's writeInterval short once sleepBelow bytes
+	// wait: a console faster than the interval's batches must not fill
+	// the queue while the writer sleeps.
+	hurry   chan struct{}
 	done    chan struct{}
 	waitErr error
 }
@@ -189,6 +193,7 @@ func Start(cfg Config, meta Meta) (*Recording, error) {
 		sidecarPath: filepath.Join(dir, id+".json"),
 		liveKey:     filepath.Join(dir, id),
 		wake:        make(chan struct{}, 1),
+		hurry:       make(chan struct{}, 1),
 		done:        make(chan struct{}),
 		side: Sidecar{
 			ID:            id,
@@ -416,10 +421,17 @@ func (r *Recording) waitRoom(deadline time.Time) bool {
 	return ok
 }
 
+// signal wakes the writer; the caller holds r.mu.
 func (r *Recording) signal() {
 	select {
 	case r.wake <- struct{}{}:
 	default:
+	}
+	if r.queued >= sleepBelow || r.room != nil || r.ending || r.err != nil {
+		select {
+		case r.hurry <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -435,8 +447,8 @@ func (r *Recording) End(reason string) {
 		r.side.Ended = &now
 		r.side.Reason = reason
 	}
-	r.mu.Unlock()
 	r.signal()
+	r.mu.Unlock()
 }
 
 // Wait waits until the recording is finished after End and returns the
@@ -461,6 +473,8 @@ func (r *Recording) run() {
 		broken         bool // a write failed: nothing more goes to disk
 		reported       bool
 	)
+	pause := time.NewTimer(writeInterval)
+	pause.Stop()
 	for {
 		<-r.wake
 		r.mu.Lock()
@@ -496,10 +510,16 @@ func (r *Recording) run() {
 			r.finish(broken)
 			return
 		}
-		// A small batch means a quiet console: wait for more. A large one
-		// means a busy console or a slow disk: go straight on.
+		// A small batch means a quiet console: wait for more, unless
+		// the console turns busy meanwhile (hurry). A large one means a
+		// busy console or a slow disk: go straight on.
 		if wrote > 0 && wrote < sleepBelow {
-			time.Sleep(writeInterval)
+			pause.Reset(writeInterval)
+			select {
+			case <-pause.C:
+			case <-r.hurry:
+				pause.Stop()
+			}
 		}
 	}
 }

@@ -104,6 +104,8 @@ func (r *Retention) loop() {
 	defer close(r.done)
 	tick := time.NewTicker(r.interval)
 	defer tick.Stop()
+	gap := time.NewTimer(retentionGap)
+	gap.Stop()
 	for {
 		select {
 		case <-r.stop:
@@ -115,8 +117,20 @@ func (r *Retention) loop() {
 		if r.Report != nil && (len(deleted) > 0 || err != nil) {
 			r.Report(deleted, err)
 		}
+		// A run reads the whole directory: while consoles churn, the
+		// triggers of a quarter second make one run, still well within
+		// the second a recording's end is promised its retention in.
+		gap.Reset(retentionGap)
+		select {
+		case <-r.stop:
+			return
+		case <-gap.C:
+		}
 	}
 }
+
+// retentionGap is the least time between two runs of the loop.
+const retentionGap = 250 * time.Millisecond
 
 // recordingFiles is one recording's files as a run sees them.
 type recordingFiles struct {
