@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"errors"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -94,16 +95,25 @@ var pipelineMetrics = admission.Metrics{
 	},
 }
 
-// sessionMetrics are the collectors a console of server counts in.
-func sessionMetrics(server string) console.Metrics {
-	return console.Metrics{
+// sessionMetrics are the collectors a console of server counts in, one
+// set per server, which every console of the server shares.
+func sessionMetrics(server string) *console.Metrics {
+	if m, ok := serverMetrics.Load(server); ok {
+		return m.(*console.Metrics)
+	}
+	m, _ := serverMetrics.LoadOrStore(server, &console.Metrics{
 		BytesToBrowser:    bytesTotal.WithLabelValues(server, "to_browser"),
 		BytesToTarget:     bytesTotal.WithLabelValues(server, "to_target"),
 		Active:            sessionsActive.WithLabelValues(server),
 		Duration:          sessionDuration.WithLabelValues(server),
 		RecordingFailures: recordingFailures.WithLabelValues(server),
-	}
+	})
+	return m.(*console.Metrics)
 }
+
+// serverMetrics holds sessionMetrics' sets by server name; the collectors
+// are the process's, so a set outlives config reloads.
+var serverMetrics sync.Map
 
 // serverName is the name of the Caddy server handling r (srv0, ...), for
 // the metrics' "server" label.

@@ -62,7 +62,7 @@ func TestSessionWithoutCaddy(t *testing.T) {
 			Logger:         zap.NewNop(),
 			PingInterval:   time.Second,
 			MaxMessageSize: 1 << 20,
-			Metrics: Metrics{
+			Metrics: &Metrics{
 				BytesToBrowser: prometheus.NewCounter(prometheus.CounterOpts{Name: "b"}),
 				BytesToTarget:  prometheus.NewCounter(prometheus.CounterOpts{Name: "t"}),
 				Active:         prometheus.NewGauge(prometheus.GaugeOpts{Name: "a"}),
@@ -164,7 +164,7 @@ func FuzzBrowserFrames(f *testing.F) {
 		}
 		_ = New(ws, target, Config{
 			Logger: logger, PingInterval: time.Second, MaxMessageSize: 4096,
-			Metrics: Metrics{
+			Metrics: &Metrics{
 				BytesToBrowser: prometheus.NewCounter(prometheus.CounterOpts{Name: "b"}),
 				BytesToTarget:  prometheus.NewCounter(prometheus.CounterOpts{Name: "t"}),
 				Active:         prometheus.NewGauge(prometheus.GaugeOpts{Name: "a"}),

@@ -80,7 +80,7 @@ func nativeDoor(t *testing.T, viewOnly bool) (addr string, roots *x509.CertPool)
 				_ = nc.Admit()
 				s := NewNative(nc, target, Config{
 					Logger: zap.NewNop(), MaxMessageSize: 1 << 20, HandshakeTimeout: 5 * time.Second,
-					Metrics: Metrics{
+					Metrics: &Metrics{
 						BytesToBrowser: prometheus.NewCounter(prometheus.CounterOpts{Name: "b"}),
 						BytesToTarget:  prometheus.NewCounter(prometheus.CounterOpts{Name: "t"}),
 						Active:         prometheus.NewGauge(prometheus.GaugeOpts{Name: "a"}),

@@ -416,8 +416,8 @@ func newTestMetrics() *testMetrics {
 	}
 }
 
-func (m *testMetrics) metrics() console.Metrics {
-	return console.Metrics{BytesToBrowser: m.toBrowser, BytesToTarget: m.toTarget, Active: m.active, Duration: m.durations}
+func (m *testMetrics) metrics() *console.Metrics {
+	return &console.Metrics{BytesToBrowser: m.toBrowser, BytesToTarget: m.toTarget, Active: m.active, Duration: m.durations}
 }
 
 type countingCounter struct {

@@ -61,7 +61,7 @@ type Session struct {
 	started        time.Time
 	// server is the HTTP server's name.
 	server  string
-	metrics Metrics
+	metrics *Metrics
 
 	// RFB-aware sessions: how the proxy logged in to the VNC server, how
 	// long the browser has for its handshake, and for a view-only console
@@ -155,7 +155,7 @@ type Config struct {
 	// console.
 	HandshakeTimeout time.Duration
 	// Metrics count the session's bytes, life and length.
-	Metrics Metrics
+	Metrics *Metrics
 
 	// Transport is how the client came, for the admin list: "ws"
 	// (HTTP/1.1), "h2" or "h3"; NewNative sets "native".

@@ -225,7 +225,7 @@ func consoleServer(t *testing.T, secure bool, targetAddr string, pingInterval ti
 			Logger:         logger,
 			PingInterval:   pingInterval,
 			MaxMessageSize: 1 << 20,
-			Metrics: Metrics{
+			Metrics: &Metrics{
 				BytesToBrowser: prometheus.NewCounter(prometheus.CounterOpts{Name: "b"}),
 				BytesToTarget:  prometheus.NewCounter(prometheus.CounterOpts{Name: "t"}),
 				Active:         prometheus.NewGauge(prometheus.GaugeOpts{Name: "a"}),
