@@ -91,6 +91,10 @@ type column struct {
 	// measurement opens that many times fewer consoles, as many
 	// connections as for the other columns.
 	conns int
+	// files is how many files a console holds open besides its two
+	// sockets (a recording's): the idle measurement opens as many
+	// consoles as fit the same descriptors.
+	files int
 	// only lists the metrics measured (nil: all of them).
 	only []string
 	// note, when set, explains the column under the table.
@@ -197,9 +201,9 @@ var columns = []column{
 	{
 		// A recorded console: RFB-aware, every chunk of the server's
 		// stream copied to the recording's queue.
-		name: vOursRec, label: "recorded ws", short: "rec", color: rgb(0x17becf), proxy: caddyProxy, idle: true, target: framedTarget,
+		name: vOursRec, label: "recorded ws", short: "rec", color: rgb(0x17becf), proxy: caddyProxy, idle: true, target: framedTarget, files: 1,
 		compare: []string{vOurs, vOursRFB},
-		note:    "recorded ws: an RFB-aware console (vnc_auth) recorded with record <dir> { max_total 2GiB } to the harness's temporary directory (the machine's disk): its stream is copied (never spliced) and every chunk queued for the recording's writer; recording after recording accumulates there during a run, max_total deleting the oldest.",
+		note:    "recorded ws: an RFB-aware console (vnc_auth) recorded with record <dir> { max_total 2GiB } to the harness's temporary directory (the machine's disk): its stream is copied (never spliced) and every chunk queued for the recording's writer; recording after recording accumulates there during a run, max_total deleting the oldest. A recorded console holds its recording's file open: its idle memory is measured with two thirds as many consoles, to fit the same file descriptors.",
 		http: `vnc_proxy /recorded {
 		resolver file {{.TokenFile}}
 		vnc_auth {

@@ -439,6 +439,10 @@ func measureVariant(ctx context.Context, env *benchEnv, v string, res *results) 
 		// As many connections as for the other columns.
 		idleN /= col.conns
 	}
+	if col.files > 0 {
+		// As many descriptors as for the other columns.
+		idleN = idleN * 2 / (2 + col.files)
+	}
 	if pp != nil {
 		defer pp.proc.stop()
 		pid = pp.proc.pid()
