@@ -57,6 +57,7 @@ type options struct {
 	cmdline        string
 	profileDir     string
 	profileSeconds int
+	profileVariant string
 	relayListen    string
 	relayTarget    string
 	targetListen   string
@@ -115,6 +116,7 @@ func main() {
 	flag.StringVar(&o.cmdline, "cmdline", "", "the command to record in the results (default: this program's arguments)")
 	flag.StringVar(&o.profileDir, "profile", "", "instead of the table: profile vnc_proxy under load and write pprof files here")
 	flag.IntVar(&o.profileSeconds, "profile-seconds", 10, "seconds per CPU profile")
+	flag.StringVar(&o.profileVariant, "profile-variant", vOurs, "with -profile: the vnc_proxy column to profile (e.g. "+vOursRec+")")
 	flag.StringVar(&o.relayListen, "relay-listen", "", "internal: run as the tcp_relay variant's process, listening here")
 	flag.StringVar(&o.relayTarget, "relay-target", "", "internal: the tcp_relay variant's target")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (configs, logs) for a look afterwards")
@@ -288,6 +290,19 @@ func run(ctx context.Context, o options) error {
 	return nil
 }
 
+// tokensFor returns the tokens of col's target processes.
+func (env *benchEnv) tokensFor(col column) []string {
+	switch col.target {
+	case serialTarget:
+		return env.serialTokens
+	case framedTarget:
+		return env.framedTokens
+	case spiceTarget:
+		return env.spiceTokens
+	}
+	return env.tokens
+}
+
 func selectVariants(o options, env *benchEnv) ([]string, error) {
 	want := map[string]bool{}
 	for _, v := range strings.Split(o.variants, ",") {
@@ -397,15 +412,7 @@ func measureVariant(ctx context.Context, env *benchEnv, v string, res *results) 
 	if err != nil {
 		return err
 	}
-	tokens := env.tokens
-	switch col.target {
-	case serialTarget:
-		tokens = env.serialTokens
-	case framedTarget:
-		tokens = env.framedTokens
-	case spiceTarget:
-		tokens = env.spiceTokens
-	}
+	tokens := env.tokensFor(col)
 	if len(tokens) == 0 {
 		return fmt.Errorf("no target addresses for %s", col.label)
 	}

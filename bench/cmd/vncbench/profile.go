@@ -12,7 +12,8 @@ import (
 	"time"
 )
 
-// profile starts vnc_proxy with the admin endpoint and, under each load,
+// profile starts vnc_proxy with the admin endpoint and, under each load
+// on the -profile-variant column's route,
 // fetches pprof profiles from it and counts allocations per message from
 // /debug/vars.
 func profile(ctx context.Context, env *benchEnv) error {
@@ -20,12 +21,21 @@ func profile(ctx context.Context, env *benchEnv) error {
 	if err := os.MkdirAll(o.profileDir, 0o755); err != nil {
 		return err
 	}
-	pp, err := startCaddy(ctx, env, []column{mustColumn(vOurs), mustColumn(vOursTLS)})
+	col, ok := columnByName(o.profileVariant)
+	if !ok || col.proxy != caddyProxy {
+		return fmt.Errorf("-profile-variant %q: not a vnc_proxy column", o.profileVariant)
+	}
+	cols := []column{mustColumn(vOurs), mustColumn(vOursTLS)}
+	if col.name != vOurs && col.name != vOursTLS {
+		cols = append(cols, col)
+	}
+	pp, err := startCaddy(ctx, env, cols)
 	if err != nil {
 		return err
 	}
 	defer pp.proc.stop()
-	dial := dialWS(pp.wsBase+env.token, 64<<10)
+	tokens := env.tokensFor(col)
+	dial := col.dial(env, pp, tokens[0], 64<<10)
 	if err := waitSession(ctx, dial, pp); err != nil {
 		return err
 	}
@@ -141,7 +151,11 @@ func profile(ctx context.Context, env *benchEnv) error {
 	hold := make(chan struct{})
 	errc := make(chan error, 1)
 	go func() {
-		ir, err := holdIdle(ctx, pp.idleDials(pp.wsBase, env.tokens), o.idleSessions, hold, func() {
+		var idleDials []dialFunc
+		for _, tok := range tokens {
+			idleDials = append(idleDials, col.dial(env, pp, tok, 1024))
+		}
+		ir, err := holdIdle(ctx, idleDials, o.idleSessions, hold, func() {
 			errc <- nil
 		})
 		if err != nil {
@@ -210,9 +224,17 @@ func transferCounting(ctx context.Context, dial dialFunc, dir string, n int64, e
 		return 0, err
 	}
 	defer s.Close()
-	ws := s.(wsStream)
 	if err := s.send(sizedCommand('s', n)); err != nil {
 		return 0, err
+	}
+	ws, ok := s.(wsStream)
+	if !ok {
+		// A framed stream: counted as its target sends it, in 64 KiB
+		// FramebufferUpdates.
+		if _, err := io.CopyN(io.Discard, s, n); err != nil {
+			return 0, err
+		}
+		return (n + 64<<10 - 1) / (64 << 10), nil
 	}
 	var msgs int64
 	for got := int64(0); got < n; {
