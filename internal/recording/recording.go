@@ -230,7 +230,7 @@ func (r *Recording) create() error {
 			return err
 		}
 	}
-	return writeSidecar(r.sidecarPath, r.side)
+	return writeSidecar(r.sidecarPath, r.side, false)
 }
 
 func createFile(path string) (*os.File, error) {
@@ -583,7 +583,7 @@ func (r *Recording) finish(broken bool) {
 		side.Error = err.Error()
 	}
 	side.Complete = err == nil
-	if werr := writeSidecar(r.sidecarPath, side); werr != nil && err == nil {
+	if werr := writeSidecar(r.sidecarPath, side, true); werr != nil && err == nil {
 		err = werr
 	}
 	r.waitErr = err

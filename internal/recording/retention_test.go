@@ -23,7 +23,7 @@ func fakeRecording(t *testing.T, dir string, started time.Time, size int, input 
 		t.Fatal(err)
 	}
 	ended := started.Add(time.Minute)
-	if err := writeSidecar(filepath.Join(dir, id+".json"), Sidecar{ID: id, Started: started, Ended: &ended, Complete: true, PixelFormats: []PixelFormatChange{}}); err != nil {
+	if err := writeSidecar(filepath.Join(dir, id+".json"), Sidecar{ID: id, Started: started, Ended: &ended, Complete: true, PixelFormats: []PixelFormatChange{}}, false); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, id+".fbs"), make([]byte, size), 0o600); err != nil {

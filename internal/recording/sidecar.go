@@ -76,8 +76,13 @@ func newPixelFormatChange(ms uint32, offset int64, wire []byte) PixelFormatChang
 }
 
 // writeSidecar replaces path atomically: a reader sees the old sidecar or
-// the new one, never half of one, and a crash leaves the last whole one.
-func writeSidecar(path string, s Sidecar) error {
+// the new one, never half of one. A durable one is synced, with its
+// directory, before writeSidecar returns, so that a crash leaves it
+// whole; the first sidecar of a recording (complete: false) need not be,
+// since a recording without a sidecar is as incomplete as one whose
+// sidecar says so, and two syncs at every console's start would hold up
+// its opening on the disk's pace.
+func writeSidecar(path string, s Sidecar, durable bool) error {
 	b, err := json.MarshalIndent(s, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encoding sidecar: %w", err)
@@ -90,7 +95,7 @@ func writeSidecar(path string, s Sidecar) error {
 		return fmt.Errorf("writing sidecar: %w", err)
 	}
 	_, err = tmp.Write(b)
-	if err == nil {
+	if err == nil && durable {
 		err = tmp.Sync()
 	}
 	if cerr := tmp.Close(); err == nil {
@@ -102,6 +107,9 @@ func writeSidecar(path string, s Sidecar) error {
 	if err != nil {
 		os.Remove(tmp.Name())
 		return fmt.Errorf("writing sidecar: %w", err)
+	}
+	if !durable {
+		return nil
 	}
 	// The rename is durable only once the directory is synced.
 	if d, err := os.Open(dir); err == nil {
