@@ -25,10 +25,7 @@ const (
 // Like pumpToBrowser it takes a buffer only once the server's bytes are
 // there, except while a cut header waits for the rest of it.
 func (s *Session) pumpFramedToBrowser() {
-	buffers := &relayBuffers
-	if s.bc.tls != nil && waitsWithoutBuffer(s.target) {
-		buffers = &tlsRelayBuffers
-	}
+	buffers := s.serverBuffers()
 	read := pooledReader(s.target, buffers)
 	var carry [rfbproxy.MaxServerCarry]byte
 	carried := 0

@@ -21,7 +21,7 @@ import (
 //
 // Reads go through a pooledReadConn on a plain TCP socket: crypto/tls reads
 // a record's header, then its body, each read(2) filling what it has room
-// for (16 to 32 KiB); one read(2) of up to tlsRelayBufferSize serves
+// for (16 to 32 KiB); one read(2) of up to bigRelayBufferSize serves
 // several records. Over loopback that cost a tenth less CPU per byte from
 // the browser than no pooled reads, and a little less than 64 KiB reads,
 // for the extra copy it makes.
@@ -46,9 +46,9 @@ type tlsSocket struct {
 }
 
 // gatherSize is what a tlsSocket's buffer holds: a frame from a full relay
-// buffer (tlsRelayBufferSize), in records of at most 16 KiB with a few
+// buffer (bigRelayBufferSize), in records of at most 16 KiB with a few
 // dozen bytes of header, nonce, tag and padding each.
-const gatherSize = frameHeaderRoom + tlsRelayBufferSize + 8<<10
+const gatherSize = frameHeaderRoom + bigRelayBufferSize + 8<<10
 
 var gatherBuffers = sync.Pool{New: func() any {
 	b := make([]byte, 0, gatherSize)
@@ -137,7 +137,7 @@ func underTLS(tc *tls.Conn) *tlsSocket {
 	if *field == nil || !reflect.TypeOf(*field).Comparable() || *field != tc.NetConn() {
 		return nil
 	}
-	s := &tlsSocket{Conn: *field, reads: pooledReads(*field, &tlsRelayBuffers)}
+	s := &tlsSocket{Conn: *field, reads: pooledReads(*field, &bigRelayBuffers)}
 	*field = s
 	if tc.NetConn() != net.Conn(s) {
 		*field = s.Conn

@@ -130,7 +130,7 @@ func TestTLSFrameOneWrite(t *testing.T) {
 	counter := &countingConn{Conn: sock}
 	bc.tls.Conn = counter
 
-	for _, size := range []int{1, 20 << 10, tlsRelayBufferSize, 3 * gatherSize} {
+	for _, size := range []int{1, 20 << 10, bigRelayBufferSize, 3 * gatherSize} {
 		frame := make([]byte, size)
 		for i := range frame {
 			frame[i] = byte(i * 13)
@@ -183,7 +183,7 @@ func TestTLSFrameCutShort(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = server.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-	frame := make([]byte, tlsRelayBufferSize)
+	frame := make([]byte, bigRelayBufferSize)
 	var err error
 	for i := 0; i < 1000 && err == nil; i++ {
 		bc.mu.Lock()
