@@ -205,6 +205,7 @@ func Start(cfg Config, meta Meta) (*Recording, error) {
 			PixelFormats:  []PixelFormatChange{},
 		},
 	}
+	r.server.pos, r.inputQ.pos = int64(len(fbs.Header)), int64(len(fbs.Header))
 	// Registered before the first file exists, so retention never sees
 	// the files of a live recording as deletable.
 	markLive(r.liveKey)
@@ -479,7 +480,7 @@ func (r *Recording) run() {
 		<-r.wake
 		r.mu.Lock()
 		server, input := r.server, r.inputQ
-		r.server, r.inputQ = queue{}, queue{}
+		r.server, r.inputQ = queue{pos: server.pos}, queue{pos: input.pos}
 		queued, blocks := r.queued, r.blocks
 		ending := r.ending
 		r.mu.Unlock()
