@@ -103,6 +103,12 @@ type column struct {
 	// (in latest.json's "ratios" and a note under the table), those of
 	// them that were measured.
 	compare []string
+	// paired: besides its own runs, each run pairs the column's
+	// target→browser throughput with that of each compare column served
+	// over plain HTTP, back to back in the same proxy process (-pairs),
+	// for a ratio the drift of a long run on a shared machine does not
+	// blur.
+	paired bool
 }
 
 // columns, in table order.
@@ -185,6 +191,7 @@ var columns = []column{
 		// messages, so the stand-in speaks as a VNC server.
 		name: vOursClip, label: "clipboard filtered ws", short: "clip", color: rgb(0xbcbd22), proxy: caddyProxy, idle: true, target: framedTarget,
 		compare: []string{vOurs, vOursRFB},
+		paired:  true,
 		note:    "clipboard filtered ws: an RFB-aware console (vnc_auth) with clipboard { copy off; paste off }: the proxy frames the VNC server's stream as RFB messages (to drop its clipboard) and the browser's as client messages. Its stand-in (loadtarget's Framed) speaks as a VNC server after the login: a ServerInit (1024×768, 32 bpp), the stream down as the pixels of FramebufferUpdates of one Raw rectangle each (1024×16, 64 KiB), which the client takes apart and checks byte by byte; echoes and the up answer in ServerFences; the client's command and bytes up in ClientFences of 64 bytes (as for view-only ws, so up throughput and round trip are those of fenced input).",
 		http: `vnc_proxy /clipboard {
 		resolver file {{.TokenFile}}
@@ -203,6 +210,7 @@ var columns = []column{
 		// stream copied to the recording's queue.
 		name: vOursRec, label: "recorded ws", short: "rec", color: rgb(0x17becf), proxy: caddyProxy, idle: true, target: framedTarget, files: 1,
 		compare: []string{vOurs, vOursRFB},
+		paired:  true,
 		note:    "recorded ws: an RFB-aware console (vnc_auth) recorded with record <dir> { max_total 2GiB } to the harness's temporary directory (the machine's disk): its stream is copied (never spliced) and every chunk queued for the recording's writer; recording after recording accumulates there during a run, max_total deleting the oldest. A recorded console holds its recording's file open: its idle memory is measured with two thirds as many consoles, to fit the same file descriptors.",
 		http: `vnc_proxy /recorded {
 		resolver file {{.TokenFile}}
@@ -314,6 +322,16 @@ func (pp *proxyProc) url(scheme, path, token string) string {
 
 func columnByName(name string) (column, bool) {
 	for _, c := range columns {
+		if c.name == name {
+			return c, true
+		}
+	}
+	return column{}, false
+}
+
+// column returns the column name if it is measured in this run.
+func (e *benchEnv) column(name string) (column, bool) {
+	for _, c := range e.columns {
 		if c.name == name {
 			return c, true
 		}

@@ -47,6 +47,7 @@ type options struct {
 	outDir         string
 	variants       string
 	downMiB        int
+	pairs          int
 	upMiB          int
 	websockifyMiB  int
 	rttCount       int
@@ -106,6 +107,7 @@ func main() {
 	flag.StringVar(&o.outDir, "out", "bench/results", "directory for latest.json, latest.md and latest.png (empty: none)")
 	flag.StringVar(&o.variants, "variants", strings.Join(columnNames(), ","), "comma-separated variants to measure")
 	flag.IntVar(&o.downMiB, "down", 256, "MiB per target-to-browser throughput run")
+	flag.IntVar(&o.pairs, "pairs", 3, "per run of a column that has them, target-to-browser runs paired with its reference columns' in the same proxy process")
 	flag.IntVar(&o.upMiB, "up", 256, "MiB per browser-to-target throughput run")
 	flag.IntVar(&o.websockifyMiB, "websockify-mib", 128, "cap on MiB per throughput run through websockify (it is slow)")
 	flag.IntVar(&o.rttCount, "rtt", 2000, "echo round trips per run")
@@ -535,8 +537,55 @@ func measureVariant(ctx context.Context, env *benchEnv, v string, res *results) 
 		}
 	}
 	fmt.Fprintf(os.Stderr, "  open %.0f/s, rtt p50 %.0f µs p99 %.0f µs, down %.0f MB/s, up %.0f MB/s\n", rate, p50, p99, dmb, umb)
+
+	if col.paired && col.measures(mDown) && pid != 0 && o.pairs > 0 {
+		down := min(int64(o.downMiB), limitMiB) << 20
+		for _, ref := range col.compare {
+			rc, ok := env.column(ref)
+			if !ok || rc.proxy != caddyProxy || rc.https != "" {
+				continue
+			}
+			r, err := pairedDown(ctx, env, pid, base, rc.dial(env, pp, env.tokensFor(rc)[0], 64<<10), dial, down, o.pairs)
+			if err != nil {
+				return fmt.Errorf("paired with %s: %w", rc.label, err)
+			}
+			res.addExtra(pairedKey(ref), v, r)
+			fmt.Fprintf(os.Stderr, "  down against %s, paired: %.2f×\n", rc.label, r)
+		}
+	}
 	return nil
 }
+
+// pairedDown measures target→browser throughput through two routes of the
+// same proxy process back to back, n times, alternating which goes first,
+// and returns the median of the ratios col/ref. Columns measured minutes
+// apart, each with a proxy of its own, differ by as much as a quarter on a
+// small, shared machine whatever they relay; a pair taken within a second
+// or two sees the same machine.
+func pairedDown(ctx context.Context, env *benchEnv, pid int, base procSample, ref, col dialFunc, down int64, n int) (float64, error) {
+	var ratios []float64
+	for i := range n {
+		var mb [2]float64
+		for j := range 2 {
+			k := (i + j) % 2 // 0: ref, 1: col
+			d := ref
+			if k == 1 {
+				d = col
+			}
+			waitSettled(ctx, pid, base, 30*time.Second)
+			v, err := measureDown(ctx, d, down, env.corpus)
+			if err != nil {
+				return 0, err
+			}
+			mb[k] = v
+		}
+		ratios = append(ratios, mb[1]/mb[0])
+	}
+	return median(ratios), nil
+}
+
+// pairedKey is the extra of pairedDown's ratio against ref.
+func pairedKey(ref string) string { return "paired_down_ratio_vs_" + ref }
 
 // waitSession waits until a session through the proxy works (Caddy may
 // still be issuing its internal certificate).

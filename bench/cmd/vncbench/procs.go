@@ -497,6 +497,7 @@ type procSample struct {
 	rssKiB     int64
 	procs      int
 	sockets    int
+	files      int // regular files open
 }
 
 // waitSettled waits, at most timeout, until the proxy's process tree holds
@@ -512,14 +513,18 @@ func waitSettled(ctx context.Context, pid int, base procSample, timeout time.Dur
 		if err != nil {
 			return s
 		}
-		// Settled: no more processes or sockets than at the start, and no
-		// CPU time still arriving (a reaped child's time moves to its
-		// parent when the parent gets round to it).
-		if i > 0 && s.procs <= base.procs && s.sockets <= base.sockets+4 && s.cpuSeconds == last.cpuSeconds {
+		// Settled: no more processes, sockets or open files than at the
+		// start (a recorded console's files stay open until its
+		// recording is synced, whose writes to the disk cost no CPU
+		// time of the proxy's while it waits but would spill into the
+		// next measurement), and no CPU time still arriving (a reaped
+		// child's time moves to its parent when the parent gets round
+		// to it).
+		if i > 0 && s.procs <= base.procs && s.sockets <= base.sockets+4 && s.files <= base.files && s.cpuSeconds == last.cpuSeconds {
 			return s
 		}
 		if time.Now().After(deadline) {
-			fmt.Fprintf(os.Stderr, "  (proxy not settled after %v: %d processes, %d sockets)\n", timeout, s.procs, s.sockets)
+			fmt.Fprintf(os.Stderr, "  (proxy not settled after %v: %d processes, %d sockets, %d files)\n", timeout, s.procs, s.sockets, s.files)
 			return s
 		}
 		last = s
@@ -531,21 +536,27 @@ func waitSettled(ctx context.Context, pid int, base procSample, timeout time.Dur
 	}
 }
 
-// countSockets counts pid's open sockets; pipes (Go's splice keeps a pool
-// of them) and files do not matter here.
-func countSockets(pid int) int {
+// countDescriptors counts pid's open sockets and the regular files it has
+// open (a recorded console's files, from its start until its recording is
+// synced and closed); pipes (Go's splice keeps a pool of them) and devices
+// do not matter here.
+func countDescriptors(pid int) (sockets, files int) {
 	dir := fmt.Sprintf("/proc/%d/fd", pid)
 	ents, err := os.ReadDir(dir)
 	if err != nil {
-		return 0
+		return 0, 0
 	}
-	n := 0
 	for _, e := range ents {
-		if l, err := os.Readlink(filepath.Join(dir, e.Name())); err == nil && strings.HasPrefix(l, "socket:") {
-			n++
+		l, err := os.Readlink(filepath.Join(dir, e.Name()))
+		switch {
+		case err != nil:
+		case strings.HasPrefix(l, "socket:"):
+			sockets++
+		case strings.HasPrefix(l, "/") && !strings.HasPrefix(l, "/dev/"):
+			files++
 		}
 	}
-	return n
+	return sockets, files
 }
 
 const clockTicks = 100 // USER_HZ on Linux
@@ -576,7 +587,9 @@ func sampleTree(pid int) (procSample, error) {
 		s.pssKiB += pss
 		s.rssKiB += rss
 		s.procs++
-		s.sockets += countSockets(p)
+		sockets, files := countDescriptors(p)
+		s.sockets += sockets
+		s.files += files
 	}
 	return s, nil
 }

@@ -220,6 +220,7 @@ func (r *results) report() *report {
 			"runs":                o.runs,
 			"quick":               o.quick,
 			"down_mib":            o.downMiB,
+			"pairs":               o.pairs,
 			"up_mib":              o.upMiB,
 			"websockify_mib":      o.websockifyMiB,
 			"up_message_kib":      64,
@@ -412,6 +413,15 @@ func (rep *report) footnotes() []string {
 		for _, v := range rep.Variants {
 			if _, ok := d[v]; ok {
 				n = append(n, fmt.Sprintf("%s CPU: %.2f s/GB target→browser, %.2f s/GB browser→target.", variantLabel[v], d[v], u[v]))
+			}
+		}
+	}
+	for _, v := range rep.Variants {
+		col, _ := columnByName(v)
+		for _, other := range col.compare {
+			if r, ok := rep.Extra[pairedKey(other)][v]; ok {
+				n = append(n, fmt.Sprintf("%s / %s, paired: target→browser throughput %.2f× (in each run, the median of %v pairs of runs back to back in one proxy process, which one goes first alternating; the median of the runs').",
+					variantLabel[v], variantLabel[other], r, rep.Config["pairs"]))
 			}
 		}
 	}
