@@ -28,7 +28,10 @@ const RetentionInterval = time.Minute
 //
 // A run reads the directory once and looks at each file once (no file is
 // opened), so its cost is one directory listing however many recordings
-// end.
+// end. A run after a recording's end looks only at the files the last run
+// did not see, or saw live (those of ended recordings no longer change);
+// the periodic run looks at every file again, and so sees a file changed
+// behind its back within RetentionInterval.
 type Retention struct {
 	dir      string
 	maxAge   time.Duration
@@ -46,7 +49,18 @@ type Retention struct {
 	mu      sync.Mutex // guards started and stopped
 	started bool
 	stopped bool
-	runMu   sync.Mutex // one run at a time
+	runMu   sync.Mutex // one run at a time; guards known
+	// known is what the last run found of the files of recordings that
+	// had ended (none of this process's live ones), by name: such files
+	// no longer change, so a run after a recording's end (runKnown)
+	// lists the directory but looks only at files it has not seen.
+	known map[string]fileFacts
+}
+
+// fileFacts is what a run needs of a file.
+type fileFacts struct {
+	size    int64
+	modTime time.Time
 }
 
 // NewRetention returns the retention of dir; zero maxAge or maxTotal means
@@ -107,13 +121,18 @@ func (r *Retention) loop() {
 	gap := time.NewTimer(retentionGap)
 	gap.Stop()
 	for {
+		// The periodic run looks at every file; one after a recording's
+		// end, only at those it has not seen (the first run sees them
+		// all).
+		periodic := false
 		select {
 		case <-r.stop:
 			return
 		case <-tick.C:
+			periodic = true
 		case <-r.trigger:
 		}
-		deleted, err := r.Run()
+		deleted, err := r.run(!periodic)
 		if r.Report != nil && (len(deleted) > 0 || err != nil) {
 			r.Report(deleted, err)
 		}
@@ -140,8 +159,15 @@ type recordingFiles struct {
 	names   []string
 }
 
-// Run applies the limits once and returns the ids it deleted.
-func (r *Retention) Run() ([]string, error) {
+// Run applies the limits once, looking at every file in the directory,
+// and returns the ids it deleted.
+func (r *Retention) Run() ([]string, error) { return r.run(false) }
+
+// run is Run; with useKnown, the files of ended recordings that the last
+// run saw are taken as they were then (known) rather than looked at again:
+// one lstat per new file instead of one per file, which in a directory of
+// 10,000 recordings is most of a run's cost.
+func (r *Retention) run(useKnown bool) ([]string, error) {
 	if r.maxAge <= 0 && r.maxTotal <= 0 {
 		return nil, nil
 	}
@@ -149,31 +175,44 @@ func (r *Retention) Run() ([]string, error) {
 	defer r.runMu.Unlock()
 	entries, err := os.ReadDir(r.dir)
 	if err != nil {
+		r.known = nil
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, nil
 		}
 		return nil, fmt.Errorf("retention: %w", err)
 	}
+	// Taken before any file is looked at: a recording that is not live
+	// now has written, synced and closed its files for good.
+	liveIDs := liveIn(r.dir)
+	known := make(map[string]fileFacts, len(entries))
 	byID := make(map[string]*recordingFiles)
 	for _, e := range entries {
-		id, _, ok := splitName(e.Name())
+		name := e.Name()
+		id, _, ok := splitName(name)
 		if !ok || !e.Type().IsRegular() {
 			continue
 		}
-		info, err := e.Info()
-		if err != nil {
-			continue // deleted meanwhile
+		facts, seen := r.known[name]
+		if !useKnown || !seen || liveIDs[id] {
+			info, err := e.Info()
+			if err != nil {
+				continue // deleted meanwhile
+			}
+			facts = fileFacts{size: info.Size(), modTime: info.ModTime()}
+		}
+		if !liveIDs[id] {
+			known[name] = facts
 		}
 		rf := byID[id]
 		if rf == nil {
-			rf = &recordingFiles{id: id, started: idTime(id, info.ModTime())}
+			rf = &recordingFiles{id: id, started: idTime(id, facts.modTime)}
 			byID[id] = rf
 		}
-		if mt := info.ModTime(); mt.Before(rf.started) {
-			rf.started = mt
+		if facts.modTime.Before(rf.started) {
+			rf.started = facts.modTime
 		}
-		rf.size += info.Size()
-		rf.names = append(rf.names, e.Name())
+		rf.size += facts.size
+		rf.names = append(rf.names, name)
 	}
 	all := make([]*recordingFiles, 0, len(byID))
 	var total int64
@@ -204,9 +243,13 @@ func (r *Retention) Run() ([]string, error) {
 			errs = append(errs, err)
 			continue
 		}
+		for _, name := range rf.names {
+			delete(known, name)
+		}
 		total -= rf.size
 		deleted = append(deleted, rf.id)
 	}
+	r.known = known
 	return deleted, errors.Join(errs...)
 }
 

@@ -263,3 +263,61 @@ func TestListAndOpen(t *testing.T) {
 		t.Fatalf("Range request: %d %q", resp.StatusCode, body)
 	}
 }
+
+// A run after a recording's end takes the files of ended recordings as the
+// last run saw them, but looks again at a live recording's, which grow:
+// the size it counts is the final one once the recording has ended.
+func TestRetentionKnownFiles(t *testing.T) {
+	dir := t.TempDir()
+	old := fakeRecording(t, dir, time.Now().Add(-5*time.Hour), 10_000, false)
+	rec, err := Start(Config{Dir: dir}, Meta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := NewRetention(dir, 0, 1<<40)
+	if deleted, err := r.run(true); err != nil || len(deleted) > 0 {
+		t.Fatalf("deleted %v, %v", deleted, err)
+	}
+	if _, ok := r.known[rec.ID()+".fbs"]; ok {
+		t.Fatal("a live recording's file is taken as known")
+	}
+	if _, ok := r.known[old+".fbs"]; !ok {
+		t.Fatal("an ended recording's file is not known after a run")
+	}
+	if err := rec.Server(make([]byte, 100_000)); err != nil {
+		t.Fatal(err)
+	}
+	if err := rec.Close("done"); err != nil {
+		t.Fatal(err)
+	}
+	if deleted, err := r.run(true); err != nil || len(deleted) > 0 {
+		t.Fatalf("deleted %v, %v", deleted, err)
+	}
+	total, _ := dirSize(t, dir)
+	// Just under what is there: the oldest goes, whose files were known,
+	// if the ended recording counts with all it wrote.
+	r.maxTotal = total - 1
+	deleted, err := r.run(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(deleted, []string{old}) {
+		t.Fatalf("deleted %v, want %s", deleted, old)
+	}
+	if _, ok := r.known[old+".fbs"]; ok {
+		t.Fatal("a deleted recording's file is still known")
+	}
+	// An ended recording's files deleted behind retention's back are no
+	// longer counted.
+	for _, ext := range []string{".fbs", ".json"} {
+		if err := os.Remove(filepath.Join(dir, rec.ID()+ext)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := r.run(true); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.known) != 0 {
+		t.Fatalf("known after every recording went: %v", r.known)
+	}
+}

@@ -244,3 +244,16 @@ func isLive(dir, id string) bool {
 	_, ok := live.Load(filepath.Join(dir, id))
 	return ok
 }
+
+// liveIn returns the ids of the recordings live in dir.
+func liveIn(dir string) map[string]bool {
+	ids := map[string]bool{}
+	prefix := filepath.Clean(dir) + string(filepath.Separator)
+	live.Range(func(k, _ any) bool {
+		if id, ok := strings.CutPrefix(k.(string), prefix); ok && !strings.ContainsRune(id, filepath.Separator) {
+			ids[id] = true
+		}
+		return true
+	})
+	return ids
+}
