@@ -87,7 +87,15 @@ func (r *relay) serve(client net.Conn) {
 			}
 			_, _ = client.Write(buf[:n]) // the client may be gone
 			if err != nil {
-				client.Close()
+				// Only this direction ends: what the client still sends
+				// is read and judged (QEMU closes a second display
+				// channel of a session as soon as it has linked, which
+				// may be before the client's first message arrives).
+				if tc, ok := client.(*net.TCPConn); ok {
+					_ = tc.CloseWrite()
+				} else {
+					client.Close()
+				}
 				return
 			}
 		}
